@@ -1,0 +1,1 @@
+"""lakehouse: a Dagster asset-based medallion lakehouse on Apache Iceberg."""

@@ -1,0 +1,189 @@
+"""`lakehouse`: start the embedded local stack, load the demo, run the graph, open the UI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager, suppress
+
+import typer
+
+from lakehouse.settings import PROJECT_ROOT, LakehouseSettings, get_settings
+from lakehouse.stack import services as stack
+from lakehouse.stack.provision import provision
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
+)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def start_stack(settings: LakehouseSettings) -> list[str]:
+    """Start what is not running yet; return the names of the services this call started."""
+    started: list[str] = []
+    try:
+        for service in stack.services(settings):
+            if stack.start(service, settings):
+                started.append(service.name)
+                typer.echo(f"  started {service.name} on 127.0.0.1:{service.port}")
+            else:
+                typer.echo(f"  {service.name} already running on 127.0.0.1:{service.port}")
+        provision(settings)
+    except stack.StackError as exc:
+        stop_stack(settings, started)
+        _fail(str(exc))
+    return started
+
+
+def stop_stack(settings: LakehouseSettings, names: list[str] | None = None) -> None:
+    for service in stack.services(settings):
+        if (names is None or service.name in names) and stack.stop(service, settings):
+            typer.echo(f"  stopped {service.name}")
+
+
+@contextmanager
+def stack_session(settings: LakehouseSettings):
+    """Services needed for the block; stops those it started, leaves running ones alone."""
+    started = start_stack(settings)
+    try:
+        yield
+    finally:
+        stop_stack(settings, started)
+
+
+def prepare_dbt() -> None:
+    """Write dbt's manifest, which the gold assets are built from at import."""
+    from resources.dbt import dbt_cli_resource, dbt_project
+
+    dbt_cli_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
+
+
+def prepare_dagster_home(settings: LakehouseSettings) -> None:
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", settings.dagster_home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+
+
+@app.command()
+def up() -> None:
+    """Start Tansu (Kafka) and moto (S3), create topics, bucket and namespaces."""
+    settings = get_settings()
+    start_stack(settings)
+    typer.echo(f"stack up; state in {settings.state_path}")
+
+
+@app.command()
+def down() -> None:
+    """Stop the services `up` started."""
+    stop_stack(get_settings())
+    typer.echo("stack down")
+
+
+@app.command()
+def status() -> None:
+    """Which local services run, on which port."""
+    settings = get_settings()
+    for service in stack.services(settings):
+        pid = stack.running_pid(service, settings)
+        if pid:
+            state = f"running (pid {pid})" if service.ready() else f"not answering (pid {pid})"
+        elif stack.port_in_use(service.port):
+            state = "port taken by another process"
+        else:
+            state = "stopped"
+        typer.echo(f"{service.name:6} 127.0.0.1:{service.port:<6} {state}")
+    typer.echo(f"catalog  {settings.resolved_catalog_uri}")
+    typer.echo(f"warehouse {settings.resolved_warehouse}")
+
+
+@app.command()
+def prepare() -> None:
+    """Parse the dbt project (writes the manifest the code location loads)."""
+    prepare_dbt()
+    typer.echo("dbt manifest ready")
+
+
+@app.command()
+def demo(
+    scale: int = typer.Option(1, min=1, help="Data volume multiplier (1 = 2,000 events)."),
+    run: bool = typer.Option(True, help="Run the whole graph after loading the data."),
+) -> None:
+    """Load deterministic demo data, run the whole graph once, print a summary."""
+    settings = get_settings()
+    began = time.monotonic()
+    with stack_session(settings):
+        from lakehouse.demo.load import publish_demo
+
+        loaded = publish_demo(settings, scale)
+        typer.echo(
+            f"demo data: {loaded.events_produced} events produced, "
+            f"{loaded.files_uploaded} files uploaded"
+            + (f", shop database {loaded.postgres}" if loaded.postgres else "")
+        )
+        for note in loaded.notes:
+            typer.echo(f"  note: {note}")
+        if run:
+            summary = run_graph(settings)
+            typer.echo(summary)
+    typer.echo(f"done in {time.monotonic() - began:.1f} s")
+
+
+def run_graph(settings: LakehouseSettings) -> str:
+    """Execute the `lakehouse` job in-process against the local instance; return a summary."""
+    prepare_dbt()
+    prepare_dagster_home(settings)
+    import dagster as dg
+
+    from lakehouse.definitions import defs
+    from lakehouse.summary import summarize
+
+    job = defs.resolve_job_def("lakehouse")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    summary = summarize(settings, result)
+    if not result.success:
+        typer.secho(summary, err=True)
+        _fail(f"run {result.run_id} failed; see `make dev` -> Runs for the step logs")
+    return summary
+
+
+@app.command()
+def dev(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
+    """Start the stack and `dagster dev` (UI on http://127.0.0.1:PORT)."""
+    settings = get_settings()
+    prepare_dbt()
+    prepare_dagster_home(settings)
+    with stack_session(settings):
+        typer.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops it and the stack)")
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(PROJECT_ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ]
+        with suppress(KeyboardInterrupt):
+            subprocess.run(command, cwd=PROJECT_ROOT, check=False)
+
+
+def main() -> None:
+    # dbt, dagster and the services run from this interpreter's venv, activated or not
+    bin_dir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    app()
+
+
+if __name__ == "__main__":
+    main()

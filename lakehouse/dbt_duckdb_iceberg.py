@@ -1,0 +1,108 @@
+"""dbt-duckdb plugin: gold models read and write Iceberg tables of the shared catalog.
+
+dbt-duckdb's own ``iceberg`` plugin only reads. Here every table of the exposed
+namespaces becomes a DuckDB view over ``iceberg_scan(<current metadata>)`` when a
+connection opens, and ``store()`` commits each ``external`` model's Parquet output
+to ``<schema>.<model>`` with pyiceberg: a full overwrite, one snapshot per model
+run, additive schema changes allowed. The DuckDB Iceberg and Avro extensions are
+loaded from their PyPI wheels (DuckDB's ``INSTALL`` needs the internet).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.duckdb.utils import TargetConfig
+from pyiceberg.catalog import Catalog, load_catalog
+
+from lakehouse.catalog_config import pyiceberg_properties
+from lakehouse.settings import get_settings
+from lakehouse.tables.commits import TABLE_PROPERTIES
+
+DBT_MODEL_KEY = "lakehouse.dbt-model"
+
+
+def duckdb_extension_paths() -> list[Path]:
+    """The Avro and Iceberg extension binaries shipped in the duckdb-extension-* wheels."""
+    import duckdb_extension_avro
+    import duckdb_extension_iceberg
+
+    paths = []
+    for module in (duckdb_extension_avro, duckdb_extension_iceberg):
+        found = sorted(Path(module.__file__).parent.glob("extensions/*/*.duckdb_extension"))
+        if not found:
+            raise RuntimeError(f"{module.__name__} ships no DuckDB extension binary")
+        paths.append(found[-1])
+    return paths
+
+
+def load_iceberg_extension(conn) -> None:
+    for path in duckdb_extension_paths():
+        conn.execute(f"LOAD '{path}'")
+
+
+def expose_tables(conn, catalog: Catalog, namespaces: list[str]) -> list[str]:
+    """Create ``<namespace>.<table>`` views over the tables' current metadata files."""
+    exposed = []
+    for namespace in namespaces:
+        conn.execute(f'create schema if not exists "{namespace}"')
+        if not catalog.namespace_exists(namespace):
+            continue
+        for identifier in catalog.list_tables(namespace):
+            name = identifier[-1]
+            table = catalog.load_table(identifier)
+            if table.current_snapshot() is None:
+                continue
+            location = table.metadata_location.replace("'", "''")
+            conn.execute(
+                f'create or replace view "{namespace}"."{name}" as '
+                f"select * from iceberg_scan('{location}')"
+            )
+            exposed.append(f"{namespace}.{name}")
+    return exposed
+
+
+class Plugin(BasePlugin):
+    def initialize(self, plugin_config: dict[str, Any]) -> None:
+        self._namespaces = list(plugin_config.get("expose_namespaces", ["silver", "gold"]))
+        settings = get_settings()
+        self._catalog = load_catalog(settings.catalog_name, **pyiceberg_properties(settings))
+
+    def configure_connection(self, conn) -> None:
+        # DuckDB's COPY does not create directories; external models land here first.
+        root = getattr(self.creds, "external_root", None)
+        if root:
+            Path(root).mkdir(parents=True, exist_ok=True)
+        load_iceberg_extension(conn)
+        expose_tables(conn, self._catalog, self._namespaces)
+
+    def store(self, target_config: TargetConfig) -> None:
+        if target_config.location is None:
+            raise ValueError("the iceberg plugin stores 'external' models only")
+        data = pq.read_table(target_config.location.path)
+        data = _drop_empty_marker(data)
+        relation = target_config.relation
+        identifier = f"{relation.schema}.{relation.identifier}"
+        self._catalog.create_namespace_if_not_exists(relation.schema)
+        table = self._catalog.create_table_if_not_exists(
+            identifier, schema=data.schema, properties=TABLE_PROPERTIES
+        )
+        with table.update_schema() as update:
+            update.union_by_name(data.schema)
+        table = self._catalog.load_table(identifier)
+        table.overwrite(
+            data.cast(table.schema().as_arrow()),
+            snapshot_properties={DBT_MODEL_KEY: relation.identifier},
+        )
+
+
+def _drop_empty_marker(data: pa.Table) -> pa.Table:
+    """dbt-duckdb writes one all-NULL row for an empty result; an empty model stays empty."""
+    if data.num_rows == 1 and all(pc.all(pc.is_null(col)).as_py() for col in data.columns):
+        return data.slice(0, 0)
+    return data

@@ -1,0 +1,42 @@
+"""The code location: assembles assets, checks, jobs, sensors, schedules and resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lakehouse.assets.bronze import bronze_clickstream, bronze_marketing_spend
+from lakehouse.assets.gold import gold_dbt_models
+from lakehouse.assets.silver import silver_page_views
+from lakehouse.checks import clickstream_offsets_exactly_once, page_views_contract
+from lakehouse.jobs import gold_job, ingest_clickstream_job, ingest_landing_job, lakehouse_job
+from lakehouse.schedules import gold_daily_schedule
+from lakehouse.sensors import clickstream_kafka_sensor, landing_files_sensor
+from resources import (
+    IcebergCatalogResource,
+    KafkaResource,
+    S3Resource,
+    SparkResource,
+    dbt_cli_resource,
+)
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "lakehouse_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Rebuilds silver and gold when their inputs change (eager conditions; no retries).",
+)
+
+defs = dg.Definitions(
+    assets=[bronze_clickstream, bronze_marketing_spend, silver_page_views, gold_dbt_models],
+    asset_checks=[clickstream_offsets_exactly_once, page_views_contract],
+    jobs=[ingest_clickstream_job, ingest_landing_job, lakehouse_job, gold_job],
+    sensors=[clickstream_kafka_sensor, landing_files_sensor, automation_sensor],
+    schedules=[gold_daily_schedule],
+    resources={
+        "iceberg": IcebergCatalogResource(),
+        "kafka": KafkaResource(),
+        "s3": S3Resource(),
+        "spark": SparkResource(),
+        "dbt": dbt_cli_resource(),
+    },
+)

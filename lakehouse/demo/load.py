@@ -1,0 +1,81 @@
+"""Publish the demo data to Kafka, the landing bucket and (if reachable) PostgreSQL.
+
+Idempotent per service lifetime: a topic that already holds records and files
+that already exist are left alone, so running the demo twice adds nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kafka import TopicPartition
+
+from lakehouse.demo.clickstream import generate
+from lakehouse.demo.partner_files import marketing_spend_files
+from lakehouse.demo.shop import postgres_reachable, seed_shop
+from lakehouse.settings import LakehouseSettings
+from resources.kafka import KafkaResource
+from resources.s3 import S3Resource
+
+
+@dataclass
+class DemoLoad:
+    events_produced: int = 0
+    files_uploaded: int = 0
+    postgres: dict[str, int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def topic_has_records(kafka: KafkaResource, topic: str) -> bool:
+    consumer = kafka.consumer()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        return any(offset > 0 for offset in consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
+def publish_clickstream(settings: LakehouseSettings, scale: int = 1) -> int:
+    """Produce the clickstream unless the topic already holds records; return the count sent."""
+    kafka = KafkaResource()
+    topic = settings.kafka_clickstream_topic
+    if topic_has_records(kafka, topic):
+        return 0
+    producer = kafka.producer()
+    sent = 0
+    try:
+        for message in generate(scale):
+            producer.send(topic, key=message.key, value=message.value)
+            sent += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
+
+
+def publish_landing_files(settings: LakehouseSettings, scale: int = 1) -> int:
+    """Upload the partner files that are not in the bucket yet; return how many."""
+    s3 = S3Resource().client()
+    uploaded = 0
+    for key, body in marketing_spend_files(scale).items():
+        existing = s3.list_objects_v2(Bucket=settings.landing_bucket, Prefix=key).get("KeyCount", 0)
+        if not existing:
+            s3.put_object(Bucket=settings.landing_bucket, Key=key, Body=body)
+            uploaded += 1
+    return uploaded
+
+
+def publish_demo(settings: LakehouseSettings, scale: int = 1) -> DemoLoad:
+    result = DemoLoad()
+    result.events_produced = publish_clickstream(settings, scale)
+    if not result.events_produced:
+        result.notes.append(
+            f"{settings.kafka_clickstream_topic} already holds records: not produced again"
+        )
+    result.files_uploaded = publish_landing_files(settings, scale)
+    if postgres_reachable(settings.postgres_dsn):
+        result.postgres = seed_shop(settings.postgres_dsn, scale)
+    else:
+        result.notes.append("PostgreSQL not reachable: shop database skipped (Kafka and S3 only)")
+    return result

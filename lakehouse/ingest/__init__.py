@@ -1,0 +1,1 @@
+"""Source readers that land raw records in bronze exactly once."""

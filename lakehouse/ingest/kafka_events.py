@@ -1,0 +1,271 @@
+"""Kafka JSON events into bronze, exactly once.
+
+The bronze table's snapshot summaries are the only record of how far a topic has
+been read: a batch starts at the table's committed next-offsets, never at the
+broker's consumer-group offsets, and commits its new next-offsets together with
+its rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from kafka import TopicPartition
+from kafka.errors import OffsetOutOfRangeError
+from pyiceberg.catalog import Catalog
+
+from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, parse_json_event, raw_text
+from lakehouse.settings import KafkaOffsetPolicy
+from lakehouse.tables.commits import (
+    append_with_position,
+    committed_position,
+    ensure_table,
+    with_commit_retries,
+)
+from lakehouse.tables.schemas import QUARANTINE, TableLayout
+from resources.kafka import KafkaResource
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+class OffsetsOutOfRange(RuntimeError):
+    """The table's committed offsets do not exist on the broker (recreated topic, empty broker)."""
+
+
+@dataclass(frozen=True)
+class KafkaSource:
+    """A topic of JSON events and the bronze columns taken from each event."""
+
+    name: str
+    topic: str
+    layout: TableLayout
+    required_fields: tuple[str, ...]
+    columns: dict[str, str]  # bronze column -> event field
+
+    @property
+    def bronze_table(self) -> str:
+        return f"bronze.{self.name}"
+
+    @property
+    def quarantine_table(self) -> str:
+        return f"quarantine.{self.name}"
+
+
+@dataclass
+class KafkaBatch:
+    topic: str
+    start_offsets: dict[int, int]
+    next_offsets: dict[int, int]
+    records_read: int = 0
+    landed: int = 0
+    quarantined: int = 0
+    snapshot_id: int | None = None
+    quarantine_rules: dict[str, int] = field(default_factory=dict)
+    offset_resets: list[str] = field(default_factory=list)
+
+    @property
+    def reconciled(self) -> bool:
+        return self.records_read == self.landed + self.quarantined
+
+
+def read_committed_offsets(catalog: Catalog, source: KafkaSource) -> dict[int, int]:
+    table = ensure_table(catalog, source.bronze_table, source.layout)
+    return {int(p): int(o) for p, o in (committed_position(table, source.topic) or {}).items()}
+
+
+def ingest_kafka_batch(
+    catalog: Catalog,
+    kafka: KafkaResource,
+    source: KafkaSource,
+    run_id: str,
+    *,
+    until_offsets: dict[int, int] | None = None,
+    max_records: int = 500_000,
+    policy: KafkaOffsetPolicy = KafkaOffsetPolicy.FAIL,
+    poll_timeout_ms: int = 1_000,
+) -> KafkaBatch:
+    """Read from the committed offsets (up to ``until_offsets``) and commit the batch."""
+
+    def attempt() -> KafkaBatch:
+        bronze = ensure_table(catalog, source.bronze_table, source.layout)
+        quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
+        committed = {
+            int(p): int(o) for p, o in (committed_position(bronze, source.topic) or {}).items()
+        }
+        consumer = kafka.consumer(auto_offset_reset="none")
+        try:
+            batch, messages = _read(
+                consumer,
+                source.topic,
+                committed,
+                until_offsets,
+                max_records,
+                policy,
+                poll_timeout_ms,
+            )
+        finally:
+            consumer.close()
+        if batch.next_offsets == committed and not messages:
+            return batch
+
+        ingested_at = datetime.now(UTC)
+        rows: list[dict[str, Any]] = []
+        rejects = QuarantineBuffer(source.name, run_id, ingested_at)
+        for message in messages:
+            coordinates = {
+                "_kafka_topic": message.topic,
+                "_kafka_partition": message.partition,
+                "_kafka_offset": message.offset,
+            }
+            try:
+                if message.value is not None and len(message.value) > MAX_PAYLOAD_BYTES:
+                    raise RecordRejected(
+                        "max_size",
+                        f"payload of {len(message.value)} bytes exceeds {MAX_PAYLOAD_BYTES}",
+                    )
+                event = parse_json_event(message.value, source.required_fields)
+            except RecordRejected as rejected:
+                rejects.add(rejected.rule, rejected.reason, raw_text(message.value), **coordinates)
+                batch.quarantine_rules[rejected.rule] = (
+                    batch.quarantine_rules.get(rejected.rule, 0) + 1
+                )
+                continue
+            row = {column: _as_text(event.get(name)) for column, name in source.columns.items()}
+            row.update(
+                payload=message.value.decode("utf-8"),
+                _source=source.name,
+                _kafka_timestamp=datetime.fromtimestamp(message.timestamp / 1000, UTC),
+                _ingested_at=ingested_at,
+                _run_id=run_id,
+                **coordinates,
+            )
+            rows.append(row)
+
+        position = {str(p): o for p, o in batch.next_offsets.items()}
+        # Quarantine first, with its own position: a crash between the two commits
+        # leaves bronze unchanged, and the retry skips rows quarantine already holds.
+        q_committed = {
+            int(p): int(o) for p, o in (committed_position(quarantine, source.topic) or {}).items()
+        }
+        fresh = [
+            r
+            for r in rejects.rows
+            if r["_kafka_offset"] >= q_committed.get(r["_kafka_partition"], 0)
+        ]
+        if fresh:
+            rejects.rows = fresh
+            append_with_position(quarantine, rejects.to_arrow(), source.topic, position, run_id)
+        arrow = pa.Table.from_pylist(rows, schema=source.layout.arrow_schema())
+        batch.snapshot_id = append_with_position(bronze, arrow, source.topic, position, run_id)
+        batch.landed = len(rows)
+        batch.quarantined = len(messages) - len(rows)
+        return batch
+
+    return with_commit_retries(attempt)
+
+
+def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_timeout_ms):
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise RuntimeError(
+            f"Kafka topic {topic!r} does not exist on {consumer.config['bootstrap_servers']}"
+        )
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    log_start = consumer.beginning_offsets(tps)
+    batch = KafkaBatch(topic=topic, start_offsets={}, next_offsets={})
+    for tp in tps:
+        # A partition the table has never seen (new topic or added partition) starts
+        # at the broker's log start.
+        start = committed.get(tp.partition, log_start[tp])
+        if start < log_start[tp]:
+            start = _resolve(
+                policy,
+                batch,
+                f"{topic}[{tp.partition}]: committed offset {start} is behind the broker's log "
+                f"start {log_start[tp]} (retention deleted unread records)",
+                earliest=log_start[tp],
+                latest=None,
+            )
+        if start is None:
+            start = max(consumer.end_offsets([tp])[tp], log_start[tp])
+        consumer.seek(tp, start)
+        batch.start_offsets[tp.partition] = start
+    batch.next_offsets = dict(batch.start_offsets)
+
+    targets = {
+        p: until_offsets[p]
+        for p in batch.start_offsets
+        if until_offsets is not None and p in until_offsets
+    }
+    active = {
+        tp for tp in tps if batch.start_offsets[tp.partition] < targets.get(tp.partition, 2**62)
+    }
+    messages = []
+    remaining = max_records
+    while active and remaining > 0:
+        try:
+            polled = consumer.poll(timeout_ms=poll_timeout_ms, max_records=min(remaining, 50_000))
+        except OffsetOutOfRangeError as exc:
+            for tp, offset in (exc.args[0] if exc.args else {}).items():
+                _ahead(consumer, policy, batch, tp, offset, log_start[tp])
+            continue
+        if not polled:
+            break
+        for tp, records in polled.items():
+            limit = targets.get(tp.partition)
+            for record in records:
+                if (limit is not None and record.offset >= limit) or remaining == 0:
+                    active.discard(tp)
+                    consumer.pause(tp)
+                    break
+                messages.append(record)
+                batch.next_offsets[tp.partition] = record.offset + 1
+                remaining -= 1
+            if limit is not None and batch.next_offsets[tp.partition] >= limit:
+                active.discard(tp)
+                consumer.pause(tp)
+    for tp in tps:
+        highwater = consumer.highwater(tp)
+        start = batch.start_offsets[tp.partition]
+        if (
+            highwater is not None
+            and start > highwater
+            and batch.next_offsets[tp.partition] == start
+        ):
+            _ahead(consumer, policy, batch, tp, start, log_start[tp], highwater)
+    batch.records_read = len(messages)
+    return batch, messages
+
+
+def _ahead(consumer, policy, batch, tp, offset, log_start, highwater=None) -> None:
+    message = (
+        f"{tp.topic}[{tp.partition}]: committed offset {offset} is ahead of the broker's end"
+        f"{'' if highwater is None else f' {highwater}'}"
+        " (topic recreated or broker restarted empty?)"
+    )
+    new = _resolve(policy, batch, message, earliest=log_start, latest=highwater)
+    if new is None:
+        new = highwater if highwater is not None else consumer.end_offsets([tp])[tp]
+    consumer.seek(tp, new)
+    batch.start_offsets[tp.partition] = new
+    batch.next_offsets[tp.partition] = new
+
+
+def _resolve(policy, batch, message, *, earliest, latest):
+    if policy is KafkaOffsetPolicy.FAIL:
+        raise OffsetsOutOfRange(
+            f"{message}. Nothing was read. Set LAKEHOUSE_KAFKA_OFFSET_POLICY=earliest to re-read "
+            "the partition from its log start, or =latest to skip to its end."
+        )
+    batch.offset_resets.append(f"{message}; policy {policy.value}")
+    return earliest if policy is KafkaOffsetPolicy.EARLIEST else latest
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)

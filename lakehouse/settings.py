@@ -1,0 +1,131 @@
+"""One settings object for every environment, read from ``LAKEHOUSE_*`` variables.
+
+Resources, the CLI, the dbt plugin and the tests all ask this module, so a host,
+port or path is decided in exactly one place and at run time, never at import.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    CI = "ci"
+    PROD = "prod"
+
+
+class KafkaOffsetPolicy(StrEnum):
+    """What ingestion does when the table's committed offset is outside the broker's log.
+
+    ``fail`` stops the run and names topic, partition and offsets (the default: nothing
+    is re-read or skipped without a person deciding). ``earliest`` restarts the
+    partition from the broker's log start (use after a topic was deliberately
+    recreated); ``latest`` skips to the broker's end (accepts a gap).
+    """
+
+    FAIL = "fail"
+    EARLIEST = "earliest"
+    LATEST = "latest"
+
+
+class LakehouseSettings(BaseSettings):
+    """Every knob of the lakehouse. Defaults describe the embedded local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_", env_file=None, extra="ignore")
+
+    env: Environment = Environment.LOCAL
+    state_dir: Path = Field(
+        default=PROJECT_ROOT / ".lakehouse",
+        description="Where the local stack keeps catalog, warehouse, logs and Dagster storage.",
+    )
+
+    # Iceberg catalog (one configuration for pyiceberg, Spark, dbt and Trino)
+    catalog_name: str = "lakehouse"
+    catalog_uri: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the SQL catalog; default: a SQLite file in state_dir.",
+    )
+    catalog_user: str | None = None
+    catalog_password: SecretStr | None = None
+    warehouse: str | None = Field(
+        default=None, description="Warehouse location (file:// or s3://); default: state_dir."
+    )
+
+    # Kafka
+    kafka_bootstrap_servers: str | None = None
+    kafka_port: int = 19092
+    kafka_clickstream_topic: str = "events.clickstream"
+    kafka_topic_partitions: int = 3
+    kafka_max_records_per_run: int = 500_000
+    kafka_offset_policy: KafkaOffsetPolicy = KafkaOffsetPolicy.FAIL
+
+    # S3 / MinIO
+    s3_endpoint_url: str | None = None
+    s3_port: int = 19000
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = "lakehouse"
+    s3_secret_access_key: SecretStr = SecretStr("lakehouse-local-secret")
+    landing_bucket: str = "landing"
+
+    # OLTP source (optional locally)
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/shop"
+
+    # gold
+    dbt_target: str = "local"
+    trino_host: str = "trino"
+    trino_port: int = 8080
+    trino_user: str = "dagster"
+
+    # Spark
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "2g"
+    spark_shuffle_partitions: int = 4
+
+    @cached_property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def catalog_db_path(self) -> Path:
+        return self.state_path / "catalog.db"
+
+    @property
+    def resolved_catalog_uri(self) -> str:
+        return self.catalog_uri or f"sqlite:///{self.catalog_db_path}"
+
+    @property
+    def resolved_warehouse(self) -> str:
+        return self.warehouse or (self.state_path / "warehouse").as_uri()
+
+    @property
+    def resolved_kafka_bootstrap(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def resolved_s3_endpoint(self) -> str:
+        return self.s3_endpoint_url or f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.state_path / "dagster"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_path / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_path / "logs"
+
+
+def get_settings() -> LakehouseSettings:
+    """Read the settings now (not cached: tests and CLI change the environment)."""
+    return LakehouseSettings()

@@ -1,0 +1,1 @@
+"""Iceberg table layouts and the exactly-once commit protocol."""

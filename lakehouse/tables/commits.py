@@ -1,0 +1,113 @@
+"""Exactly-once commits: the source position travels in the same Iceberg snapshot as the data.
+
+This is the protocol of the Iceberg Kafka Connect and Flink sinks. A batch's
+position (Kafka next-offsets per partition, the landing files it read) is written
+into the summary of the snapshot that adds its rows. Readers recover the position
+by walking the snapshot ancestry, so a run that dies before its commit leaves
+nothing behind and the next run simply redoes the batch; a run that races another
+loses the optimistic-concurrency check, re-reads the position and retries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
+
+from lakehouse.tables.schemas import TableLayout
+
+POSITION_PREFIX = "lakehouse.position."
+RUN_ID_KEY = "lakehouse.run-id"
+PARTITION_KEY = "lakehouse.partition-key"
+
+T = TypeVar("T")
+
+TABLE_PROPERTIES = {
+    "format-version": "2",
+    "write.parquet.compression-codec": "zstd",
+    # pyiceberg would otherwise re-apply a conflicting append on top of the winner's
+    # snapshot, and two runs that read the same offsets would both land. Our own
+    # retry (with_commit_retries) re-reads the position instead.
+    "commit.retry.num-retries": "0",
+}
+
+
+def ensure_table(catalog: Catalog, identifier: str, layout: TableLayout) -> Table:
+    """Load the table, creating it (and its namespace) on first use."""
+    namespace = identifier.split(".")[0]
+    catalog.create_namespace_if_not_exists(namespace)
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        return catalog.create_table_if_not_exists(
+            identifier,
+            schema=layout.schema,
+            partition_spec=layout.partition_spec,
+            properties=TABLE_PROPERTIES,
+        )
+
+
+def position_key(source: str) -> str:
+    return f"{POSITION_PREFIX}{source}"
+
+
+def committed_position(table: Table, source: str) -> Any | None:
+    """The position of the newest snapshot in the current ancestry that carries one.
+
+    Maintenance commits (compaction, expiry) carry no position, hence the walk.
+    """
+    key = position_key(source)
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        value = snapshot.summary[key] if snapshot.summary else None
+        if value is not None:
+            return json.loads(value)
+    return None
+
+
+def committed_positions(table: Table, source: str) -> Iterable[Any]:
+    """Every position committed for ``source`` in the current ancestry, newest first."""
+    key = position_key(source)
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        value = snapshot.summary[key] if snapshot.summary else None
+        if value is not None:
+            yield json.loads(value)
+
+
+def append_with_position(
+    table: Table,
+    rows: pa.Table,
+    source: str,
+    position: Any,
+    run_id: str,
+    partition_key: str | None = None,
+) -> int | None:
+    """Append ``rows`` and record ``position`` in the same snapshot; return its id."""
+    properties = {position_key(source): json.dumps(position, sort_keys=True), RUN_ID_KEY: run_id}
+    if partition_key:
+        properties[PARTITION_KEY] = partition_key
+    table.append(rows.cast(table.schema().as_arrow()), snapshot_properties=properties)
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
+def with_commit_retries(attempt: Callable[[], T], retries: int = 8) -> T:
+    """Run ``attempt`` (load, read position, write) again when a concurrent commit won.
+
+    ``attempt`` must reload the table and re-read the position each time: the point
+    of retrying is to see what the winner committed.
+    """
+    for n in range(retries + 1):
+        try:
+            return attempt()
+        except CommitFailedException:
+            if n == retries:
+                raise
+            time.sleep(min(0.05 * 2**n, 2.0))
+    raise AssertionError("unreachable")

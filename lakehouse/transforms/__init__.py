@@ -1,0 +1,1 @@
+"""Pure transforms (Arrow/pandas in, Arrow/pandas out), unit-testable without Dagster."""

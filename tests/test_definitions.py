@@ -1,0 +1,44 @@
+"""The code location loads and its graph is the one the UI should show."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+def test_definitions_load_with_layer_groups(defs):
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups["bronze/clickstream"] == "bronze"
+    assert groups["bronze/marketing_spend"] == "bronze"
+    assert groups["silver/page_views"] == "silver"
+    assert groups["gold/daily_page_views"] == "gold"
+    assert {"bronze", "silver", "gold", "quarantine"} <= set(groups.values())
+
+
+def test_dbt_source_is_the_silver_asset(defs):
+    graph = defs.get_repository_def().asset_graph
+    gold = graph.get(dg.AssetKey(["gold", "daily_page_views"]))
+    assert dg.AssetKey(["silver", "page_views"]) in gold.parent_keys
+    silver = graph.get(dg.AssetKey(["silver", "page_views"]))
+    assert dg.AssetKey(["bronze", "clickstream"]) in silver.parent_keys
+
+
+def test_every_layer_has_an_asset_check(defs):
+    graph = defs.get_repository_def().asset_graph
+    checked = {key.asset_key.path[0] for key in graph.asset_check_keys}
+    assert {"bronze", "silver", "gold"} <= checked
+
+
+def test_sensors_schedules_and_jobs(defs):
+    repo = defs.get_repository_def()
+    assert {s.name for s in repo.sensor_defs} >= {
+        "clickstream_kafka_sensor",
+        "landing_files_sensor",
+        "lakehouse_automation",
+    }
+    assert {s.name for s in repo.schedule_defs} == {"gold_daily"}
+    for name in ("ingest_clickstream", "ingest_landing_files", "lakehouse", "build_gold"):
+        assert repo.get_job(name) is not None
+    config = {"ops": {"bronze_clickstream": {"config": {"until_offsets": {"0": 5}}}}}
+    assert dg.validate_run_config(repo.get_job("ingest_clickstream"), config)
