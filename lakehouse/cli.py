@@ -13,7 +13,6 @@ import typer
 
 from lakehouse.settings import PROJECT_ROOT, LakehouseSettings, get_settings
 from lakehouse.stack import services as stack
-from lakehouse.stack.provision import provision
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
@@ -35,6 +34,8 @@ def start_stack(settings: LakehouseSettings) -> list[str]:
                 typer.echo(f"  started {service.name} on 127.0.0.1:{service.port}")
             else:
                 typer.echo(f"  {service.name} already running on 127.0.0.1:{service.port}")
+        from lakehouse.stack.provision import provision
+
         provision(settings)
     except stack.StackError as exc:
         stop_stack(settings, started)

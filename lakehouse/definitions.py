@@ -11,13 +11,11 @@ from lakehouse.checks import clickstream_offsets_exactly_once, page_views_contra
 from lakehouse.jobs import gold_job, ingest_clickstream_job, ingest_landing_job, lakehouse_job
 from lakehouse.schedules import gold_daily_schedule
 from lakehouse.sensors import clickstream_kafka_sensor, landing_files_sensor
-from resources import (
-    IcebergCatalogResource,
-    KafkaResource,
-    S3Resource,
-    SparkResource,
-    dbt_cli_resource,
-)
+from resources.dbt import dbt_cli_resource
+from resources.iceberg import IcebergCatalogResource
+from resources.kafka import KafkaResource
+from resources.s3 import S3Resource
+from resources.spark import SparkResource
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "lakehouse_automation",

@@ -14,7 +14,9 @@ from lakehouse.dbt_duckdb_iceberg import load_iceberg_extension
 from lakehouse.demo.clickstream import generate
 from lakehouse.demo.load import publish_clickstream, publish_landing_files
 from lakehouse.sensors import clickstream_kafka_sensor, landing_files_sensor
-from resources import IcebergCatalogResource, KafkaResource, S3Resource
+from resources.iceberg import IcebergCatalogResource
+from resources.kafka import KafkaResource
+from resources.s3 import S3Resource
 from tests.expected import expected_clickstream
 
 

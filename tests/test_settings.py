@@ -85,3 +85,13 @@ def test_postgres_catalog_translates_for_every_engine():
 def test_unknown_catalog_backend_is_refused():
     with pytest.raises(ValueError, match="mysql"):
         jdbc_url(LakehouseSettings(catalog_uri="mysql://x@h/db"))
+
+
+def test_every_setting_is_documented_in_env_example():
+    documented = (PROJECT_ROOT / ".env.example").read_text()
+    missing = [
+        f"LAKEHOUSE_{name.upper()}"
+        for name in LakehouseSettings.model_fields
+        if f"LAKEHOUSE_{name.upper()}=" not in documented
+    ]
+    assert not missing, f"add to .env.example: {missing}"

@@ -1,0 +1,154 @@
+"""Kafka -> bronze on a real broker: bad input, replays, races, offsets out of range."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from kafka.admin import NewTopic
+
+from lakehouse.ingest.kafka_events import OffsetsOutOfRange, ingest_kafka_batch
+from lakehouse.settings import KafkaOffsetPolicy
+from lakehouse.sources import clickstream_source
+from lakehouse.tables.commits import append_with_position, committed_position, ensure_table
+from resources.iceberg import IcebergCatalogResource
+from resources.kafka import KafkaResource
+
+
+def _event(i: int, **overrides) -> bytes:
+    event = {
+        "event_id": f"e-{i}",
+        "event_type": "page_view",
+        "user_id": f"u-{i % 5}",
+        "ts": "2026-11-01T10:00:00Z",
+        **overrides,
+    }
+    return json.dumps(event).encode()
+
+
+def _produce(settings, values: list[bytes | None]) -> None:
+    producer = KafkaResource().producer(max_request_size=4 * 1024 * 1024)
+    for i, value in enumerate(values):
+        producer.send(settings.kafka_clickstream_topic, key=f"k{i % 7}".encode(), value=value)
+    producer.flush()
+    producer.close()
+
+
+def _bronze_offsets(catalog, source) -> list[tuple[int, int]]:
+    rows = catalog.load_table(source.bronze_table).scan().to_arrow()
+    return list(
+        zip(rows["_kafka_partition"].to_pylist(), rows["_kafka_offset"].to_pylist(), strict=True)
+    )
+
+
+def test_bad_records_are_quarantined_with_reasons_and_counts_reconcile(lakehouse_env):
+    settings = lakehouse_env
+    source = clickstream_source(settings)
+    good = [_event(i) for i in range(40)]
+    bad = [
+        b"{not json",
+        b"\xff\xfe\x00 invalid utf-8",
+        b"[1, 2, 3]",
+        json.dumps({"event_id": "e-x", "event_type": "page_view", "ts": "t"}).encode(),
+        None,  # tombstone
+        b"{" + b'"pad": "' + b"x" * (1024 * 1024 + 10) + b'"}',  # oversized
+    ]
+    _produce(settings, good + bad)
+    catalog = IcebergCatalogResource().load()
+    batch = ingest_kafka_batch(catalog, KafkaResource(), source, "run-1")
+
+    assert batch.records_read == 46
+    assert batch.landed == 40 and batch.quarantined == 6 and batch.reconciled
+    assert batch.quarantine_rules == {
+        "json": 1,
+        "utf8": 1,
+        "json_object": 1,
+        "required_fields": 1,
+        "not_null": 1,
+        "max_size": 1,
+    }
+    quarantine = catalog.load_table(source.quarantine_table).scan().to_arrow().to_pylist()
+    assert {r["_rule"] for r in quarantine} == set(batch.quarantine_rules)
+    assert all(r["_reason"] and r["_kafka_offset"] is not None for r in quarantine)
+    missing = next(r for r in quarantine if r["_rule"] == "required_fields")
+    assert "user_id" in missing["_reason"]
+    assert len(_bronze_offsets(catalog, source)) == 40
+
+
+def test_replay_and_resume_never_duplicate(lakehouse_env):
+    settings = lakehouse_env
+    source = clickstream_source(settings)
+    catalog = IcebergCatalogResource().load()
+    _produce(settings, [_event(i) for i in range(100)])
+
+    first = ingest_kafka_batch(catalog, KafkaResource(), source, "run-1", max_records=30)
+    assert first.landed == 30
+    again = ingest_kafka_batch(catalog, KafkaResource(), source, "run-2")  # resumes at 30
+    assert again.landed == 70
+    assert again.start_offsets == first.next_offsets
+    nothing = ingest_kafka_batch(catalog, KafkaResource(), source, "run-3")
+    assert nothing.landed == 0 and nothing.snapshot_id is None
+
+    _produce(settings, [_event(i) for i in range(100, 110)])
+    tail = ingest_kafka_batch(catalog, KafkaResource(), source, "run-4")
+    assert tail.landed == 10
+    offsets = _bronze_offsets(catalog, source)
+    assert len(offsets) == 110 == len(set(offsets))
+    table = catalog.load_table(source.bronze_table)
+    assert sum(committed_position(table, source.topic).values()) == 110
+
+
+def test_two_runs_racing_on_one_table_land_each_record_once(lakehouse_env):
+    settings = lakehouse_env
+    source = clickstream_source(settings)
+    _produce(settings, [_event(i) for i in range(500)])
+    catalog = IcebergCatalogResource().load()
+    ensure_table(catalog, source.bronze_table, source.layout)
+    results, errors = [], []
+
+    def run(name: str) -> None:
+        try:
+            results.append(
+                ingest_kafka_batch(IcebergCatalogResource().load(), KafkaResource(), source, name)
+            )
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"racer-{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sum(r.landed for r in results) == 500
+    offsets = _bronze_offsets(catalog, source)
+    assert len(offsets) == 500 == len(set(offsets))
+
+
+def test_committed_offsets_ahead_of_the_broker_fail_clearly_or_follow_the_policy(lakehouse_env):
+    settings = lakehouse_env
+    source = clickstream_source(settings)
+    catalog = IcebergCatalogResource().load()
+    admin = KafkaResource().admin()
+    topic = settings.kafka_clickstream_topic
+    # a fresh single-partition topic whose table claims 1,000 records were already read
+    admin.delete_topics([topic])
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    _produce(settings, [_event(i) for i in range(5)])
+    table = ensure_table(catalog, source.bronze_table, source.layout)
+    empty = source.layout.arrow_schema().empty_table()
+    append_with_position(table, empty, source.topic, {"0": 1000}, "earlier-run")
+
+    with pytest.raises(OffsetsOutOfRange, match=r"\[0\]: committed offset 1000 is ahead"):
+        ingest_kafka_batch(catalog, KafkaResource(), source, "run-fail")
+    assert catalog.load_table(source.bronze_table).scan().to_arrow().num_rows == 0
+
+    batch = ingest_kafka_batch(
+        catalog, KafkaResource(), source, "run-reset", policy=KafkaOffsetPolicy.EARLIEST
+    )
+    assert batch.offset_resets and "earliest" in batch.offset_resets[0]
+    # the reset position is committed; the next run reads the recreated topic from its start
+    follow_up = ingest_kafka_batch(catalog, KafkaResource(), source, "run-after")
+    assert batch.landed + follow_up.landed == 5

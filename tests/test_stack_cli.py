@@ -1,0 +1,68 @@
+"""`lakehouse up/status/down` as a user runs them: real processes, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lakehouse.stack.services import free_port
+
+LAKEHOUSE = [sys.executable, "-m", "lakehouse.cli"]
+
+
+def _cli(args, env) -> subprocess.CompletedProcess:
+    return subprocess.run(LAKEHOUSE + args, env=env, capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
+    env.update(
+        LAKEHOUSE_STATE_DIR=str(tmp_path / "state"),
+        LAKEHOUSE_KAFKA_PORT=str(free_port()),
+        LAKEHOUSE_S3_PORT=str(free_port()),
+    )
+    return env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+def test_up_status_down_leaves_no_process_behind(cli_env, tmp_path):
+    up = _cli(["up"], cli_env)
+    assert up.returncode == 0, up.stderr
+    pids = [int(p.read_text()) for p in (tmp_path / "state" / "run").glob("*.pid")]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+
+    again = _cli(["up"], cli_env)  # idempotent
+    assert again.returncode == 0 and "already running" in again.stdout
+
+    status = _cli(["status"], cli_env)
+    assert status.stdout.count("running (pid") == 2, status.stdout
+
+    down = _cli(["down"], cli_env)
+    assert down.returncode == 0, down.stderr
+    assert not any(_alive(p) for p in pids)
+    assert _cli(["status"], cli_env).stdout.count("stopped") == 2
+
+
+def test_a_taken_port_is_reported_with_the_setting_to_change(cli_env):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(cli_env["LAKEHOUSE_KAFKA_PORT"])))
+        squatter.listen()
+        result = _cli(["up"], cli_env)
+    assert result.returncode == 1
+    assert "is taken by another process" in result.stderr
+    assert "LAKEHOUSE_KAFKA_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
