@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, redirect_stdout
 
 import typer
 
@@ -49,9 +50,18 @@ def stop_stack(settings: LakehouseSettings, names: list[str] | None = None) -> N
             typer.echo(f"  stopped {service.name}")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def stack_session(settings: LakehouseSettings):
-    """Services needed for the block; stops those it started, leaves running ones alone."""
+    """Services needed for the block; stops those it started, leaves running ones alone.
+
+    SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so nothing is orphaned.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     started = start_stack(settings)
     try:
         yield
@@ -146,9 +156,14 @@ def run_graph(settings: LakehouseSettings) -> str:
     from lakehouse.summary import summarize
 
     job = defs.resolve_job_def("lakehouse")
-    with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
-    summary = summarize(settings, result)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    run_log = settings.log_dir / "last-run.log"
+    with dg.DagsterInstance.get() as instance, run_log.open("w") as log, redirect_stdout(log):
+        # step events go to the instance (the UI shows them) and dbt's output to the run
+        # log; the terminal gets warnings and the summary
+        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        result = job.execute_in_process(run_config=quiet, instance=instance, raise_on_error=False)
+    summary = summarize(settings, result) + f"\nrun log:   {run_log}"
     if not result.success:
         typer.secho(summary, err=True)
         _fail(f"run {result.run_id} failed; see `make dev` -> Runs for the step logs")
@@ -175,8 +190,18 @@ def dev(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
             "-p",
             str(port),
         ]
-        with suppress(KeyboardInterrupt):
-            subprocess.run(command, cwd=PROJECT_ROOT, check=False)
+        # run from DAGSTER_HOME: the repo-root dagster.yaml is its source, copied there
+        process = subprocess.Popen(command, cwd=settings.dagster_home)
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            # let dagster dev stop its webserver, daemon and code servers before the stack
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def main() -> None:

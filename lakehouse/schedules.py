@@ -11,5 +11,6 @@ gold_daily_schedule = dg.ScheduleDefinition(
     job=gold_job,
     cron_schedule="0 6 * * *",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Rebuild gold every morning even if no silver input changed (late corrections).",
 )

@@ -58,6 +58,14 @@ def clickstream_kafka_sensor(
     committed = read_committed_offsets(iceberg.load(), source)
     highwater = kafka_backlog(kafka, source.topic, committed)
     backlog = {p: hw - committed.get(p, 0) for p, hw in highwater.items()}
+    behind = {p: (committed.get(p, 0), hw) for p, hw in highwater.items() if backlog[p] < 0}
+    if behind:
+        return dg.SkipReason(
+            f"{source.topic}: bronze committed offsets are ahead of the broker's end "
+            f"(partition: (committed, broker end)) {behind}; topic recreated or broker "
+            f"restarted empty? Ingestion applies LAKEHOUSE_KAFKA_OFFSET_POLICY="
+            f"{settings.kafka_offset_policy.value} to it; launch ingest_clickstream to act."
+        )
     if not any(n > 0 for n in backlog.values()):
         return dg.SkipReason(f"{source.topic}: no new records (committed {committed})")
     start = ",".join(f"{p}:{committed.get(p, 0)}" for p in sorted(highwater))

