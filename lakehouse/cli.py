@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stdout, suppress
 
 import typer
 
@@ -190,18 +190,25 @@ def dev(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
             "-p",
             str(port),
         ]
-        # run from DAGSTER_HOME: the repo-root dagster.yaml is its source, copied there
-        process = subprocess.Popen(command, cwd=settings.dagster_home)
+        # From DAGSTER_HOME (the repo-root dagster.yaml is copied there), in a process
+        # group of its own so that stopping it reaches its webserver, daemon and code
+        # servers, whoever sent us the signal.
+        process = subprocess.Popen(command, cwd=settings.dagster_home, start_new_session=True)
         try:
             process.wait()
         except KeyboardInterrupt:
-            # let dagster dev stop its webserver, daemon and code servers before the stack
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process_group(process, timeout=60)
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the group (dagster dev shuts down cleanly on it), SIGKILL what is left."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def main() -> None:
