@@ -36,7 +36,7 @@ def main() -> None:
     from lakehouse.demo.clickstream import EVENTS_PER_SCALE, generate
     from lakehouse.ingest.kafka_events import ingest_kafka_batch
     from lakehouse.settings import get_settings
-    from lakehouse.sources import clickstream_source
+    from lakehouse.sources import sources
     from resources.iceberg import IcebergCatalogResource
     from resources.kafka import KafkaResource
 
@@ -78,12 +78,10 @@ def main() -> None:
 
         def ingest() -> float:
             os.environ["LAKEHOUSE_STATE_DIR"] = tempfile.mkdtemp(dir=state)
-            source = clickstream_source(get_settings()).__class__(
-                **{**clickstream_source(get_settings()).__dict__, "topic": topic}
-            )
+            source = sources().kafka_source("clickstream")
             catalog = IcebergCatalogResource().load()
             start = time.perf_counter()
-            batch = ingest_kafka_batch(catalog, kafka, source, "bench", max_records=n + 1)
+            batch = ingest_kafka_batch(catalog, kafka, source, topic, "bench", max_records=n + 1)
             elapsed = time.perf_counter() - start
             assert batch.records_read == n, (batch.records_read, n)
             return elapsed

@@ -8,9 +8,9 @@ import pyarrow.compute as pc
 from pandera.typing import Series
 
 from lakehouse.settings import get_settings
-from lakehouse.sources import clickstream_source
+from lakehouse.sources import sources
 from lakehouse.tables.commits import committed_position, ensure_table
-from lakehouse.tables.schemas import BRONZE_CLICKSTREAM, QUARANTINE, SILVER_PAGE_VIEWS
+from lakehouse.tables.schemas import QUARANTINE, SILVER_PAGE_VIEWS
 from resources.iceberg import IcebergCatalogResource
 
 
@@ -22,12 +22,11 @@ from resources.iceberg import IcebergCatalogResource
 )
 def clickstream_offsets_exactly_once(iceberg: IcebergCatalogResource) -> dg.AssetCheckResult:
     catalog = iceberg.load()
-    source = clickstream_source(get_settings())
-    bronze = ensure_table(catalog, source.bronze_table, BRONZE_CLICKSTREAM)
+    source = sources().kafka_source("clickstream")
+    topic = source.resolved_topic(get_settings().kafka_topic_prefix)
+    bronze = ensure_table(catalog, source.bronze_table, source.layout)
     quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
-    committed = {
-        int(p): int(o) for p, o in (committed_position(bronze, source.topic) or {}).items()
-    }
+    committed = {int(p): int(o) for p, o in (committed_position(bronze, topic) or {}).items()}
     seen: Counter[tuple[int, int]] = Counter()
     for table in (bronze, quarantine):
         coords = table.scan(selected_fields=("_kafka_partition", "_kafka_offset")).to_arrow()

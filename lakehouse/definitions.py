@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from lakehouse.assets.bronze import bronze_clickstream, bronze_marketing_spend
+from lakehouse.assets.bronze import bronze_assets
 from lakehouse.assets.gold import gold_dbt_models
 from lakehouse.assets.silver import silver_page_views
 from lakehouse.checks import clickstream_offsets_exactly_once, page_views_contract
-from lakehouse.jobs import gold_job, ingest_clickstream_job, ingest_landing_job, lakehouse_job
+from lakehouse.jobs import gold_job, ingest_jobs, lakehouse_job
 from lakehouse.schedules import gold_daily_schedule
-from lakehouse.sensors import clickstream_kafka_sensor, landing_files_sensor
+from lakehouse.sensors import ingestion_sensors
+from lakehouse.sources import sources
 from resources.dbt import dbt_cli_resource
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
@@ -25,10 +26,10 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[bronze_clickstream, bronze_marketing_spend, silver_page_views, gold_dbt_models],
+    assets=[*bronze_assets(sources()), silver_page_views, gold_dbt_models],
     asset_checks=[clickstream_offsets_exactly_once, page_views_contract],
-    jobs=[ingest_clickstream_job, ingest_landing_job, lakehouse_job, gold_job],
-    sensors=[clickstream_kafka_sensor, landing_files_sensor, automation_sensor],
+    jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job],
+    sensors=[*ingestion_sensors(sources()), automation_sensor],
     schedules=[gold_daily_schedule],
     # One process per run: on a 2-core laptop a process per step costs ~15 s each in
     # imports. On Kubernetes each run still gets its own pod (K8sRunLauncher).

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lakehouse.sources import KafkaSource, LandingSource, Sources
+
 # Bounded retries only: a failed ingestion run is retried twice, then waits for a person.
 RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
 
-ingest_clickstream_job = dg.define_asset_job(
-    "ingest_clickstream",
-    selection=dg.AssetSelection.assets(["bronze", "clickstream"], ["quarantine", "clickstream"]),
-    tags=RETRY_TAGS,
-    description="Land one bounded batch of clickstream events in bronze.",
-)
 
-ingest_landing_job = dg.define_asset_job(
-    "ingest_landing_files",
-    selection=dg.AssetSelection.assets(
-        ["bronze", "marketing_spend"], ["quarantine", "marketing_spend"]
-    ),
-    tags=RETRY_TAGS,
-    description="Land new partner files from the landing bucket in bronze.",
-)
+def ingest_job_name(source: KafkaSource | LandingSource) -> str:
+    return f"ingest_{source.name}"
+
+
+def ingest_job(source: KafkaSource | LandingSource) -> dg.UnresolvedAssetJobDefinition:
+    what = f"topic {source.topic}" if isinstance(source, KafkaSource) else "the landing bucket"
+    return dg.define_asset_job(
+        ingest_job_name(source),
+        selection=dg.AssetSelection.assets(["bronze", source.name], ["quarantine", source.name]),
+        tags={**RETRY_TAGS, "lakehouse/source": source.name},
+        description=f"Land one bounded batch of {source.name} from {what} in bronze.",
+    )
+
+
+def ingest_jobs(sources: Sources) -> list[dg.UnresolvedAssetJobDefinition]:
+    return [ingest_job(s) for s in (*sources.kafka, *sources.landing)]
+
 
 lakehouse_job = dg.define_asset_job(
     "lakehouse",

@@ -11,11 +11,12 @@ import time
 import dagster as dg
 from kafka import TopicPartition
 
+from lakehouse.assets.bronze import bronze_op_name
 from lakehouse.ingest.kafka_events import read_committed_offsets
 from lakehouse.ingest.landing_files import ingested_files, list_new_files
-from lakehouse.jobs import ingest_clickstream_job, ingest_landing_job
+from lakehouse.jobs import ingest_job_name
 from lakehouse.settings import get_settings
-from lakehouse.sources import LANDING_LAYOUTS, MARKETING_SPEND, clickstream_source
+from lakehouse.sources import KafkaSource, LandingSource, Sources
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource
@@ -23,7 +24,7 @@ from resources.s3 import S3Resource
 MAX_FILES_PER_RUN = 200
 
 
-def kafka_backlog(kafka: KafkaResource, topic: str, committed: dict[int, int]) -> dict[int, int]:
+def kafka_highwater(kafka: KafkaResource, topic: str, committed: dict[int, int]) -> dict[int, int]:
     """High-water mark per partition, learnt from a fetch (Tansu's ListOffsets is approximate)."""
     consumer = kafka.consumer(auto_offset_reset="earliest")
     try:
@@ -44,70 +45,80 @@ def kafka_backlog(kafka: KafkaResource, topic: str, committed: dict[int, int]) -
         consumer.close()
 
 
-@dg.sensor(
-    job=ingest_clickstream_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Proposes a batch of clickstream records when Kafka holds records bronze has not.",
-)
-def clickstream_kafka_sensor(
-    context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource, kafka: KafkaResource
-):
-    settings = get_settings()
-    source = clickstream_source(settings)
-    committed = read_committed_offsets(iceberg.load(), source)
-    highwater = kafka_backlog(kafka, source.topic, committed)
-    backlog = {p: hw - committed.get(p, 0) for p, hw in highwater.items()}
-    behind = {p: (committed.get(p, 0), hw) for p, hw in highwater.items() if backlog[p] < 0}
-    if behind:
-        return dg.SkipReason(
-            f"{source.topic}: bronze committed offsets are ahead of the broker's end "
-            f"(partition: (committed, broker end)) {behind}; topic recreated or broker "
-            f"restarted empty? Ingestion applies LAKEHOUSE_KAFKA_OFFSET_POLICY="
-            f"{settings.kafka_offset_policy.value} to it; launch ingest_clickstream to act."
-        )
-    if not any(n > 0 for n in backlog.values()):
-        return dg.SkipReason(f"{source.topic}: no new records (committed {committed})")
-    start = ",".join(f"{p}:{committed.get(p, 0)}" for p in sorted(highwater))
-    return dg.RunRequest(
-        # unique per batch start: a batch is proposed once; a failed run is retried by
-        # run retries (bounded), not by the sensor proposing it again
-        run_key=f"{source.topic}@{start}",
-        run_config=dg.RunConfig(
-            ops={
-                "bronze_clickstream": {
-                    "config": {
-                        "until_offsets": {str(p): hw for p, hw in highwater.items()},
-                        "max_records": settings.kafka_max_records_per_run,
+def kafka_sensor(source: KafkaSource) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=f"{source.name}_kafka_sensor",
+        job_name=ingest_job_name(source),
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Proposes a batch when Kafka topic {source.topic} holds records that "
+        f"bronze.{source.name} has not committed.",
+    )
+    def _sensor(
+        context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource, kafka: KafkaResource
+    ):
+        settings = get_settings()
+        topic = source.resolved_topic(settings.kafka_topic_prefix)
+        committed = read_committed_offsets(iceberg.load(), source, topic)
+        highwater = kafka_highwater(kafka, topic, committed)
+        backlog = {p: hw - committed.get(p, 0) for p, hw in highwater.items()}
+        behind = {p: (committed.get(p, 0), hw) for p, hw in highwater.items() if backlog[p] < 0}
+        if behind:
+            return dg.SkipReason(
+                f"{topic}: bronze committed offsets are ahead of the broker's end "
+                f"(partition: (committed, broker end)) {behind}; topic recreated or broker "
+                f"restarted empty? Ingestion applies LAKEHOUSE_KAFKA_OFFSET_POLICY="
+                f"{settings.kafka_offset_policy.value}; launch {ingest_job_name(source)} to act."
+            )
+        if not any(n > 0 for n in backlog.values()):
+            return dg.SkipReason(f"{topic}: no new records (committed {committed})")
+        start = ",".join(f"{p}:{committed.get(p, 0)}" for p in sorted(highwater))
+        return dg.RunRequest(
+            # unique per batch start: a batch is proposed once; a failed run is retried by
+            # run retries (bounded), not by the sensor proposing it again
+            run_key=f"{topic}@{start}",
+            run_config=dg.RunConfig(
+                ops={
+                    bronze_op_name(source): {
+                        "config": {
+                            "until_offsets": {str(p): hw for p, hw in highwater.items()},
+                            "max_records": settings.kafka_max_records_per_run,
+                        }
                     }
                 }
-            }
-        ),
-        tags={"lakehouse/source": source.topic, "lakehouse/backlog": str(sum(backlog.values()))},
-    )
-
-
-@dg.sensor(
-    job=ingest_landing_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Proposes a batch of new files under s3://<landing>/marketing_spend/.",
-)
-def landing_files_sensor(
-    context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource, s3: S3Resource
-):
-    settings = get_settings()
-    done = ingested_files(iceberg.load(), MARKETING_SPEND, LANDING_LAYOUTS[MARKETING_SPEND.name])
-    keys = list_new_files(
-        s3.client(), settings.landing_bucket, MARKETING_SPEND, done, MAX_FILES_PER_RUN
-    )
-    if not keys:
-        return dg.SkipReason(
-            f"no new files under s3://{settings.landing_bucket}/{MARKETING_SPEND.prefix}"
+            ),
+            tags={"lakehouse/topic": topic, "lakehouse/backlog": str(sum(backlog.values()))},
         )
-    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-    return dg.RunRequest(
-        run_key=f"{MARKETING_SPEND.name}:{digest}",
-        run_config=dg.RunConfig(ops={"bronze_marketing_spend": {"config": {"files": keys}}}),
-        tags={"lakehouse/source": MARKETING_SPEND.name, "lakehouse/files": str(len(keys))},
+
+    return _sensor
+
+
+def landing_sensor(source: LandingSource) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=f"{source.name}_landing_sensor",
+        job_name=ingest_job_name(source),
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Proposes a batch of new files under s3://<landing>/{source.key_prefix}.",
     )
+    def _sensor(
+        context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource, s3: S3Resource
+    ):
+        settings = get_settings()
+        bucket = settings.landing_bucket
+        done = ingested_files(iceberg.load(), source)
+        keys = list_new_files(s3.client(), bucket, source, done, MAX_FILES_PER_RUN)
+        if not keys:
+            return dg.SkipReason(f"no new files under s3://{bucket}/{source.key_prefix}")
+        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+        return dg.RunRequest(
+            run_key=f"{source.name}:{digest}",
+            run_config=dg.RunConfig(ops={bronze_op_name(source): {"config": {"files": keys}}}),
+            tags={"lakehouse/files": str(len(keys))},
+        )
+
+    return _sensor
+
+
+def ingestion_sensors(sources: Sources) -> list[dg.SensorDefinition]:
+    return [kafka_sensor(s) for s in sources.kafka] + [landing_sensor(s) for s in sources.landing]

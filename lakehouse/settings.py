@@ -62,7 +62,9 @@ class LakehouseSettings(BaseSettings):
     # Kafka
     kafka_bootstrap_servers: str | None = None
     kafka_port: int = 19092
-    kafka_clickstream_topic: str = "events.clickstream"
+    kafka_topic_prefix: str = Field(
+        default="", description="Prepended to every topic in sources.yml (e.g. 'staging.')."
+    )
     kafka_topic_partitions: int = 3
     kafka_max_records_per_run: int = 500_000
     kafka_offset_policy: KafkaOffsetPolicy = KafkaOffsetPolicy.FAIL

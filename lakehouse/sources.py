@@ -1,28 +1,124 @@
-"""The sources the lakehouse ingests (issue #3 moves these into configuration)."""
+"""The sources declared in ``sources.yml``: what to read, its schema, keys and PII columns.
+
+The file shapes the Dagster definitions (one bronze asset, job and sensor per
+source), so it is read when the code location loads; hosts, topic prefixes and
+buckets stay run-time settings.
+"""
 
 from __future__ import annotations
 
-from lakehouse.ingest.kafka_events import KafkaSource
-from lakehouse.ingest.landing_files import LandingSource
-from lakehouse.settings import LakehouseSettings
-from lakehouse.tables.schemas import BRONZE_CLICKSTREAM, BRONZE_MARKETING_SPEND
+import re
+from functools import cache
+from pathlib import Path
+from typing import Literal
 
-MARKETING_SPEND = LandingSource(
-    name="marketing_spend", columns=("spend_date", "channel", "campaign", "spend", "currency")
-)
-LANDING_LAYOUTS = {MARKETING_SPEND.name: BRONZE_MARKETING_SPEND}
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lakehouse.settings import PROJECT_ROOT
+from lakehouse.tables.schemas import TableLayout, kafka_bronze_layout, landing_bronze_layout
+
+SOURCES_FILE = PROJECT_ROOT / "sources.yml"
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+TYPE = re.compile(r"^(string|int|long|double|boolean|date|timestamp|decimal\(\d+,\s*\d+\))$")
 
 
-def clickstream_source(settings: LakehouseSettings) -> KafkaSource:
-    return KafkaSource(
-        name="clickstream",
-        topic=settings.kafka_clickstream_topic,
-        layout=BRONZE_CLICKSTREAM,
-        required_fields=("event_id", "event_type", "user_id", "ts"),
-        columns={
-            "event_id": "event_id",
-            "event_type": "event_type",
-            "user_id": "user_id",
-            "event_ts": "ts",
-        },
-    )
+class _Source(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    keys: tuple[str, ...] = ()
+    pii: tuple[str, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError(f"source name {value!r} must be lower_snake_case (it names tables)")
+        return value
+
+    @property
+    def bronze_table(self) -> str:
+        return f"bronze.{self.name}"
+
+    @property
+    def quarantine_table(self) -> str:
+        return f"quarantine.{self.name}"
+
+
+class KafkaSource(_Source):
+    """JSON events on a Kafka topic."""
+
+    topic: str
+    format: Literal["json"] = "json"
+    required: tuple[str, ...] = ()
+    columns: dict[str, str] = Field(description="bronze column -> event field")
+
+    def resolved_topic(self, prefix: str) -> str:
+        return f"{prefix}{self.topic}"
+
+    @property
+    def layout(self) -> TableLayout:
+        return kafka_bronze_layout(list(self.columns))
+
+
+class LandingSource(_Source):
+    """Files under ``s3://<landing bucket>/<prefix>``."""
+
+    format: Literal["csv", "jsonl", "parquet"]
+    columns: dict[str, str] = Field(description="column -> declared type")
+    prefix: str | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _types(cls, columns: dict[str, str]) -> dict[str, str]:
+        bad = {c: t for c, t in columns.items() if not TYPE.match(t.strip())}
+        if bad:
+            raise ValueError(f"unknown column types {bad}; see the header of sources.yml")
+        return columns
+
+    @property
+    def key_prefix(self) -> str:
+        return self.prefix or f"{self.name}/"
+
+    @property
+    def layout(self) -> TableLayout:
+        return landing_bronze_layout(list(self.columns))
+
+
+class Sources(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kafka: tuple[KafkaSource, ...] = ()
+    landing: tuple[LandingSource, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Sources:
+        names = [s.name for s in (*self.kafka, *self.landing)]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique (they name tables): {duplicates}")
+        return self
+
+    def kafka_source(self, name: str) -> KafkaSource:
+        return next(s for s in self.kafka if s.name == name)
+
+    def landing_source(self, name: str) -> LandingSource:
+        return next(s for s in self.landing if s.name == name)
+
+
+def load_sources(path: Path = SOURCES_FILE) -> Sources:
+    """Parse and validate the sources file; errors name the file and the offending entry."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+    try:
+        return Sources.model_validate(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+@cache
+def sources() -> Sources:
+    return load_sources()

@@ -50,7 +50,7 @@ def lakehouse_env(local_stack, tmp_path: Path, monkeypatch) -> LakehouseSettings
     """Isolated catalog, warehouse, topic and bucket on the shared services."""
     suffix = uuid.uuid4().hex[:8]
     monkeypatch.setenv("LAKEHOUSE_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("LAKEHOUSE_KAFKA_CLICKSTREAM_TOPIC", f"events.clickstream.{suffix}")
+    monkeypatch.setenv("LAKEHOUSE_KAFKA_TOPIC_PREFIX", f"t{suffix}.")
     monkeypatch.setenv("LAKEHOUSE_LANDING_BUCKET", f"landing-{suffix}")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     (tmp_path / "dagster").mkdir()

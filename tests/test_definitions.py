@@ -34,11 +34,11 @@ def test_sensors_schedules_and_jobs(defs):
     repo = defs.get_repository_def()
     assert {s.name for s in repo.sensor_defs} >= {
         "clickstream_kafka_sensor",
-        "landing_files_sensor",
+        "marketing_spend_landing_sensor",
         "lakehouse_automation",
     }
     assert {s.name for s in repo.schedule_defs} == {"gold_daily"}
-    for name in ("ingest_clickstream", "ingest_landing_files", "lakehouse", "build_gold"):
+    for name in ("ingest_clickstream", "ingest_marketing_spend", "lakehouse", "build_gold"):
         assert repo.get_job(name) is not None
     config = {"ops": {"bronze_clickstream": {"config": {"until_offsets": {"0": 5}}}}}
     assert dg.validate_run_config(repo.get_job("ingest_clickstream"), config)

@@ -13,14 +13,14 @@ import pytest
 from lakehouse.dbt_duckdb_iceberg import load_iceberg_extension
 from lakehouse.demo.clickstream import generate
 from lakehouse.demo.load import publish_clickstream, publish_landing_files
-from lakehouse.sensors import clickstream_kafka_sensor, landing_files_sensor
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource
 from tests.expected import expected_clickstream
 
 
-def _run_sensor(sensor, defs, instance):
+def _run_sensor(name, defs, instance):
+    sensor = defs.get_repository_def().get_sensor_def(name)
     context = dg.build_sensor_context(
         instance=instance,
         resources={
@@ -65,22 +65,24 @@ def test_slice_end_to_end_and_rerun_adds_nothing(lakehouse_env, defs):
 
     with dg.instance_for_test() as instance:
         # sensors propose bounded batches; the runs land them
-        kafka_request = _run_sensor(clickstream_kafka_sensor, defs, instance)
+        kafka_request = _run_sensor("clickstream_kafka_sensor", defs, instance)
         assert isinstance(kafka_request, dg.RunRequest)
         until = kafka_request.run_config["ops"]["bronze_clickstream"]["config"]["until_offsets"]
         assert sum(until.values()) == len(messages)
         _launch(defs, instance, "ingest_clickstream", kafka_request)
 
-        files_request = _run_sensor(landing_files_sensor, defs, instance)
+        files_request = _run_sensor("marketing_spend_landing_sensor", defs, instance)
         assert isinstance(files_request, dg.RunRequest)
         assert (
             len(files_request.run_config["ops"]["bronze_marketing_spend"]["config"]["files"]) == 3
         )
-        _launch(defs, instance, "ingest_landing_files", files_request)
+        _launch(defs, instance, "ingest_marketing_spend", files_request)
 
         # nothing new: both sensors skip
-        assert isinstance(_run_sensor(clickstream_kafka_sensor, defs, instance), dg.SkipReason)
-        assert isinstance(_run_sensor(landing_files_sensor, defs, instance), dg.SkipReason)
+        assert isinstance(_run_sensor("clickstream_kafka_sensor", defs, instance), dg.SkipReason)
+        assert isinstance(
+            _run_sensor("marketing_spend_landing_sensor", defs, instance), dg.SkipReason
+        )
 
         result = defs.resolve_job_def("lakehouse").execute_in_process(instance=instance)
         assert result.success

@@ -10,7 +10,7 @@ from kafka.admin import NewTopic
 
 from lakehouse.ingest.kafka_events import OffsetsOutOfRange, ingest_kafka_batch
 from lakehouse.settings import KafkaOffsetPolicy
-from lakehouse.sources import clickstream_source
+from lakehouse.sources import sources
 from lakehouse.tables.commits import append_with_position, committed_position, ensure_table
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
@@ -30,9 +30,13 @@ def _event(i: int, **overrides) -> bytes:
 def _produce(settings, values: list[bytes | None]) -> None:
     producer = KafkaResource().producer(max_request_size=4 * 1024 * 1024)
     for i, value in enumerate(values):
-        producer.send(settings.kafka_clickstream_topic, key=f"k{i % 7}".encode(), value=value)
+        producer.send(source_topic(settings), key=f"k{i % 7}".encode(), value=value)
     producer.flush()
     producer.close()
+
+
+def source_topic(settings) -> str:
+    return sources().kafka_source("clickstream").resolved_topic(settings.kafka_topic_prefix)
 
 
 def _bronze_offsets(catalog, source) -> list[tuple[int, int]]:
@@ -44,7 +48,8 @@ def _bronze_offsets(catalog, source) -> list[tuple[int, int]]:
 
 def test_bad_records_are_quarantined_with_reasons_and_counts_reconcile(lakehouse_env):
     settings = lakehouse_env
-    source = clickstream_source(settings)
+    source = sources().kafka_source("clickstream")
+    topic = source.resolved_topic(settings.kafka_topic_prefix)
     good = [_event(i) for i in range(40)]
     bad = [
         b"{not json",
@@ -56,7 +61,7 @@ def test_bad_records_are_quarantined_with_reasons_and_counts_reconcile(lakehouse
     ]
     _produce(settings, good + bad)
     catalog = IcebergCatalogResource().load()
-    batch = ingest_kafka_batch(catalog, KafkaResource(), source, "run-1")
+    batch = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-1")
 
     assert batch.records_read == 46
     assert batch.landed == 40 and batch.quarantined == 6 and batch.reconciled
@@ -78,30 +83,32 @@ def test_bad_records_are_quarantined_with_reasons_and_counts_reconcile(lakehouse
 
 def test_replay_and_resume_never_duplicate(lakehouse_env):
     settings = lakehouse_env
-    source = clickstream_source(settings)
+    source = sources().kafka_source("clickstream")
+    topic = source.resolved_topic(settings.kafka_topic_prefix)
     catalog = IcebergCatalogResource().load()
     _produce(settings, [_event(i) for i in range(100)])
 
-    first = ingest_kafka_batch(catalog, KafkaResource(), source, "run-1", max_records=30)
+    first = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-1", max_records=30)
     assert first.landed == 30
-    again = ingest_kafka_batch(catalog, KafkaResource(), source, "run-2")  # resumes at 30
+    again = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-2")  # resumes at 30
     assert again.landed == 70
     assert again.start_offsets == first.next_offsets
-    nothing = ingest_kafka_batch(catalog, KafkaResource(), source, "run-3")
+    nothing = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-3")
     assert nothing.landed == 0 and nothing.snapshot_id is None
 
     _produce(settings, [_event(i) for i in range(100, 110)])
-    tail = ingest_kafka_batch(catalog, KafkaResource(), source, "run-4")
+    tail = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-4")
     assert tail.landed == 10
     offsets = _bronze_offsets(catalog, source)
     assert len(offsets) == 110 == len(set(offsets))
     table = catalog.load_table(source.bronze_table)
-    assert sum(committed_position(table, source.topic).values()) == 110
+    assert sum(committed_position(table, topic).values()) == 110
 
 
 def test_two_runs_racing_on_one_table_land_each_record_once(lakehouse_env):
     settings = lakehouse_env
-    source = clickstream_source(settings)
+    source = sources().kafka_source("clickstream")
+    topic = source.resolved_topic(settings.kafka_topic_prefix)
     _produce(settings, [_event(i) for i in range(500)])
     catalog = IcebergCatalogResource().load()
     ensure_table(catalog, source.bronze_table, source.layout)
@@ -110,7 +117,9 @@ def test_two_runs_racing_on_one_table_land_each_record_once(lakehouse_env):
     def run(name: str) -> None:
         try:
             results.append(
-                ingest_kafka_batch(IcebergCatalogResource().load(), KafkaResource(), source, name)
+                ingest_kafka_batch(
+                    IcebergCatalogResource().load(), KafkaResource(), source, topic, name
+                )
             )
         except Exception as exc:  # surfaced below
             errors.append(exc)
@@ -128,10 +137,10 @@ def test_two_runs_racing_on_one_table_land_each_record_once(lakehouse_env):
 
 def test_committed_offsets_ahead_of_the_broker_fail_clearly_or_follow_the_policy(lakehouse_env):
     settings = lakehouse_env
-    source = clickstream_source(settings)
+    source = sources().kafka_source("clickstream")
+    topic = source.resolved_topic(settings.kafka_topic_prefix)
     catalog = IcebergCatalogResource().load()
     admin = KafkaResource().admin()
-    topic = settings.kafka_clickstream_topic
     # a fresh single-partition topic whose table claims 1,000 records were already read
     admin.delete_topics([topic])
     admin.create_topics([NewTopic(topic, 1, 1)])
@@ -139,16 +148,16 @@ def test_committed_offsets_ahead_of_the_broker_fail_clearly_or_follow_the_policy
     _produce(settings, [_event(i) for i in range(5)])
     table = ensure_table(catalog, source.bronze_table, source.layout)
     empty = source.layout.arrow_schema().empty_table()
-    append_with_position(table, empty, source.topic, {"0": 1000}, "earlier-run")
+    append_with_position(table, empty, topic, {"0": 1000}, "earlier-run")
 
     with pytest.raises(OffsetsOutOfRange, match=r"\[0\]: committed offset 1000 is ahead"):
-        ingest_kafka_batch(catalog, KafkaResource(), source, "run-fail")
+        ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-fail")
     assert catalog.load_table(source.bronze_table).scan().to_arrow().num_rows == 0
 
     batch = ingest_kafka_batch(
-        catalog, KafkaResource(), source, "run-reset", policy=KafkaOffsetPolicy.EARLIEST
+        catalog, KafkaResource(), source, topic, "run-reset", policy=KafkaOffsetPolicy.EARLIEST
     )
     assert batch.offset_resets and "earliest" in batch.offset_resets[0]
     # the reset position is committed; the next run reads the recreated topic from its start
-    follow_up = ingest_kafka_batch(catalog, KafkaResource(), source, "run-after")
+    follow_up = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-after")
     assert batch.landed + follow_up.landed == 5

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
-from lakehouse.sources import LANDING_LAYOUTS, MARKETING_SPEND
+from lakehouse.sources import sources
 from resources.iceberg import IcebergCatalogResource
 from resources.s3 import S3Resource
 
 HEADER = "spend_date,channel,campaign,spend,currency\n"
-LAYOUT = LANDING_LAYOUTS[MARKETING_SPEND.name]
+MARKETING_SPEND = sources().landing_source("marketing_spend")
 
 
 def test_files_are_ingested_once_and_bad_ones_quarantined(lakehouse_env):
@@ -35,7 +35,7 @@ def test_files_are_ingested_once_and_bad_ones_quarantined(lakehouse_env):
         "marketing_spend/mixed.csv",
         "marketing_spend/wrong_header.csv",
     ]
-    batch = ingest_files(catalog, s3, bucket, MARKETING_SPEND, LAYOUT, keys, "run-1")
+    batch = ingest_files(catalog, s3, bucket, MARKETING_SPEND, keys, "run-1")
     assert batch.landed == 2
     assert sorted(batch.files_quarantined) == [
         "marketing_spend/empty.csv",
@@ -48,9 +48,9 @@ def test_files_are_ingested_once_and_bad_ones_quarantined(lakehouse_env):
     assert by_rule["column_count"]["_file"] == f"s3://{bucket}/marketing_spend/mixed.csv"
 
     # the same keys again: nothing lands twice; the sensor's listing is empty
-    again = ingest_files(catalog, s3, bucket, MARKETING_SPEND, LAYOUT, keys, "run-2")
+    again = ingest_files(catalog, s3, bucket, MARKETING_SPEND, keys, "run-2")
     assert again.files == [] and again.landed == 0
-    done = ingested_files(catalog, MARKETING_SPEND, LAYOUT)
+    done = ingested_files(catalog, MARKETING_SPEND)
     assert list_new_files(s3, bucket, MARKETING_SPEND, done, limit=100) == []
     assert catalog.load_table(MARKETING_SPEND.bronze_table).scan().to_arrow().num_rows == 2
 
@@ -66,3 +66,73 @@ def test_listing_pages_through_more_than_a_thousand_objects(lakehouse_env):
         s3, settings.landing_bucket, MARKETING_SPEND, {"marketing_spend/f00000.csv"}, 5000
     )
     assert len(keys) == 1004 and keys[0] == "marketing_spend/f00001.csv"
+
+
+def _source(fmt: str):
+    from lakehouse.sources import LandingSource
+
+    return LandingSource(
+        name=f"partner_{fmt}",
+        format=fmt,
+        columns={"id": "long", "amount": "decimal(8,2)", "day": "date"},
+        keys=("id",),
+    )
+
+
+def test_jsonl_rows_are_checked_against_the_declared_types(lakehouse_env):
+    settings = lakehouse_env
+    source = _source("jsonl")
+    s3 = S3Resource().client()
+    lines = [
+        '{"id": 1, "amount": "10.50", "day": "2026-11-01"}',
+        '{"id": "two", "amount": "1", "day": "2026-11-01"}',
+        "not json",
+        "[1, 2]",
+        '{"id": 3, "amount": 2.5, "day": "2026-11-02", "extra": "kept out"}',
+    ]
+    s3.put_object(
+        Bucket=settings.landing_bucket, Key="partner_jsonl/a.jsonl", Body="\n".join(lines)
+    )
+    catalog = IcebergCatalogResource().load()
+    batch = ingest_files(
+        catalog, s3, settings.landing_bucket, source, ["partner_jsonl/a.jsonl"], "run-1"
+    )
+    assert (batch.rows_read, batch.landed, batch.quarantined) == (5, 2, 3)
+    rows = catalog.load_table(source.bronze_table).scan().to_arrow().to_pylist()
+    assert [(r["id"], r["amount"], r["_row"]) for r in rows] == [("1", "10.50", 1), ("3", "2.5", 5)]
+    rejects = catalog.load_table(source.quarantine_table).scan().to_arrow().to_pylist()
+    assert sorted((r["_row"], r["_rule"]) for r in rejects) == [
+        (2, "schema"),
+        (3, "json"),
+        (4, "json_object"),
+    ]
+    assert "id: 'two' is not a long" in next(r["_reason"] for r in rejects if r["_row"] == 2)
+
+
+def test_parquet_files_and_a_truncated_parquet_file(lakehouse_env):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    settings = lakehouse_env
+    source = _source("parquet")
+    s3 = S3Resource().client()
+    table = pa.table({"id": [1, 2], "amount": [1.25, 3.333], "day": ["2026-11-01", "2026-11-02"]})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    good = buffer.getvalue()
+    s3.put_object(Bucket=settings.landing_bucket, Key="partner_parquet/good.parquet", Body=good)
+    s3.put_object(
+        Bucket=settings.landing_bucket,
+        Key="partner_parquet/cut.parquet",
+        Body=good[: len(good) // 2],
+    )
+    catalog = IcebergCatalogResource().load()
+    keys = list_new_files(s3, settings.landing_bucket, source, set(), 10)
+    batch = ingest_files(catalog, s3, settings.landing_bucket, source, keys, "run-1")
+    assert batch.files_quarantined == ["partner_parquet/cut.parquet"]
+    assert (batch.landed, batch.quarantined, batch.records_in) == (1, 2, 3)
+    rejects = catalog.load_table(source.quarantine_table).scan().to_arrow().to_pylist()
+    rules = sorted(r["_rule"] for r in rejects)
+    assert rules == ["parquet", "schema"]  # 3.333 has too many decimals for decimal(8,2)

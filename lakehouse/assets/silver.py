@@ -6,9 +6,10 @@ import dagster as dg
 import pyarrow as pa
 from pyiceberg.table import Table
 
+from lakehouse.sources import sources
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
 from lakehouse.tables.metadata import table_metadata
-from lakehouse.tables.schemas import BRONZE_CLICKSTREAM, QUARANTINE, SILVER_PAGE_VIEWS
+from lakehouse.tables.schemas import QUARANTINE, SILVER_PAGE_VIEWS
 from lakehouse.transforms.page_views import build_page_views
 from resources.iceberg import IcebergCatalogResource
 
@@ -36,7 +37,8 @@ from resources.iceberg import IcebergCatalogResource
 )
 def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
     catalog = iceberg.load()
-    bronze = ensure_table(catalog, "bronze.clickstream", BRONZE_CLICKSTREAM)
+    source = sources().kafka_source("clickstream")
+    bronze = ensure_table(catalog, source.bronze_table, source.layout)
     bronze_snapshot = bronze.current_snapshot()
     result = build_page_views(bronze.scan().to_arrow())
 

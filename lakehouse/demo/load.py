@@ -14,6 +14,7 @@ from lakehouse.demo.clickstream import generate
 from lakehouse.demo.partner_files import marketing_spend_files
 from lakehouse.demo.shop import postgres_reachable, seed_shop
 from lakehouse.settings import LakehouseSettings
+from lakehouse.sources import sources
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource
 
@@ -39,7 +40,7 @@ def topic_has_records(kafka: KafkaResource, topic: str) -> bool:
 def publish_clickstream(settings: LakehouseSettings, scale: int = 1) -> int:
     """Produce the clickstream unless the topic already holds records; return the count sent."""
     kafka = KafkaResource()
-    topic = settings.kafka_clickstream_topic
+    topic = sources().kafka_source("clickstream").resolved_topic(settings.kafka_topic_prefix)
     if topic_has_records(kafka, topic):
         return 0
     producer = kafka.producer()
@@ -70,9 +71,7 @@ def publish_demo(settings: LakehouseSettings, scale: int = 1) -> DemoLoad:
     result = DemoLoad()
     result.events_produced = publish_clickstream(settings, scale)
     if not result.events_produced:
-        result.notes.append(
-            f"{settings.kafka_clickstream_topic} already holds records: not produced again"
-        )
+        result.notes.append("the clickstream topic already holds records: not produced again")
     result.files_uploaded = publish_landing_files(settings, scale)
     if postgres_reachable(settings.postgres_dsn):
         result.postgres = seed_shop(settings.postgres_dsn, scale)

@@ -19,13 +19,14 @@ from pyiceberg.catalog import Catalog
 
 from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, parse_json_event, raw_text
 from lakehouse.settings import KafkaOffsetPolicy
+from lakehouse.sources import KafkaSource
 from lakehouse.tables.commits import (
     append_with_position,
     committed_position,
     ensure_table,
     with_commit_retries,
 )
-from lakehouse.tables.schemas import QUARANTINE, TableLayout
+from lakehouse.tables.schemas import QUARANTINE
 from resources.kafka import KafkaResource
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -33,25 +34,6 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 
 class OffsetsOutOfRange(RuntimeError):
     """The table's committed offsets do not exist on the broker (recreated topic, empty broker)."""
-
-
-@dataclass(frozen=True)
-class KafkaSource:
-    """A topic of JSON events and the bronze columns taken from each event."""
-
-    name: str
-    topic: str
-    layout: TableLayout
-    required_fields: tuple[str, ...]
-    columns: dict[str, str]  # bronze column -> event field
-
-    @property
-    def bronze_table(self) -> str:
-        return f"bronze.{self.name}"
-
-    @property
-    def quarantine_table(self) -> str:
-        return f"quarantine.{self.name}"
 
 
 @dataclass
@@ -71,15 +53,16 @@ class KafkaBatch:
         return self.records_read == self.landed + self.quarantined
 
 
-def read_committed_offsets(catalog: Catalog, source: KafkaSource) -> dict[int, int]:
+def read_committed_offsets(catalog: Catalog, source: KafkaSource, topic: str) -> dict[int, int]:
     table = ensure_table(catalog, source.bronze_table, source.layout)
-    return {int(p): int(o) for p, o in (committed_position(table, source.topic) or {}).items()}
+    return {int(p): int(o) for p, o in (committed_position(table, topic) or {}).items()}
 
 
 def ingest_kafka_batch(
     catalog: Catalog,
     kafka: KafkaResource,
     source: KafkaSource,
+    topic: str,
     run_id: str,
     *,
     until_offsets: dict[int, int] | None = None,
@@ -87,19 +70,18 @@ def ingest_kafka_batch(
     policy: KafkaOffsetPolicy = KafkaOffsetPolicy.FAIL,
     poll_timeout_ms: int = 1_000,
 ) -> KafkaBatch:
-    """Read from the committed offsets (up to ``until_offsets``) and commit the batch."""
+    """Read ``topic`` from the committed offsets (up to ``until_offsets``), commit the batch."""
+    layout = source.layout
 
     def attempt() -> KafkaBatch:
-        bronze = ensure_table(catalog, source.bronze_table, source.layout)
+        bronze = ensure_table(catalog, source.bronze_table, layout)
         quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
-        committed = {
-            int(p): int(o) for p, o in (committed_position(bronze, source.topic) or {}).items()
-        }
+        committed = {int(p): int(o) for p, o in (committed_position(bronze, topic) or {}).items()}
         consumer = kafka.consumer(auto_offset_reset="none")
         try:
             batch, messages = _read(
                 consumer,
-                source.topic,
+                topic,
                 committed,
                 until_offsets,
                 max_records,
@@ -126,7 +108,7 @@ def ingest_kafka_batch(
                         "max_size",
                         f"payload of {len(message.value)} bytes exceeds {MAX_PAYLOAD_BYTES}",
                     )
-                event = parse_json_event(message.value, source.required_fields)
+                event = parse_json_event(message.value, source.required)
             except RecordRejected as rejected:
                 rejects.add(rejected.rule, rejected.reason, raw_text(message.value), **coordinates)
                 batch.quarantine_rules[rejected.rule] = (
@@ -148,7 +130,7 @@ def ingest_kafka_batch(
         # Quarantine first, with its own position: a crash between the two commits
         # leaves bronze unchanged, and the retry skips rows quarantine already holds.
         q_committed = {
-            int(p): int(o) for p, o in (committed_position(quarantine, source.topic) or {}).items()
+            int(p): int(o) for p, o in (committed_position(quarantine, topic) or {}).items()
         }
         fresh = [
             r
@@ -157,9 +139,9 @@ def ingest_kafka_batch(
         ]
         if fresh:
             rejects.rows = fresh
-            append_with_position(quarantine, rejects.to_arrow(), source.topic, position, run_id)
-        arrow = pa.Table.from_pylist(rows, schema=source.layout.arrow_schema())
-        batch.snapshot_id = append_with_position(bronze, arrow, source.topic, position, run_id)
+            append_with_position(quarantine, rejects.to_arrow(), topic, position, run_id)
+        arrow = pa.Table.from_pylist(rows, schema=layout.arrow_schema())
+        batch.snapshot_id = append_with_position(bronze, arrow, topic, position, run_id)
         batch.landed = len(rows)
         batch.quarantined = len(messages) - len(rows)
         return batch

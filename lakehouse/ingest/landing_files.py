@@ -2,48 +2,35 @@
 
 The keys of the files a commit ingested are its position: the set of ingested
 files is the union of positions in the bronze table's snapshot ancestry, so a
-file is skipped only once its rows (or its quarantine record) are committed.
+file counts as ingested only once its rows (or its quarantine record) are committed.
+Each row is checked against the source's declared schema; bronze keeps the raw
+text of each value, and rows or whole files that do not fit go to quarantine with
+the file, line and reason.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 
 from lakehouse.ingest.records import QuarantineBuffer
+from lakehouse.ingest.values import value_error
+from lakehouse.sources import LandingSource
 from lakehouse.tables.commits import (
     append_with_position,
     committed_positions,
     ensure_table,
     with_commit_retries,
 )
-from lakehouse.tables.schemas import QUARANTINE, TableLayout
-
-
-@dataclass(frozen=True)
-class LandingSource:
-    """Files under ``s3://<bucket>/<name>/`` with a declared CSV header."""
-
-    name: str
-    columns: tuple[str, ...]
-
-    @property
-    def prefix(self) -> str:
-        return f"{self.name}/"
-
-    @property
-    def bronze_table(self) -> str:
-        return f"bronze.{self.name}"
-
-    @property
-    def quarantine_table(self) -> str:
-        return f"quarantine.{self.name}"
+from lakehouse.tables.schemas import QUARANTINE
 
 
 @dataclass
@@ -55,9 +42,14 @@ class FileBatch:
     files_quarantined: list[str] = field(default_factory=list)
     snapshot_id: int | None = None
 
+    @property
+    def records_in(self) -> int:
+        """Rows read plus files rejected whole: what must equal landed + quarantined."""
+        return self.rows_read + len(self.files_quarantined)
 
-def ingested_files(catalog: Catalog, source: LandingSource, layout: TableLayout) -> set[str]:
-    table = ensure_table(catalog, source.bronze_table, layout)
+
+def ingested_files(catalog: Catalog, source: LandingSource) -> set[str]:
+    table = ensure_table(catalog, source.bronze_table, source.layout)
     return {key for position in committed_positions(table, source.name) for key in position}
 
 
@@ -67,7 +59,7 @@ def list_new_files(
     """Keys under the source's prefix not yet ingested, oldest key first, at most ``limit``."""
     new: list[str] = []
     paginator = s3_client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=source.prefix):
+    for page in paginator.paginate(Bucket=bucket, Prefix=source.key_prefix):
         for obj in page.get("Contents", []):
             key = obj["Key"]
             if key not in already and not key.endswith("/"):
@@ -80,10 +72,11 @@ def ingest_files(
     s3_client,
     bucket: str,
     source: LandingSource,
-    layout: TableLayout,
     keys: list[str],
     run_id: str,
 ) -> FileBatch:
+    layout = source.layout
+
     def attempt() -> FileBatch:
         bronze = ensure_table(catalog, source.bronze_table, layout)
         quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
@@ -99,63 +92,137 @@ def ingest_files(
             body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
             uri = f"s3://{bucket}/{key}"
             before = len(rejects)
-            read = _parse_csv(body, uri, source, rows, rejects)
+            read = parse_file(body, uri, source, rows, rejects)
             batch.rows_read += read
             if read == 0 and len(rejects) > before:
                 batch.files_quarantined.append(key)
         for row in rows:
             row.update(_source=source.name, _ingested_at=ingested_at, _run_id=run_id)
 
+        # Quarantine first, with its own position: after a crash between the two
+        # commits the retry skips the files quarantine already holds.
         q_done = {k for pos in committed_positions(quarantine, source.name) for k in pos}
-        fresh = [r for r in rejects.rows if r["_file"].split("/", 3)[-1] not in q_done]
+        prefix = f"s3://{bucket}/"
+        fresh = [r for r in rejects.rows if r["_file"].removeprefix(prefix) not in q_done]
         if fresh:
             rejects.rows = fresh
             append_with_position(quarantine, rejects.to_arrow(), source.name, todo, run_id)
         arrow = pa.Table.from_pylist(rows, schema=layout.arrow_schema())
         batch.snapshot_id = append_with_position(bronze, arrow, source.name, todo, run_id)
         batch.landed = len(rows)
-        batch.quarantined = batch.rows_read - batch.landed + len(batch.files_quarantined)
+        batch.quarantined = batch.records_in - batch.landed
         return batch
 
     return with_commit_retries(attempt)
 
 
-def _parse_csv(body: bytes, uri: str, source: LandingSource, rows, rejects) -> int:
-    """Append good rows to ``rows`` and bad ones to ``rejects``; return data rows read."""
+def parse_file(body: bytes, uri: str, source: LandingSource, rows, rejects) -> int:
+    """Append good rows to ``rows`` and bad ones to ``rejects``; return data rows read.
+
+    A file that cannot be read at all (empty, not UTF-8, wrong header, corrupt
+    Parquet) becomes one quarantine record for the whole file and counts zero rows.
+    """
     if not body.strip():
         rejects.add("empty_file", "file is empty", None, _file=uri, _row=None)
         return 0
+    if source.format == "parquet":
+        return _parse_parquet(body, uri, source, rows, rejects)
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         rejects.add("utf8", f"file is not valid UTF-8: {exc}", None, _file=uri, _row=None)
         return 0
+    if source.format == "csv":
+        return _parse_csv(text, uri, source, rows, rejects)
+    return _parse_jsonl(text, uri, source, rows, rejects)
+
+
+def _check_row(values: dict[str, Any], line: int, raw: str, uri, source, rows, rejects) -> None:
+    problems = [
+        f"{column}: {error}"
+        for column, declared in source.columns.items()
+        if (error := value_error(declared, values.get(column)))
+    ]
+    if problems:
+        rejects.add("schema", "; ".join(problems), raw, _file=uri, _row=line)
+        return
+    row = {c: _text(values.get(c)) for c in source.columns}
+    rows.append({**row, "_file": uri, "_row": line})
+
+
+def _parse_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(reader)]
-    if tuple(header) != source.columns:
+    expected = list(source.columns)
+    if header != expected:
         rejects.add(
             "header",
-            f"header {header} does not match the declared columns {list(source.columns)}",
+            f"header {header} does not match the declared columns {expected}",
             text[:4096],
             _file=uri,
-            _row=None,
+            _row=1,
         )
         return 0
     count = 0
-    for line_no, values in enumerate(reader, start=2):
+    for line, values in enumerate(reader, start=2):
         if not values:
             continue
         count += 1
-        if len(values) != len(source.columns):
+        if len(values) != len(expected):
             rejects.add(
                 "column_count",
-                f"expected {len(source.columns)} fields, found {len(values)}",
+                f"expected {len(expected)} fields, found {len(values)}",
                 ",".join(values),
                 _file=uri,
-                _row=line_no,
+                _row=line,
             )
             continue
-        rows.append(
-            {**dict(zip(source.columns, values, strict=True)), "_file": uri, "_row": line_no}
-        )
+        record = dict(zip(expected, values, strict=True))
+        _check_row(record, line, ",".join(values), uri, source, rows, rejects)
     return count
+
+
+def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
+    count = 0
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        count += 1
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            rejects.add("json", f"not valid JSON: {exc.msg}", raw[:4096], _file=uri, _row=line)
+            continue
+        if not isinstance(record, dict):
+            kind = type(record).__name__
+            rejects.add("json_object", f"a JSON {kind}, not an object", raw, _file=uri, _row=line)
+            continue
+        _check_row(record, line, raw[:4096], uri, source, rows, rejects)
+    return count
+
+
+def _parse_parquet(body: bytes, uri: str, source: LandingSource, rows, rejects) -> int:
+    try:
+        table = pq.read_table(io.BytesIO(body))
+    except (pa.ArrowInvalid, OSError) as exc:
+        rejects.add("parquet", f"unreadable Parquet file: {exc}", None, _file=uri, _row=None)
+        return 0
+    missing = [c for c in source.columns if c not in table.column_names]
+    if missing:
+        reason = f"missing declared columns {missing}; file has {table.column_names}"
+        rejects.add("header", reason, None, _file=uri, _row=None)
+        return 0
+    for line, record in enumerate(table.select(list(source.columns)).to_pylist(), start=1):
+        raw = json.dumps(record, default=str)
+        _check_row(record, line, raw, uri, source, rows, rejects)
+    return table.num_rows
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

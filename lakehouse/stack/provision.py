@@ -7,6 +7,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from lakehouse.catalog_config import NAMESPACES
 from lakehouse.settings import LakehouseSettings
+from lakehouse.sources import sources
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource
@@ -20,7 +21,8 @@ def provision(settings: LakehouseSettings) -> dict[str, list[str]]:
     admin = KafkaResource().admin()
     try:
         existing = set(admin.list_topics())
-        for topic in [settings.kafka_clickstream_topic]:
+        for source in sources().kafka:
+            topic = source.resolved_topic(settings.kafka_topic_prefix)
             if topic not in existing:
                 try:
                     admin.create_topics(

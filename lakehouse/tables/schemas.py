@@ -70,29 +70,19 @@ FILE_LINEAGE = [
     ("_run_id", StringType()),
 ]
 
-BRONZE_CLICKSTREAM = _layout(
-    [
-        ("event_id", StringType()),
-        ("event_type", StringType()),
-        ("user_id", StringType()),
-        ("event_ts", StringType()),
-        ("payload", StringType()),
-        *KAFKA_LINEAGE,
-    ],
-    "_ingested_at",
-)
 
-BRONZE_MARKETING_SPEND = _layout(
-    [
-        ("spend_date", StringType()),
-        ("channel", StringType()),
-        ("campaign", StringType()),
-        ("spend", StringType()),
-        ("currency", StringType()),
-        *FILE_LINEAGE,
-    ],
-    "_ingested_at",
-)
+def kafka_bronze_layout(columns: list[str]) -> TableLayout:
+    """Declared event fields as raw text, the whole event in ``payload``, Kafka lineage."""
+    return _layout(
+        [*((c, StringType()) for c in columns), ("payload", StringType()), *KAFKA_LINEAGE],
+        "_ingested_at",
+    )
+
+
+def landing_bronze_layout(columns: list[str]) -> TableLayout:
+    """Declared file columns as raw text (silver types them), file lineage."""
+    return _layout([*((c, StringType()) for c in columns), *FILE_LINEAGE], "_ingested_at")
+
 
 SILVER_PAGE_VIEWS = _layout(
     [

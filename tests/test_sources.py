@@ -1,0 +1,75 @@
+"""sources.yml: validated with clear errors; declared types checked value by value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lakehouse.ingest.values import value_error
+from lakehouse.sources import load_sources, sources
+
+
+def test_the_shipped_sources_file_declares_the_demo_sources():
+    declared = sources()
+    assert [s.name for s in declared.kafka] == ["clickstream"]
+    assert [s.name for s in declared.landing] == ["marketing_spend"]
+    clickstream = declared.kafka_source("clickstream")
+    assert clickstream.resolved_topic("staging.") == "staging.events.clickstream"
+    assert [f.name for f in clickstream.layout.schema.fields][:5] == [
+        "event_id",
+        "event_type",
+        "user_id",
+        "event_ts",
+        "payload",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("landing: [{name: Bad-Name, format: csv, columns: {a: string}}]", "lower_snake_case"),
+        ("landing: [{name: x, format: xml, columns: {a: string}}]", "format"),
+        ("landing: [{name: x, format: csv, columns: {a: money}}]", "unknown column types"),
+        (
+            "kafka: [{name: x, topic: t, columns: {}}]\n"
+            "landing: [{name: x, format: csv, columns: {a: string}}]",
+            "unique",
+        ),
+        ("kafka: [{name: x, topic: t, columns: {}, typo_key: 1}]", "typo_key"),
+    ],
+)
+def test_a_bad_sources_file_names_the_file_and_the_problem(tmp_path: Path, text, message):
+    path = tmp_path / "sources.yml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as error:
+        load_sources(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("declared", "value", "ok"),
+    [
+        ("int", "42", True),
+        ("int", "4.2", False),
+        ("int", str(2**31), False),
+        ("long", str(2**40), True),
+        ("double", "1e3", True),
+        ("double", "abc", False),
+        ("boolean", "true", True),
+        ("boolean", "yes", False),
+        ("date", "2026-11-01", True),
+        ("date", "01/11/2026", False),
+        ("timestamp", "2026-11-01T10:00:00Z", True),
+        ("timestamp", "yesterday", False),
+        ("decimal(5,2)", "123.45", True),
+        ("decimal(5,2)", "1.234", False),
+        ("decimal(5,2)", "1234.5", False),
+        ("decimal(5,2)", "NaN", False),
+        ("string", "anything", True),
+        ("int", "", True),  # empty is null; required-ness is a silver rule
+        ("int", None, True),
+    ],
+)
+def test_value_checks_follow_the_declared_type(declared, value, ok):
+    assert (value_error(declared, value) is None) is ok
