@@ -134,7 +134,8 @@ def demo(
 
         loaded = publish_demo(settings, scale)
         typer.echo(
-            f"demo data: {loaded.events_produced} events produced, "
+            f"demo data: {loaded.events_produced} events and "
+            f"{loaded.changes_produced} change events produced, "
             f"{loaded.files_uploaded} files uploaded"
             + (f", shop database {loaded.postgres}" if loaded.postgres else "")
         )

@@ -6,7 +6,7 @@ import dagster as dg
 
 from lakehouse.assets.bronze import bronze_assets
 from lakehouse.assets.gold import gold_dbt_models
-from lakehouse.assets.silver import silver_page_views
+from lakehouse.assets.silver import cdc_silver_assets, silver_page_views
 from lakehouse.checks import clickstream_offsets_exactly_once, page_views_contract
 from lakehouse.jobs import gold_job, ingest_jobs, lakehouse_job
 from lakehouse.schedules import gold_daily_schedule
@@ -26,7 +26,12 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[*bronze_assets(sources()), silver_page_views, gold_dbt_models],
+    assets=[
+        *bronze_assets(sources()),
+        silver_page_views,
+        *cdc_silver_assets(sources()),
+        gold_dbt_models,
+    ],
     asset_checks=[clickstream_offsets_exactly_once, page_views_contract],
     jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job],
     sensors=[*ingestion_sensors(sources()), automation_sensor],

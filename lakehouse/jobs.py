@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import dagster as dg
 
-from lakehouse.sources import KafkaSource, LandingSource, Sources
+from lakehouse.sources import LandingSource, Source, Sources
 
 # Bounded retries only: a failed ingestion run is retried twice, then waits for a person.
 RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
 
 
-def ingest_job_name(source: KafkaSource | LandingSource) -> str:
-    return f"ingest_{source.name}"
+def ingest_job_name(source: Source) -> str:
+    return f"ingest_{source.bronze_name}"
 
 
-def ingest_job(source: KafkaSource | LandingSource) -> dg.UnresolvedAssetJobDefinition:
-    what = f"topic {source.topic}" if isinstance(source, KafkaSource) else "the landing bucket"
+def ingest_job(source: Source) -> dg.UnresolvedAssetJobDefinition:
+    what = "the landing bucket" if isinstance(source, LandingSource) else f"topic {source.topic}"
+    name = source.bronze_name
     return dg.define_asset_job(
         ingest_job_name(source),
-        selection=dg.AssetSelection.assets(["bronze", source.name], ["quarantine", source.name]),
-        tags={**RETRY_TAGS, "lakehouse/source": source.name},
-        description=f"Land one bounded batch of {source.name} from {what} in bronze.",
+        selection=dg.AssetSelection.assets(["bronze", name], ["quarantine", name]),
+        tags={**RETRY_TAGS, "lakehouse/source": name},
+        description=f"Land one bounded batch of {name} from {what} in bronze.",
     )
 
 
 def ingest_jobs(sources: Sources) -> list[dg.UnresolvedAssetJobDefinition]:
-    return [ingest_job(s) for s in (*sources.kafka, *sources.landing)]
+    return [ingest_job(s) for s in (*sources.kafka, *sources.cdc, *sources.landing)]
 
 
 lakehouse_job = dg.define_asset_job(

@@ -16,7 +16,7 @@ from lakehouse.ingest.kafka_events import read_committed_offsets
 from lakehouse.ingest.landing_files import ingested_files, list_new_files
 from lakehouse.jobs import ingest_job_name
 from lakehouse.settings import get_settings
-from lakehouse.sources import KafkaSource, LandingSource, Sources
+from lakehouse.sources import CdcSource, KafkaSource, LandingSource, Sources
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource
@@ -45,14 +45,14 @@ def kafka_highwater(kafka: KafkaResource, topic: str, committed: dict[int, int])
         consumer.close()
 
 
-def kafka_sensor(source: KafkaSource) -> dg.SensorDefinition:
+def kafka_sensor(source: KafkaSource | CdcSource) -> dg.SensorDefinition:
     @dg.sensor(
-        name=f"{source.name}_kafka_sensor",
+        name=f"{source.bronze_name}_kafka_sensor",
         job_name=ingest_job_name(source),
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Proposes a batch when Kafka topic {source.topic} holds records that "
-        f"bronze.{source.name} has not committed.",
+        f"{source.bronze_table} has not committed.",
     )
     def _sensor(
         context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource, kafka: KafkaResource
@@ -121,4 +121,5 @@ def landing_sensor(source: LandingSource) -> dg.SensorDefinition:
 
 
 def ingestion_sensors(sources: Sources) -> list[dg.SensorDefinition]:
-    return [kafka_sensor(s) for s in sources.kafka] + [landing_sensor(s) for s in sources.landing]
+    kafka = [kafka_sensor(s) for s in (*sources.kafka, *sources.cdc)]
+    return kafka + [landing_sensor(s) for s in sources.landing]

@@ -16,11 +16,23 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lakehouse.settings import PROJECT_ROOT
-from lakehouse.tables.schemas import TableLayout, kafka_bronze_layout, landing_bronze_layout
+from lakehouse.tables.schemas import (
+    TableLayout,
+    cdc_bronze_layout,
+    kafka_bronze_layout,
+    landing_bronze_layout,
+)
 
 SOURCES_FILE = PROJECT_ROOT / "sources.yml"
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 TYPE = re.compile(r"^(string|int|long|double|boolean|date|timestamp|decimal\(\d+,\s*\d+\))$")
+
+
+def _check_types(columns: dict[str, str]) -> dict[str, str]:
+    bad = {c: t for c, t in columns.items() if not TYPE.match(t.strip())}
+    if bad:
+        raise ValueError(f"unknown column types {bad}; see the header of sources.yml")
+    return columns
 
 
 class _Source(BaseModel):
@@ -38,12 +50,16 @@ class _Source(BaseModel):
         return value
 
     @property
+    def bronze_name(self) -> str:
+        return self.name
+
+    @property
     def bronze_table(self) -> str:
-        return f"bronze.{self.name}"
+        return f"bronze.{self.bronze_name}"
 
     @property
     def quarantine_table(self) -> str:
-        return f"quarantine.{self.name}"
+        return f"quarantine.{self.bronze_name}"
 
 
 class KafkaSource(_Source):
@@ -62,6 +78,41 @@ class KafkaSource(_Source):
         return kafka_bronze_layout(list(self.columns))
 
 
+class CdcSource(_Source):
+    """Debezium change events of one database table (``<server>.<schema>.<table>``).
+
+    Bronze keeps the raw changelog (``bronze.cdc_<name>``); silver keeps the current
+    state (``silver.<name>``) and its SCD2 history (``silver.<name>_history``).
+    ``columns`` are the table's declared types, used to decode events that come
+    without Debezium's ``schema`` wrapper.
+    """
+
+    topic: str
+    columns: dict[str, str] = Field(description="column -> declared type")
+
+    @field_validator("columns")
+    @classmethod
+    def _types(cls, columns: dict[str, str]) -> dict[str, str]:
+        return _check_types(columns)
+
+    @model_validator(mode="after")
+    def _keys_declared(self) -> CdcSource:
+        if not self.keys or any(k not in self.columns for k in self.keys):
+            raise ValueError(f"cdc source {self.name!r} needs keys that are among its columns")
+        return self
+
+    @property
+    def bronze_name(self) -> str:
+        return f"cdc_{self.name}"
+
+    def resolved_topic(self, prefix: str) -> str:
+        return f"{prefix}{self.topic}"
+
+    @property
+    def layout(self) -> TableLayout:
+        return cdc_bronze_layout()
+
+
 class LandingSource(_Source):
     """Files under ``s3://<landing bucket>/<prefix>``."""
 
@@ -72,10 +123,7 @@ class LandingSource(_Source):
     @field_validator("columns")
     @classmethod
     def _types(cls, columns: dict[str, str]) -> dict[str, str]:
-        bad = {c: t for c, t in columns.items() if not TYPE.match(t.strip())}
-        if bad:
-            raise ValueError(f"unknown column types {bad}; see the header of sources.yml")
-        return columns
+        return _check_types(columns)
 
     @property
     def key_prefix(self) -> str:
@@ -90,11 +138,12 @@ class Sources(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kafka: tuple[KafkaSource, ...] = ()
+    cdc: tuple[CdcSource, ...] = ()
     landing: tuple[LandingSource, ...] = ()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Sources:
-        names = [s.name for s in (*self.kafka, *self.landing)]
+        names = [s.bronze_name for s in (*self.kafka, *self.cdc, *self.landing)]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"source names must be unique (they name tables): {duplicates}")
@@ -103,8 +152,14 @@ class Sources(BaseModel):
     def kafka_source(self, name: str) -> KafkaSource:
         return next(s for s in self.kafka if s.name == name)
 
+    def cdc_source(self, name: str) -> CdcSource:
+        return next(s for s in self.cdc if s.name == name)
+
     def landing_source(self, name: str) -> LandingSource:
         return next(s for s in self.landing if s.name == name)
+
+
+Source = KafkaSource | CdcSource | LandingSource
 
 
 def load_sources(path: Path = SOURCES_FILE) -> Sources:

@@ -8,7 +8,7 @@ import dagster as dg
 from lakehouse.ingest.kafka_events import ingest_kafka_batch
 from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
 from lakehouse.settings import get_settings
-from lakehouse.sources import KafkaSource, LandingSource, Sources
+from lakehouse.sources import CdcSource, KafkaSource, LandingSource, Source, Sources
 from lakehouse.tables.metadata import table_metadata
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
@@ -29,21 +29,21 @@ class LandingBatchConfig(dg.Config):
     max_files: int = 500
 
 
-def bronze_op_name(source: KafkaSource | LandingSource) -> str:
-    return f"bronze_{source.name}"
+def bronze_op_name(source: Source) -> str:
+    return f"bronze_{source.bronze_name}"
 
 
-def _specs(source: KafkaSource | LandingSource, kind: str, description: str) -> list:
+def _specs(source: Source, kind: str, description: str) -> list:
     return [
         dg.AssetSpec(
-            ["bronze", source.name],
+            ["bronze", source.bronze_name],
             group_name="bronze",
             kinds={"iceberg", kind},
             description=description,
             metadata={"lakehouse/keys": list(source.keys), "lakehouse/pii": list(source.pii)},
         ),
         dg.AssetSpec(
-            ["quarantine", source.name],
+            ["quarantine", source.bronze_name],
             group_name="quarantine",
             kinds={"iceberg"},
             description=f"Records of {source.name} that could not enter bronze, with rule "
@@ -52,14 +52,20 @@ def _specs(source: KafkaSource | LandingSource, kind: str, description: str) -> 
     ]
 
 
-def kafka_bronze_asset(source: KafkaSource) -> dg.AssetsDefinition:
+def kafka_bronze_asset(source: KafkaSource | CdcSource) -> dg.AssetsDefinition:
+    what = (
+        f"Debezium change events of topic {source.topic}: the raw changelog (op, key, LSN, "
+        "source time, event as received), tombstones included"
+        if isinstance(source, CdcSource)
+        else f"JSON events from Kafka topic {source.topic}, one row per record that parsed, raw"
+    )
+
     @dg.multi_asset(
         name=bronze_op_name(source),
         specs=_specs(
             source,
             "kafka",
-            f"JSON events from Kafka topic {source.topic}, one row per record that parsed, "
-            "raw; the next offsets are committed in the same Iceberg snapshot.",
+            f"{what}; the next offsets are committed in the same Iceberg snapshot.",
         ),
     )
     def _asset(
@@ -89,7 +95,7 @@ def kafka_bronze_asset(source: KafkaSource) -> dg.AssetsDefinition:
                 f"{source.quarantine_table}: {batch.quarantine_rules}"
             )
         yield dg.MaterializeResult(
-            asset_key=["bronze", source.name],
+            asset_key=["bronze", source.bronze_name],
             metadata={
                 **table_metadata(catalog.load_table(source.bronze_table)),
                 "rows_written": batch.landed,
@@ -103,7 +109,7 @@ def kafka_bronze_asset(source: KafkaSource) -> dg.AssetsDefinition:
             },
         )
         yield dg.MaterializeResult(
-            asset_key=["quarantine", source.name],
+            asset_key=["quarantine", source.bronze_name],
             metadata={
                 **table_metadata(catalog.load_table(source.quarantine_table)),
                 "rows_quarantined": batch.quarantined,
@@ -143,7 +149,7 @@ def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
         if batch.files_quarantined:
             context.log.warning(f"files quarantined whole: {batch.files_quarantined}")
         yield dg.MaterializeResult(
-            asset_key=["bronze", source.name],
+            asset_key=["bronze", source.bronze_name],
             metadata={
                 **table_metadata(catalog.load_table(source.bronze_table)),
                 "rows_written": batch.landed,
@@ -154,7 +160,7 @@ def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
             },
         )
         yield dg.MaterializeResult(
-            asset_key=["quarantine", source.name],
+            asset_key=["quarantine", source.bronze_name],
             metadata={
                 **table_metadata(catalog.load_table(source.quarantine_table)),
                 "rows_quarantined": batch.quarantined,
@@ -166,7 +172,7 @@ def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
 
 
 def bronze_assets(sources: Sources) -> list[dg.AssetsDefinition]:
-    return [kafka_bronze_asset(s) for s in sources.kafka] + [
+    return [kafka_bronze_asset(s) for s in (*sources.kafka, *sources.cdc)] + [
         landing_bronze_asset(s) for s in sources.landing
     ]
 

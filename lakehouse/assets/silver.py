@@ -6,10 +6,12 @@ import dagster as dg
 import pyarrow as pa
 from pyiceberg.table import Table
 
-from lakehouse.sources import sources
+from lakehouse.ingest.debezium import parse_change
+from lakehouse.sources import CdcSource, Sources, sources
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
 from lakehouse.tables.metadata import table_metadata
-from lakehouse.tables.schemas import QUARANTINE, SILVER_PAGE_VIEWS
+from lakehouse.tables.schemas import QUARANTINE, SILVER_PAGE_VIEWS, cdc_silver_layouts
+from lakehouse.transforms.cdc import OrderedChange, apply_changes
 from lakehouse.transforms.page_views import build_page_views
 from resources.iceberg import IcebergCatalogResource
 
@@ -84,3 +86,89 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
         asset_key=["quarantine", "page_views"],
         metadata={**table_metadata(quarantine), "rows_quarantined": len(rejects)},
     )
+
+
+def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
+    """silver.<name> (current state) and silver.<name>_history (SCD2) from the changelog."""
+    current_layout, history_layout = cdc_silver_layouts(source.columns)
+    bronze_key = ["bronze", source.bronze_name]
+
+    @dg.multi_asset(
+        name=f"silver_{source.name}",
+        specs=[
+            dg.AssetSpec(
+                ["silver", source.name],
+                group_name="silver",
+                kinds={"iceberg"},
+                deps=[bronze_key],
+                description=f"Current state of {source.topic}: inserts, updates and deletes "
+                "applied in source (LSN) order; unchanged TOAST values carried forward.",
+                automation_condition=dg.AutomationCondition.eager(),
+                metadata={"lakehouse/keys": list(source.keys)},
+            ),
+            dg.AssetSpec(
+                ["silver", f"{source.name}_history"],
+                group_name="silver",
+                kinds={"iceberg"},
+                deps=[bronze_key],
+                description=f"Every version of each {source.name} row (SCD type 2): "
+                "valid_from / valid_to / is_current; a delete closes the last version.",
+                automation_condition=dg.AutomationCondition.eager(),
+            ),
+        ],
+    )
+    def _asset(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
+        catalog = iceberg.load()
+        bronze = ensure_table(catalog, source.bronze_table, source.layout)
+        snapshot = bronze.current_snapshot()
+        log = bronze.scan(
+            selected_fields=("op", "payload", "_kafka_partition", "_kafka_offset")
+        ).to_arrow()
+        changes = [
+            OrderedChange(parse_change(payload.encode(), source.columns), partition, offset)
+            for op, payload, partition, offset in zip(
+                log["op"].to_pylist(),
+                log["payload"].to_pylist(),
+                log["_kafka_partition"].to_pylist(),
+                log["_kafka_offset"].to_pylist(),
+                strict=True,
+            )
+            if op != "tombstone"
+        ]
+        applied = apply_changes(changes, source.keys)
+        properties = {
+            RUN_ID_KEY: context.run.run_id,
+            "lakehouse.bronze-snapshot-id": str(snapshot.snapshot_id if snapshot else ""),
+        }
+        current_rows = pa.Table.from_pylist(applied.current, schema=current_layout.arrow_schema())
+        history_rows = pa.Table.from_pylist(applied.history, schema=history_layout.arrow_schema())
+
+        def write() -> tuple[Table, Table]:
+            current = ensure_table(catalog, f"silver.{source.name}", current_layout)
+            current.overwrite(current_rows, snapshot_properties=properties)
+            history = ensure_table(catalog, f"silver.{source.name}_history", history_layout)
+            history.overwrite(history_rows, snapshot_properties=properties)
+            return current, history
+
+        current, history = with_commit_retries(write)
+        yield dg.MaterializeResult(
+            asset_key=["silver", source.name],
+            metadata={
+                **table_metadata(current),
+                "changes_in_log": len(changes),
+                "changes_applied": applied.events_applied,
+                "duplicates_skipped": applied.duplicates_skipped,
+                "toast_values_carried": applied.toast_values_carried,
+                "bronze_snapshot_id": properties["lakehouse.bronze-snapshot-id"],
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=["silver", f"{source.name}_history"],
+            metadata={**table_metadata(history), "versions": len(applied.history)},
+        )
+
+    return _asset
+
+
+def cdc_silver_assets(sources: Sources) -> list[dg.AssetsDefinition]:
+    return [cdc_silver_asset(s) for s in sources.cdc]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from kafka import TopicPartition
 
+from lakehouse.demo.cdc import generate_changes
 from lakehouse.demo.clickstream import generate
 from lakehouse.demo.partner_files import marketing_spend_files
 from lakehouse.demo.shop import postgres_reachable, seed_shop
@@ -22,6 +23,7 @@ from resources.s3 import S3Resource
 @dataclass
 class DemoLoad:
     events_produced: int = 0
+    changes_produced: int = 0
     files_uploaded: int = 0
     postgres: dict[str, int] | None = None
     notes: list[str] = field(default_factory=list)
@@ -55,6 +57,23 @@ def publish_clickstream(settings: LakehouseSettings, scale: int = 1) -> int:
     return sent
 
 
+def publish_cdc(settings: LakehouseSettings) -> int:
+    """Produce the simulated ``customers`` changelog unless its topic holds records."""
+    kafka = KafkaResource()
+    topic = sources().cdc_source("customers").resolved_topic(settings.kafka_topic_prefix)
+    if topic_has_records(kafka, topic):
+        return 0
+    messages, _ = generate_changes()
+    producer = kafka.producer()
+    try:
+        for message in messages:
+            producer.send(topic, key=message.key, value=message.value)
+        producer.flush()
+    finally:
+        producer.close()
+    return len(messages)
+
+
 def publish_landing_files(settings: LakehouseSettings, scale: int = 1) -> int:
     """Upload the partner files that are not in the bucket yet; return how many."""
     s3 = S3Resource().client()
@@ -72,6 +91,7 @@ def publish_demo(settings: LakehouseSettings, scale: int = 1) -> DemoLoad:
     result.events_produced = publish_clickstream(settings, scale)
     if not result.events_produced:
         result.notes.append("the clickstream topic already holds records: not produced again")
+    result.changes_produced = publish_cdc(settings)
     result.files_uploaded = publish_landing_files(settings, scale)
     if postgres_reachable(settings.postgres_dsn):
         result.postgres = seed_shop(settings.postgres_dsn, scale)

@@ -17,9 +17,10 @@ from kafka import TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 from pyiceberg.catalog import Catalog
 
+from lakehouse.ingest.debezium import parse_change
 from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, parse_json_event, raw_text
 from lakehouse.settings import KafkaOffsetPolicy
-from lakehouse.sources import KafkaSource
+from lakehouse.sources import CdcSource, KafkaSource
 from lakehouse.tables.commits import (
     append_with_position,
     committed_position,
@@ -53,7 +54,9 @@ class KafkaBatch:
         return self.records_read == self.landed + self.quarantined
 
 
-def read_committed_offsets(catalog: Catalog, source: KafkaSource, topic: str) -> dict[int, int]:
+def read_committed_offsets(
+    catalog: Catalog, source: KafkaSource | CdcSource, topic: str
+) -> dict[int, int]:
     table = ensure_table(catalog, source.bronze_table, source.layout)
     return {int(p): int(o) for p, o in (committed_position(table, topic) or {}).items()}
 
@@ -61,7 +64,7 @@ def read_committed_offsets(catalog: Catalog, source: KafkaSource, topic: str) ->
 def ingest_kafka_batch(
     catalog: Catalog,
     kafka: KafkaResource,
-    source: KafkaSource,
+    source: KafkaSource | CdcSource,
     topic: str,
     run_id: str,
     *,
@@ -108,16 +111,14 @@ def ingest_kafka_batch(
                         "max_size",
                         f"payload of {len(message.value)} bytes exceeds {MAX_PAYLOAD_BYTES}",
                     )
-                event = parse_json_event(message.value, source.required)
+                row = bronze_row(source, message)
             except RecordRejected as rejected:
                 rejects.add(rejected.rule, rejected.reason, raw_text(message.value), **coordinates)
                 batch.quarantine_rules[rejected.rule] = (
                     batch.quarantine_rules.get(rejected.rule, 0) + 1
                 )
                 continue
-            row = {column: _as_text(event.get(name)) for column, name in source.columns.items()}
             row.update(
-                payload=message.value.decode("utf-8"),
                 _source=source.name,
                 _kafka_timestamp=datetime.fromtimestamp(message.timestamp / 1000, UTC),
                 _ingested_at=ingested_at,
@@ -147,6 +148,24 @@ def ingest_kafka_batch(
         return batch
 
     return with_commit_retries(attempt)
+
+
+def bronze_row(source: KafkaSource | CdcSource, message) -> dict[str, Any]:
+    """The bronze columns of one Kafka record, or RecordRejected with rule and reason."""
+    if isinstance(source, CdcSource):
+        change = parse_change(message.value, source.columns)
+        return {
+            "op": change.op if change else "tombstone",
+            "key": message.key.decode("utf-8", errors="backslashreplace") if message.key else None,
+            "lsn": change.lsn if change else None,
+            "source_ts_ms": change.ts_ms if change else None,
+            "tx_id": change.tx_id if change else None,
+            "payload": message.value.decode("utf-8") if message.value is not None else None,
+        }
+    event = parse_json_event(message.value, source.required)
+    row = {column: _as_text(event.get(name)) for column, name in source.columns.items()}
+    row["payload"] = message.value.decode("utf-8")
+    return row
 
 
 def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_timeout_ms):

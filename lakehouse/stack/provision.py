@@ -21,7 +21,7 @@ def provision(settings: LakehouseSettings) -> dict[str, list[str]]:
     admin = KafkaResource().admin()
     try:
         existing = set(admin.list_topics())
-        for source in sources().kafka:
+        for source in (*sources().kafka, *sources().cdc):
             topic = source.resolved_topic(settings.kafka_topic_prefix)
             if topic not in existing:
                 try:

@@ -13,7 +13,10 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform
 from pyiceberg.types import (
+    BooleanType,
     DateType,
+    DecimalType,
+    DoubleType,
     IntegerType,
     LongType,
     NestedField,
@@ -75,6 +78,58 @@ def kafka_bronze_layout(columns: list[str]) -> TableLayout:
     """Declared event fields as raw text, the whole event in ``payload``, Kafka lineage."""
     return _layout(
         [*((c, StringType()) for c in columns), ("payload", StringType()), *KAFKA_LINEAGE],
+        "_ingested_at",
+    )
+
+
+def iceberg_type(declared: str):
+    """The Iceberg type of a declared column type (the vocabulary of sources.yml)."""
+    declared = declared.strip()
+    simple = {
+        "string": StringType(),
+        "int": IntegerType(),
+        "long": LongType(),
+        "double": DoubleType(),
+        "boolean": BooleanType(),
+        "date": DateType(),
+        "timestamp": TimestamptzType(),
+    }
+    if declared in simple:
+        return simple[declared]
+    precision, scale = declared[len("decimal(") : -1].split(",")
+    return DecimalType(int(precision), int(scale))
+
+
+def cdc_silver_layouts(columns: dict[str, str]) -> tuple[TableLayout, TableLayout]:
+    """Current state and SCD2 history of a CDC table: declared columns, typed."""
+    typed = [(c, iceberg_type(t)) for c, t in columns.items()]
+    position = [("_lsn", LongType()), ("_source_ts", TimestamptzType())]
+    current = Schema(*_fields(*typed, *position))
+    history = Schema(
+        *_fields(
+            *typed,
+            *position,
+            ("_op", StringType()),
+            ("valid_from", TimestamptzType()),
+            ("valid_to", TimestamptzType()),
+            ("is_current", BooleanType()),
+        )
+    )
+    return TableLayout(current, PartitionSpec()), TableLayout(history, PartitionSpec())
+
+
+def cdc_bronze_layout() -> TableLayout:
+    """The raw Debezium changelog: op, key and source position, the event as it came."""
+    return _layout(
+        [
+            ("op", StringType()),
+            ("key", StringType()),
+            ("lsn", LongType()),
+            ("source_ts_ms", LongType()),
+            ("tx_id", LongType()),
+            ("payload", StringType()),
+            *KAFKA_LINEAGE,
+        ],
         "_ingested_at",
     )
 
