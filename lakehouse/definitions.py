@@ -15,6 +15,7 @@ from lakehouse.sources import sources
 from resources.dbt import dbt_cli_resource
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
+from resources.postgres import PostgresResource
 from resources.s3 import S3Resource
 from resources.spark import SparkResource
 
@@ -42,6 +43,7 @@ defs = dg.Definitions(
     resources={
         "iceberg": IcebergCatalogResource(),
         "kafka": KafkaResource(),
+        "postgres": PostgresResource(),
         "s3": S3Resource(),
         "spark": SparkResource(),
         "dbt": dbt_cli_resource(),

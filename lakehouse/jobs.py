@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from lakehouse.sources import LandingSource, Source, Sources
+from lakehouse.sources import DatabaseSource, LandingSource, Source, Sources
 
 # Bounded retries only: a failed ingestion run is retried twice, then waits for a person.
 RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
@@ -15,18 +15,27 @@ def ingest_job_name(source: Source) -> str:
 
 
 def ingest_job(source: Source) -> dg.UnresolvedAssetJobDefinition:
-    what = "the landing bucket" if isinstance(source, LandingSource) else f"topic {source.topic}"
     name = source.bronze_name
+    keys = [["bronze", name]]
+    if isinstance(source, DatabaseSource):
+        what = f"table {source.table}"
+    else:
+        what = (
+            "the landing bucket" if isinstance(source, LandingSource) else f"topic {source.topic}"
+        )
+        keys.append(["quarantine", name])
     return dg.define_asset_job(
         ingest_job_name(source),
-        selection=dg.AssetSelection.assets(["bronze", name], ["quarantine", name]),
+        selection=dg.AssetSelection.assets(*keys),
         tags={**RETRY_TAGS, "lakehouse/source": name},
         description=f"Land one bounded batch of {name} from {what} in bronze.",
     )
 
 
 def ingest_jobs(sources: Sources) -> list[dg.UnresolvedAssetJobDefinition]:
-    return [ingest_job(s) for s in (*sources.kafka, *sources.cdc, *sources.landing)]
+    return [
+        ingest_job(s) for s in (*sources.kafka, *sources.cdc, *sources.database, *sources.landing)
+    ]
 
 
 lakehouse_job = dg.define_asset_job(

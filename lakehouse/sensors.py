@@ -6,19 +6,23 @@ to be skipped or landed twice.
 """
 
 import hashlib
+import json
 import time
 
 import dagster as dg
+import psycopg
 from kafka import TopicPartition
 
 from lakehouse.assets.bronze import bronze_op_name
+from lakehouse.ingest.database import committed_watermark, rows_after
 from lakehouse.ingest.kafka_events import read_committed_offsets
 from lakehouse.ingest.landing_files import ingested_files, list_new_files
 from lakehouse.jobs import ingest_job_name
 from lakehouse.settings import get_settings
-from lakehouse.sources import CdcSource, KafkaSource, LandingSource, Sources
+from lakehouse.sources import CdcSource, DatabaseSource, KafkaSource, LandingSource, Sources
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
+from resources.postgres import PostgresResource
 from resources.s3 import S3Resource
 
 MAX_FILES_PER_RUN = 200
@@ -120,6 +124,34 @@ def landing_sensor(source: LandingSource) -> dg.SensorDefinition:
     return _sensor
 
 
+def database_sensor(source: DatabaseSource) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=f"{source.bronze_name}_database_sensor",
+        job_name=ingest_job_name(source),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Proposes an extraction when {source.table} has rows past the committed "
+        f"({source.watermark}, key) position.",
+    )
+    def _sensor(
+        context: dg.SensorEvaluationContext,
+        iceberg: IcebergCatalogResource,
+        postgres: PostgresResource,
+    ):
+        position = committed_watermark(iceberg.load(), source)
+        try:
+            newer = rows_after(postgres.conninfo(), source, position, limit=1)
+        except psycopg.OperationalError as exc:
+            return dg.SkipReason(f"cannot reach the database for {source.table}: {exc}")
+        if not newer:
+            return dg.SkipReason(f"{source.table}: no rows past {position}")
+        start = json.dumps(position, sort_keys=True) if position else "start"
+        return dg.RunRequest(run_key=f"{source.name}@{start}")
+
+    return _sensor
+
+
 def ingestion_sensors(sources: Sources) -> list[dg.SensorDefinition]:
     kafka = [kafka_sensor(s) for s in (*sources.kafka, *sources.cdc)]
-    return kafka + [landing_sensor(s) for s in sources.landing]
+    landing = [landing_sensor(s) for s in sources.landing]
+    return kafka + landing + [database_sensor(s) for s in sources.database]

@@ -19,6 +19,7 @@ from lakehouse.settings import PROJECT_ROOT
 from lakehouse.tables.schemas import (
     TableLayout,
     cdc_bronze_layout,
+    database_bronze_layout,
     kafka_bronze_layout,
     landing_bronze_layout,
 )
@@ -113,6 +114,36 @@ class CdcSource(_Source):
         return cdc_bronze_layout()
 
 
+class DatabaseSource(_Source):
+    """A table of the OLTP database read incrementally by a watermark column.
+
+    The position is (watermark, key) of the last row read, committed with the rows;
+    rows are read in (watermark, key) order, so equal timestamps are never split or
+    re-read. Deletes are invisible to a watermark: they reach silver through CDC.
+    """
+
+    table: str
+    watermark: str
+    columns: dict[str, str] = Field(description="column -> declared type")
+
+    @field_validator("columns")
+    @classmethod
+    def _types(cls, columns: dict[str, str]) -> dict[str, str]:
+        return _check_types(columns)
+
+    @model_validator(mode="after")
+    def _watermark_and_keys_declared(self) -> DatabaseSource:
+        if self.watermark not in self.columns:
+            raise ValueError(f"watermark {self.watermark!r} of {self.name!r} is not a column")
+        if not self.keys or any(k not in self.columns for k in self.keys):
+            raise ValueError(f"database source {self.name!r} needs keys among its columns")
+        return self
+
+    @property
+    def layout(self) -> TableLayout:
+        return database_bronze_layout(list(self.columns))
+
+
 class LandingSource(_Source):
     """Files under ``s3://<landing bucket>/<prefix>``."""
 
@@ -139,11 +170,12 @@ class Sources(BaseModel):
 
     kafka: tuple[KafkaSource, ...] = ()
     cdc: tuple[CdcSource, ...] = ()
+    database: tuple[DatabaseSource, ...] = ()
     landing: tuple[LandingSource, ...] = ()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Sources:
-        names = [s.bronze_name for s in (*self.kafka, *self.cdc, *self.landing)]
+        names = [s.bronze_name for s in (*self.kafka, *self.cdc, *self.database, *self.landing)]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"source names must be unique (they name tables): {duplicates}")
@@ -155,17 +187,33 @@ class Sources(BaseModel):
     def cdc_source(self, name: str) -> CdcSource:
         return next(s for s in self.cdc if s.name == name)
 
+    def database_source(self, name: str) -> DatabaseSource:
+        return next(s for s in self.database if s.name == name)
+
     def landing_source(self, name: str) -> LandingSource:
         return next(s for s in self.landing if s.name == name)
 
 
-Source = KafkaSource | CdcSource | LandingSource
+Source = KafkaSource | CdcSource | DatabaseSource | LandingSource
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice (PyYAML would silently keep the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        duplicates = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key(s) {duplicates}", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_sources(path: Path = SOURCES_FILE) -> Sources:
     """Parse and validate the sources file; errors name the file and the offending entry."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from exc
     try:

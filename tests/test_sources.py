@@ -14,6 +14,8 @@ def test_the_shipped_sources_file_declares_the_demo_sources():
     declared = sources()
     assert [s.name for s in declared.kafka] == ["clickstream"]
     assert [s.name for s in declared.landing] == ["marketing_spend"]
+    assert [s.name for s in declared.cdc] == ["customers"]
+    assert [s.name for s in declared.database] == ["products"]
     clickstream = declared.kafka_source("clickstream")
     assert clickstream.resolved_topic("staging.") == "staging.events.clickstream"
     assert [f.name for f in clickstream.layout.schema.fields][:5] == [
@@ -37,6 +39,7 @@ def test_the_shipped_sources_file_declares_the_demo_sources():
             "unique",
         ),
         ("kafka: [{name: x, topic: t, columns: {}, typo_key: 1}]", "typo_key"),
+        ("landing: []\nkafka: []\nlanding: []", "duplicate key"),
     ],
 )
 def test_a_bad_sources_file_names_the_file_and_the_problem(tmp_path: Path, text, message):

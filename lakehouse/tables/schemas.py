@@ -134,6 +134,20 @@ def cdc_bronze_layout() -> TableLayout:
     )
 
 
+def database_bronze_layout(columns: list[str]) -> TableLayout:
+    """Rows read by watermark, as raw text, with the watermark they were read under."""
+    return _layout(
+        [
+            *((c, StringType()) for c in columns),
+            ("_source", StringType()),
+            ("_watermark", StringType()),
+            ("_ingested_at", TimestamptzType()),
+            ("_run_id", StringType()),
+        ],
+        "_ingested_at",
+    )
+
+
 def landing_bronze_layout(columns: list[str]) -> TableLayout:
     """Declared file columns as raw text (silver types them), file lineage."""
     return _layout([*((c, StringType()) for c in columns), *FILE_LINEAGE], "_ingested_at")
