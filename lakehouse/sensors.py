@@ -18,7 +18,7 @@ from lakehouse.ingest.database import committed_watermark, rows_after
 from lakehouse.ingest.kafka_events import read_committed_offsets
 from lakehouse.ingest.landing_files import ingested_files, list_new_files
 from lakehouse.jobs import ingest_job_name
-from lakehouse.settings import get_settings
+from lakehouse.settings import KafkaOffsetPolicy, get_settings
 from lakehouse.sources import CdcSource, DatabaseSource, KafkaSource, LandingSource, Sources
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
@@ -26,6 +26,37 @@ from resources.postgres import PostgresResource
 from resources.s3 import S3Resource
 
 MAX_FILES_PER_RUN = 200
+# A batch whose runs end without moving the committed position is proposed again at
+# most this many times, then waits for a person (bounded retries, never a loop).
+MAX_ATTEMPTS_PER_BATCH = 3
+BATCH_TAG = "lakehouse/batch"
+
+
+def propose(
+    context: dg.SensorEvaluationContext,
+    batch: str,
+    run_config: dg.RunConfig | None = None,
+    tags: dict[str, str] | None = None,
+) -> dg.RunRequest | dg.SkipReason:
+    """A run for ``batch`` (its start position) unless one runs or too many have ended.
+
+    The run key carries the attempt number: a run that failed, or succeeded without
+    committing, does not block the batch for good the way a bare run key would.
+    """
+    runs = context.instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: batch}))
+    if any(not run.is_finished for run in runs):
+        return dg.SkipReason(f"{batch}: a run for this batch is in progress")
+    if len(runs) >= MAX_ATTEMPTS_PER_BATCH:
+        return dg.SkipReason(
+            f"{batch}: {len(runs)} runs ended without moving the committed position "
+            f"(latest: {runs[0].run_id}); fix the cause shown in that run, then launch "
+            "the ingest job by hand"
+        )
+    return dg.RunRequest(
+        run_key=f"{batch}#{len(runs)}",
+        run_config=run_config,
+        tags={**(tags or {}), BATCH_TAG: batch},
+    )
 
 
 def kafka_highwater(kafka: KafkaResource, topic: str, committed: dict[int, int]) -> dict[int, int]:
@@ -44,7 +75,8 @@ def kafka_highwater(kafka: KafkaResource, topic: str, committed: dict[int, int])
             consumer.poll(timeout_ms=200, max_records=1)
             if all(consumer.highwater(tp) is not None for tp in tps):
                 break
-        return {tp.partition: consumer.highwater(tp) or 0 for tp in tps}
+        # a partition whose high-water mark is still unknown is left for the next tick
+        return {tp.partition: hw for tp in tps if (hw := consumer.highwater(tp)) is not None}
     finally:
         consumer.close()
 
@@ -67,20 +99,19 @@ def kafka_sensor(source: KafkaSource | CdcSource) -> dg.SensorDefinition:
         highwater = kafka_highwater(kafka, topic, committed)
         backlog = {p: hw - committed.get(p, 0) for p, hw in highwater.items()}
         behind = {p: (committed.get(p, 0), hw) for p, hw in highwater.items() if backlog[p] < 0}
-        if behind:
+        if behind and settings.kafka_offset_policy is KafkaOffsetPolicy.FAIL:
             return dg.SkipReason(
                 f"{topic}: bronze committed offsets are ahead of the broker's end "
                 f"(partition: (committed, broker end)) {behind}; topic recreated or broker "
-                f"restarted empty? Ingestion applies LAKEHOUSE_KAFKA_OFFSET_POLICY="
-                f"{settings.kafka_offset_policy.value}; launch {ingest_job_name(source)} to act."
+                "restarted empty? Set LAKEHOUSE_KAFKA_OFFSET_POLICY=earliest (re-read) or "
+                "latest (skip) to let ingestion move on."
             )
-        if not any(n > 0 for n in backlog.values()):
+        if not behind and not any(n > 0 for n in backlog.values()):
             return dg.SkipReason(f"{topic}: no new records (committed {committed})")
         start = ",".join(f"{p}:{committed.get(p, 0)}" for p in sorted(highwater))
-        return dg.RunRequest(
-            # unique per batch start: a batch is proposed once; a failed run is retried by
-            # run retries (bounded), not by the sensor proposing it again
-            run_key=f"{topic}@{start}",
+        return propose(
+            context,
+            f"{topic}@{start}",
             run_config=dg.RunConfig(
                 ops={
                     bronze_op_name(source): {
@@ -115,8 +146,9 @@ def landing_sensor(source: LandingSource) -> dg.SensorDefinition:
         if not keys:
             return dg.SkipReason(f"no new files under s3://{bucket}/{source.key_prefix}")
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-        return dg.RunRequest(
-            run_key=f"{source.name}:{digest}",
+        return propose(
+            context,
+            f"{source.name}:{digest}",
             run_config=dg.RunConfig(ops={bronze_op_name(source): {"config": {"files": keys}}}),
             tags={"lakehouse/files": str(len(keys))},
         )
@@ -146,7 +178,8 @@ def database_sensor(source: DatabaseSource) -> dg.SensorDefinition:
         if not newer:
             return dg.SkipReason(f"{source.table}: no rows past {position}")
         start = json.dumps(position, sort_keys=True) if position else "start"
-        return dg.RunRequest(run_key=f"{source.name}@{start}")
+        digest = hashlib.sha256(start.encode()).hexdigest()[:16]
+        return propose(context, f"{source.name}@{digest}", tags={"lakehouse/position": start})
 
     return _sensor
 

@@ -143,3 +143,28 @@ def test_slice_end_to_end_and_rerun_adds_nothing(lakehouse_env, defs):
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("lakehouse").execute_in_process(instance=instance).success
     assert _counts(catalog) == counts
+
+
+def test_a_batch_whose_runs_do_not_advance_is_reproposed_a_bounded_number_of_times(
+    lakehouse_env, defs
+):
+    settings = lakehouse_env
+    publish_clickstream(settings)
+    keys = []
+    with dg.instance_for_test() as instance:
+        for _ in range(3):
+            request = _run_sensor("clickstream_kafka_sensor", defs, instance)
+            assert isinstance(request, dg.RunRequest)
+            keys.append(request.run_key)
+            # a run that ends without committing anything (it reads up to where it starts)
+            config = request.run_config["ops"]["bronze_clickstream"]["config"]
+            stuck = {p: 0 for p in config["until_offsets"]}
+            no_progress = {"ops": {"bronze_clickstream": {"config": {"until_offsets": stuck}}}}
+            result = defs.resolve_job_def("ingest_clickstream").execute_in_process(
+                run_config=no_progress, instance=instance, tags=request.tags
+            )
+            assert result.success
+        assert [k.rsplit("#", 1)[1] for k in keys] == ["0", "1", "2"]
+        given_up = _run_sensor("clickstream_kafka_sensor", defs, instance)
+        assert isinstance(given_up, dg.SkipReason)
+        assert "ended without moving the committed position" in given_up.skip_message
