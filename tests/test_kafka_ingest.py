@@ -12,6 +12,7 @@ from lakehouse.ingest.kafka_events import OffsetsOutOfRange, ingest_kafka_batch
 from lakehouse.settings import KafkaOffsetPolicy
 from lakehouse.sources import sources
 from lakehouse.tables.commits import append_with_position, committed_position, ensure_table
+from lakehouse.tables.schemas import QUARANTINE
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 
@@ -57,28 +58,37 @@ def test_bad_records_are_quarantined_with_reasons_and_counts_reconcile(lakehouse
         b"[1, 2, 3]",
         json.dumps({"event_id": "e-x", "event_type": "page_view", "ts": "t"}).encode(),
         None,  # tombstone
+        json.dumps({"event_id": "\ud800", "event_type": "x", "user_id": "u", "ts": "t"}).encode(),
         b"{" + b'"pad": "' + b"x" * (1024 * 1024 + 10) + b'"}',  # oversized
     ]
     _produce(settings, good + bad)
     catalog = IcebergCatalogResource().load()
+
+    producer = KafkaResource().producer()
+    future_us = 1_700_000_000_000_000  # a producer that put microseconds in CreateTime
+    producer.send(topic, key=b"k", value=_event(99), timestamp_ms=future_us)
+    producer.flush()
+    producer.close()
     batch = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-1")
 
-    assert batch.records_read == 46
-    assert batch.landed == 40 and batch.quarantined == 6 and batch.reconciled
+    assert batch.records_read == 48
+    assert batch.landed == 41 and batch.quarantined == 7 and batch.reconciled
     assert batch.quarantine_rules == {
         "json": 1,
-        "utf8": 1,
         "json_object": 1,
         "required_fields": 1,
         "not_null": 1,
         "max_size": 1,
+        "utf8": 2,
     }
     quarantine = catalog.load_table(source.quarantine_table).scan().to_arrow().to_pylist()
     assert {r["_rule"] for r in quarantine} == set(batch.quarantine_rules)
     assert all(r["_reason"] and r["_kafka_offset"] is not None for r in quarantine)
     missing = next(r for r in quarantine if r["_rule"] == "required_fields")
     assert "user_id" in missing["_reason"]
-    assert len(_bronze_offsets(catalog, source)) == 40
+    assert len(_bronze_offsets(catalog, source)) == 41
+    bronze = catalog.load_table(source.bronze_table).scan().to_arrow().to_pylist()
+    assert next(r for r in bronze if r["event_id"] == "e-99")["_kafka_timestamp"] is None
 
 
 def test_replay_and_resume_never_duplicate(lakehouse_env):
@@ -145,10 +155,14 @@ def test_committed_offsets_ahead_of_the_broker_fail_clearly_or_follow_the_policy
     admin.delete_topics([topic])
     admin.create_topics([NewTopic(topic, 1, 1)])
     admin.close()
-    _produce(settings, [_event(i) for i in range(5)])
+    _produce(settings, [_event(0), _event(1), b"{broken", _event(3), _event(4)])
     table = ensure_table(catalog, source.bronze_table, source.layout)
     empty = source.layout.arrow_schema().empty_table()
     append_with_position(table, empty, topic, {"0": 1000}, "earlier-run")
+    # and quarantine as a crash between the two commits of that run left it
+    quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
+    crashed = {"base": {"0": 1000}, "next": {"0": 1010}}
+    append_with_position(quarantine, QUARANTINE.arrow_schema().empty_table(), topic, crashed, "x")
 
     with pytest.raises(OffsetsOutOfRange, match=r"\[0\]: committed offset 1000 is ahead"):
         ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-fail")
@@ -160,4 +174,7 @@ def test_committed_offsets_ahead_of_the_broker_fail_clearly_or_follow_the_policy
     assert batch.offset_resets and "earliest" in batch.offset_resets[0]
     # the reset position is committed; the next run reads the recreated topic from its start
     follow_up = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-after")
-    assert batch.landed + follow_up.landed == 5
+    assert batch.landed + follow_up.landed == 4
+    # the malformed record of the new epoch is quarantined, not taken for one already held
+    rejects = catalog.load_table(source.quarantine_table).scan().to_arrow().to_pylist()
+    assert [(r["_kafka_offset"], r["_rule"]) for r in rejects] == [(2, "json")]

@@ -120,7 +120,7 @@ def ingest_kafka_batch(
                 continue
             row.update(
                 _source=source.name,
-                _kafka_timestamp=datetime.fromtimestamp(message.timestamp / 1000, UTC),
+                _kafka_timestamp=_kafka_time(message.timestamp),
                 _ingested_at=ingested_at,
                 _run_id=run_id,
                 **coordinates,
@@ -128,19 +128,27 @@ def ingest_kafka_batch(
             rows.append(row)
 
         position = {str(p): o for p, o in batch.next_offsets.items()}
-        # Quarantine first, with its own position: a crash between the two commits
-        # leaves bronze unchanged, and the retry skips rows quarantine already holds.
-        q_committed = {
-            int(p): int(o) for p, o in (committed_position(quarantine, topic) or {}).items()
-        }
-        fresh = [
-            r
-            for r in rejects.rows
-            if r["_kafka_offset"] >= q_committed.get(r["_kafka_partition"], 0)
-        ]
-        if fresh:
-            rejects.rows = fresh
-            append_with_position(quarantine, rejects.to_arrow(), topic, position, run_id)
+        base = {str(p): o for p, o in committed.items()}
+        # Quarantine first, recording the bronze position it was based on. A crash
+        # between the two commits leaves bronze at that base: the retry then skips the
+        # rejects that quarantine already holds (those in [base, next) of that commit).
+        # After an offset reset bronze's base differs, and every reject is written.
+        previous = committed_position(quarantine, topic) or {}
+        if previous.get("base") == base:
+            done_next = {int(p): o for p, o in previous.get("next", {}).items()}
+            done_base = {int(p): o for p, o in base.items()}
+            rejects.rows = [
+                r
+                for r in rejects.rows
+                if not (
+                    done_base.get(r["_kafka_partition"], 0)
+                    <= r["_kafka_offset"]
+                    < done_next.get(r["_kafka_partition"], 0)
+                )
+            ]
+        if rejects.rows:
+            q_position = {"base": base, "next": position}
+            append_with_position(quarantine, rejects.to_arrow(), topic, q_position, run_id)
         arrow = pa.Table.from_pylist(rows, schema=layout.arrow_schema())
         batch.snapshot_id = append_with_position(bronze, arrow, topic, position, run_id)
         batch.landed = len(rows)
@@ -150,8 +158,31 @@ def ingest_kafka_batch(
     return with_commit_retries(attempt)
 
 
+def _kafka_time(timestamp_ms: int | None) -> datetime | None:
+    """The record's Kafka timestamp; a producer's nonsense value is stored as null."""
+    if timestamp_ms is None or timestamp_ms < 0:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def bronze_row(source: KafkaSource | CdcSource, message) -> dict[str, Any]:
     """The bronze columns of one Kafka record, or RecordRejected with rule and reason."""
+    row = _bronze_values(source, message)
+    for column, value in row.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RecordRejected(
+                    "utf8", f"field {column!r} holds an unpaired surrogate (\\ud800-style escape)"
+                ) from None
+    return row
+
+
+def _bronze_values(source: KafkaSource | CdcSource, message) -> dict[str, Any]:
     if isinstance(source, CdcSource):
         change = parse_change(message.value, source.columns)
         return {

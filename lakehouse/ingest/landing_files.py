@@ -32,6 +32,9 @@ from lakehouse.tables.commits import (
 )
 from lakehouse.tables.schemas import QUARANTINE
 
+# Partner files can carry large free-text fields; the csv module's default is 128 KiB.
+csv.field_size_limit(64 * 1024 * 1024)
+
 
 @dataclass
 class FileBatch:
@@ -91,8 +94,16 @@ def ingest_files(
         for key in todo:
             body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
             uri = f"s3://{bucket}/{key}"
-            before = len(rejects)
-            read = parse_file(body, uri, source, rows, rejects)
+            before, rows_before = len(rejects), len(rows)
+            try:
+                read = parse_file(body, uri, source, rows, rejects)
+            except (csv.Error, ValueError) as exc:
+                # a file the reader gives up on mid-way is quarantined whole
+                del rows[rows_before:]
+                del rejects.rows[before:]
+                reason = f"unreadable {source.format} file: {exc}"
+                rejects.add(source.format, reason, None, _file=uri, _row=None)
+                read = 0
             batch.rows_read += read
             if read == 0 and len(rejects) > before:
                 batch.files_quarantined.append(key)
@@ -141,7 +152,7 @@ def _check_row(values: dict[str, Any], line: int, raw: str, uri, source, rows, r
     problems = [
         f"{column}: {error}"
         for column, declared in source.columns.items()
-        if (error := value_error(declared, values.get(column)))
+        if (error := value_error(declared, values.get(column)) or _unencodable(values.get(column)))
     ]
     if problems:
         rejects.add("schema", "; ".join(problems), raw, _file=uri, _row=line)
@@ -216,6 +227,15 @@ def _parse_parquet(body: bytes, uri: str, source: LandingSource, rows, rejects) 
         raw = json.dumps(record, default=str)
         _check_row(record, line, raw, uri, source, rows, rejects)
     return table.num_rows
+
+
+def _unencodable(value: Any) -> str | None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "holds an unpaired surrogate"
+    return None
 
 
 def _text(value: Any) -> str | None:
