@@ -22,7 +22,7 @@ from pyiceberg.catalog import Catalog, load_catalog
 
 from lakehouse.catalog_config import pyiceberg_properties
 from lakehouse.settings import get_settings
-from lakehouse.tables.commits import TABLE_PROPERTIES
+from lakehouse.tables.commits import TABLE_PROPERTIES, conform
 
 DBT_MODEL_KEY = "lakehouse.dbt-model"
 
@@ -96,7 +96,7 @@ class Plugin(BasePlugin):
             update.union_by_name(data.schema)
         table = self._catalog.load_table(identifier)
         table.overwrite(
-            data.cast(table.schema().as_arrow()),
+            conform(data, table.schema().as_arrow()),
             snapshot_properties={DBT_MODEL_KEY: relation.identifier},
         )
 

@@ -178,3 +178,24 @@ def test_committed_offsets_ahead_of_the_broker_fail_clearly_or_follow_the_policy
     # the malformed record of the new epoch is quarantined, not taken for one already held
     rejects = catalog.load_table(source.quarantine_table).scan().to_arrow().to_pylist()
     assert [(r["_kafka_offset"], r["_rule"]) for r in rejects] == [(2, "json")]
+
+
+def test_tables_made_elsewhere_get_no_blind_commit_retries_and_rows_conform_by_name(
+    lakehouse_env,
+):
+    import pyarrow as pa
+
+    from lakehouse.tables.commits import conform
+
+    catalog = IcebergCatalogResource().load()
+    catalog.create_namespace_if_not_exists("bronze")
+    layout = sources().kafka_source("clickstream").layout
+    catalog.create_table("bronze.made_by_spark", schema=layout.schema)  # default: 4 retries
+    table = ensure_table(catalog, "bronze.made_by_spark", layout)
+    assert table.properties["commit.retry.num-retries"] == "0"
+
+    schema = pa.schema([("a", pa.string()), ("b", pa.int64()), ("c", pa.string())])
+    rows = conform(pa.table({"b": [1], "a": ["x"]}), schema)
+    assert rows.to_pylist() == [{"a": "x", "b": 1, "c": None}]
+    with pytest.raises(ValueError, match=r"\['zz'\] are not in the table schema"):
+        conform(pa.table({"zz": [1]}), schema)

@@ -44,14 +44,23 @@ def ensure_table(catalog: Catalog, identifier: str, layout: TableLayout) -> Tabl
     namespace = identifier.split(".")[0]
     catalog.create_namespace_if_not_exists(namespace)
     try:
-        return catalog.load_table(identifier)
+        table = catalog.load_table(identifier)
     except NoSuchTableError:
-        return catalog.create_table_if_not_exists(
-            identifier,
-            schema=layout.schema,
-            partition_spec=layout.partition_spec,
-            properties=TABLE_PROPERTIES,
-        )
+        pass
+    else:
+        # a table created elsewhere (Spark DDL, an operator) must not let pyiceberg
+        # re-apply a conflicting append behind our position check
+        if table.properties.get("commit.retry.num-retries") != "0":
+            with table.transaction() as tx:
+                tx.set_properties({"commit.retry.num-retries": "0"})
+            table = catalog.load_table(identifier)
+        return table
+    return catalog.create_table_if_not_exists(
+        identifier,
+        schema=layout.schema,
+        partition_spec=layout.partition_spec,
+        properties=TABLE_PROPERTIES,
+    )
 
 
 def position_key(source: str) -> str:
@@ -92,9 +101,27 @@ def append_with_position(
     properties = {position_key(source): json.dumps(position, sort_keys=True), RUN_ID_KEY: run_id}
     if partition_key:
         properties[PARTITION_KEY] = partition_key
-    table.append(rows.cast(table.schema().as_arrow()), snapshot_properties=properties)
+    table.append(conform(rows, table.schema().as_arrow()), snapshot_properties=properties)
     snapshot = table.current_snapshot()
     return snapshot.snapshot_id if snapshot else None
+
+
+def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``rows`` with the table's columns, by name and in its order; missing ones null.
+
+    A column the table does not have is an error naming it: schema changes are
+    applied deliberately (``update_schema``), never by accident of position.
+    """
+    unknown = [name for name in rows.column_names if schema.get_field_index(name) < 0]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in the table schema {schema.names}")
+    columns = [
+        rows[field.name].cast(field.type)
+        if field.name in rows.column_names
+        else pa.nulls(rows.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def with_commit_retries(attempt: Callable[[], T], retries: int = 8) -> T:

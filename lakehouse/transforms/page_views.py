@@ -60,9 +60,9 @@ def build_page_views(bronze: pa.Table) -> PageViewsResult:
         {
             "event_id": deduped["event_id"].to_numpy(),
             "user_id": deduped["user_id"].to_numpy(),
-            "session_id": [d.get("session_id") for d in details],
-            "page": [d.get("page") for d in details],
-            "product_id": [d.get("product_id") for d in details],
+            "session_id": [_text(d.get("session_id")) for d in details],
+            "page": [_text(d.get("page")) for d in details],
+            "product_id": [_text(d.get("product_id")) for d in details],
             "event_ts": deduped["event_ts"].dt.as_unit("us").to_numpy(),
             "_kafka_partition": deduped["_kafka_partition"].to_numpy(),
             "_kafka_offset": deduped["_kafka_offset"].to_numpy(),
@@ -80,3 +80,10 @@ def build_page_views(bronze: pa.Table) -> PageViewsResult:
         bronze_page_view_rows=total,
         duplicates_removed=len(good) - len(deduped),
     )
+
+
+def _text(value) -> str | None:
+    """A producer that sends a number or an object where text is expected still lands."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
