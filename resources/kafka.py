@@ -26,6 +26,9 @@ class KafkaResource(dg.ConfigurableResource):
             "enable_auto_commit": False,
             "request_timeout_ms": self.request_timeout_ms,
             "max_partition_fetch_bytes": 8 * 1024 * 1024,
+            # records of aborted transactions never reach bronze (Debezium exactly-once,
+            # Kafka Streams producers write transactionally)
+            "isolation_level": "read_committed",
             "fetch_max_bytes": 64 * 1024 * 1024,
             **overrides,
         }

@@ -199,3 +199,37 @@ def test_tables_made_elsewhere_get_no_blind_commit_retries_and_rows_conform_by_n
     assert rows.to_pylist() == [{"a": "x", "b": 1, "c": None}]
     with pytest.raises(ValueError, match=r"\['zz'\] are not in the table schema"):
         conform(pa.table({"zz": [1]}), schema)
+
+
+def test_a_transactional_topic_is_read_past_its_commit_markers(lakehouse_env):
+    """Transaction markers occupy offsets but are never returned as records: the committed
+    position must move past them, or the topic would look unread forever."""
+    from kafka import KafkaProducer
+
+    from lakehouse.sensors import kafka_highwater
+
+    settings = lakehouse_env
+    source = sources().kafka_source("clickstream")
+    topic = source.resolved_topic(settings.kafka_topic_prefix)
+    admin = KafkaResource().admin()
+    admin.delete_topics([topic])
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    producer = KafkaProducer(
+        bootstrap_servers=settings.resolved_kafka_bootstrap,
+        transactional_id=f"tx-{topic}",
+        enable_idempotence=True,
+    )
+    producer.init_transactions()
+    for batch in ([0, 1, 2], [3]):
+        producer.begin_transaction()
+        for i in batch:
+            producer.send(topic, key=b"k", value=_event(i))
+        producer.commit_transaction()
+    producer.close()
+
+    catalog = IcebergCatalogResource().load()
+    batch = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-tx")
+    assert batch.landed == 4
+    highwater = kafka_highwater(KafkaResource(), topic, batch.next_offsets)
+    assert batch.next_offsets == highwater == {0: 6}  # 4 records + 2 commit markers

@@ -238,14 +238,25 @@ def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_t
     }
     messages = []
     remaining = max_records
+    resets = 0
+    drained = False
     while active and remaining > 0:
         try:
             polled = consumer.poll(timeout_ms=poll_timeout_ms, max_records=min(remaining, 50_000))
         except OffsetOutOfRangeError as exc:
-            for tp, offset in (exc.args[0] if exc.args else {}).items():
-                _ahead(consumer, policy, batch, tp, offset, log_start[tp])
+            resets += 1
+            if resets > 2 * len(tps):
+                raise OffsetsOutOfRange(
+                    f"{topic}: fetch positions keep falling out of the broker's range "
+                    f"({exc}); is retention deleting the log while it is read?"
+                ) from exc
+            out_of_range = exc.args[0] if exc.args else {}
+            fresh_start = consumer.beginning_offsets(list(out_of_range))
+            for tp, offset in out_of_range.items():
+                _out_of_range(consumer, policy, batch, tp, offset, fresh_start[tp])
             continue
         if not polled:
+            drained = True
             break
         for tp, records in polled.items():
             limit = targets.get(tp.partition)
@@ -260,6 +271,14 @@ def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_t
             if limit is not None and batch.next_offsets[tp.partition] >= limit:
                 active.discard(tp)
                 consumer.pause(tp)
+    if drained:
+        # Every returned record was taken, so the consumer's position is exact and may
+        # be past transaction markers and aborted records, which never come back as
+        # records: without this a transactional topic would look forever unread.
+        for tp in active:
+            position = consumer.position(tp)
+            if position is not None and position > batch.next_offsets[tp.partition]:
+                batch.next_offsets[tp.partition] = position
     for tp in tps:
         highwater = consumer.highwater(tp)
         start = batch.start_offsets[tp.partition]
@@ -268,17 +287,23 @@ def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_t
             and start > highwater
             and batch.next_offsets[tp.partition] == start
         ):
-            _ahead(consumer, policy, batch, tp, start, log_start[tp], highwater)
+            _out_of_range(consumer, policy, batch, tp, start, log_start[tp], highwater)
     batch.records_read = len(messages)
     return batch, messages
 
 
-def _ahead(consumer, policy, batch, tp, offset, log_start, highwater=None) -> None:
-    message = (
-        f"{tp.topic}[{tp.partition}]: committed offset {offset} is ahead of the broker's end"
-        f"{'' if highwater is None else f' {highwater}'}"
-        " (topic recreated or broker restarted empty?)"
-    )
+def _out_of_range(consumer, policy, batch, tp, offset, log_start, highwater=None) -> None:
+    if offset < log_start:
+        message = (
+            f"{tp.topic}[{tp.partition}]: offset {offset} is behind the broker's log start "
+            f"{log_start} (retention deleted records before they were read)"
+        )
+    else:
+        message = (
+            f"{tp.topic}[{tp.partition}]: committed offset {offset} is ahead of the broker's end"
+            f"{'' if highwater is None else f' {highwater}'}"
+            " (topic recreated or broker restarted empty?)"
+        )
     new = _resolve(policy, batch, message, earliest=log_start, latest=highwater)
     if new is None:
         new = highwater if highwater is not None else consumer.end_offsets([tp])[tp]
