@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from contextlib import contextmanager, redirect_stdout, suppress
 
 import typer
@@ -224,6 +225,8 @@ def stop_process_group(process: subprocess.Popen, timeout: float) -> None:
 
 def main() -> None:
     # dbt, dagster and the services run from this interpreter's venv, activated or not
+    # pyiceberg warns on every overwrite of an empty table; the summary says what landed
+    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
     bin_dir = os.path.dirname(sys.executable)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     app()

@@ -94,7 +94,7 @@ def publish_demo(settings: LakehouseSettings, scale: int = 1) -> DemoLoad:
     result.changes_produced = publish_cdc(settings)
     result.files_uploaded = publish_landing_files(settings, scale)
     if postgres_reachable(settings.postgres_dsn):
-        result.postgres = seed_shop(settings.postgres_dsn, scale)
+        result.postgres = seed_shop(settings.postgres_dsn)
     else:
         result.notes.append("PostgreSQL not reachable: shop database skipped (Kafka and S3 only)")
     return result

@@ -1,4 +1,9 @@
-"""The shop's OLTP database (customers, products) in PostgreSQL, when one is reachable."""
+"""The shop's OLTP database in PostgreSQL, when one is reachable.
+
+It holds ``products``, the table the incremental (watermark) extraction reads.
+``customers`` belongs to the CDC demo (``lakehouse.demo.cdc``), whose changes reach
+Kafka as Debezium events.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,6 @@ import psycopg
 from psycopg import sql
 
 DDL = """
-create table if not exists customers (
-    customer_id text primary key,
-    email text not null,
-    full_name text not null,
-    country text not null,
-    updated_at timestamptz not null default now()
-);
 create table if not exists products (
     product_id text primary key,
     name text not null,
@@ -33,7 +31,7 @@ def postgres_reachable(dsn: str) -> bool:
         return False
 
 
-def seed_shop(dsn: str, scale: int = 1, seed: int = 5) -> dict[str, int]:
+def seed_shop(dsn: str, seed: int = 5) -> dict[str, int]:
     """Create the ``shop`` database and upsert deterministic rows; return row counts."""
     dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
     with psycopg.connect(_admin_dsn(dsn), autocommit=True) as admin:
@@ -41,15 +39,6 @@ def seed_shop(dsn: str, scale: int = 1, seed: int = 5) -> dict[str, int]:
         if not exists:
             admin.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
     rng = random.Random(seed)
-    customers = [
-        (
-            f"u-{i:05d}",
-            f"user{i}@example.com",
-            f"Customer {i}",
-            rng.choice(["DE", "FR", "NL", "US"]),
-        )
-        for i in range(max(50, 25 * scale))
-    ]
     products = [
         (
             f"p-{i:04d}",
@@ -63,11 +52,6 @@ def seed_shop(dsn: str, scale: int = 1, seed: int = 5) -> dict[str, int]:
         conn.execute(DDL)
         with conn.cursor() as cur:
             cur.executemany(
-                "insert into customers (customer_id, email, full_name, country) "
-                "values (%s, %s, %s, %s) on conflict (customer_id) do nothing",
-                customers,
-            )
-            cur.executemany(
                 "insert into products (product_id, name, category, price) values (%s, %s, %s, %s) "
                 "on conflict (product_id) do nothing",
                 products,
@@ -76,7 +60,7 @@ def seed_shop(dsn: str, scale: int = 1, seed: int = 5) -> dict[str, int]:
             table: conn.execute(
                 sql.SQL("select count(*) from {}").format(sql.Identifier(table))
             ).fetchone()[0]
-            for table in ("customers", "products")
+            for table in ("products",)
         }
     return counts
 
