@@ -34,7 +34,7 @@ class KafkaBatchConfig(dg.Config):
 class LandingBatchConfig(dg.Config):
     """Set by the landing sensor; a manual run takes every file not yet ingested."""
 
-    files: list[str] | None = None
+    files: list[str] | None = None  # key@etag versions (plain keys read the current version)
     max_files: int = 500
 
 
@@ -157,6 +157,11 @@ def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
         )
         if batch.files_quarantined:
             context.log.warning(f"files quarantined whole: {batch.files_quarantined}")
+        if batch.files_changed:
+            context.log.warning(
+                f"files re-uploaded after they were listed, left for the next run: "
+                f"{batch.files_changed}"
+            )
         yield dg.MaterializeResult(
             asset_key=["bronze", source.bronze_name],
             metadata={
@@ -165,6 +170,7 @@ def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
                 "rows_read": batch.rows_read,
                 "rows_quarantined": batch.quarantined,
                 "files": dg.MetadataValue.json(batch.files),
+                "files_changed_since_listing": dg.MetadataValue.json(batch.files_changed),
                 "committed_snapshot_id": str(batch.snapshot_id or "no new commit"),
             },
         )

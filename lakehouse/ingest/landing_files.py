@@ -13,12 +13,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from botocore.exceptions import ClientError
 from pyiceberg.catalog import Catalog
 
 from lakehouse.ingest.records import QuarantineBuffer
@@ -38,11 +40,12 @@ csv.field_size_limit(64 * 1024 * 1024)
 
 @dataclass
 class FileBatch:
-    files: list[str]
+    files: list[str]  # versions (key@etag) ingested by this batch
     rows_read: int = 0
     landed: int = 0
     quarantined: int = 0
     files_quarantined: list[str] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
     snapshot_id: int | None = None
 
     @property
@@ -51,7 +54,21 @@ class FileBatch:
         return self.rows_read + len(self.files_quarantined)
 
 
+ETAG = re.compile(r"^[0-9a-f]{32}(-\d+)?$")
+
+
+def file_version(key: str, etag: str) -> str:
+    """A file's identity in positions: its key and content hash, so a re-upload is new."""
+    return key + "@" + etag.strip('"')
+
+
+def split_version(version: str) -> tuple[str, str | None]:
+    key, _, etag = version.rpartition("@")
+    return (key, etag) if key and ETAG.match(etag) else (version, None)
+
+
 def ingested_files(catalog: Catalog, source: LandingSource) -> set[str]:
+    """File versions (``key@etag``) committed to bronze."""
     table = ensure_table(catalog, source.bronze_table, source.layout)
     return {key for position in committed_positions(table, source.name) for key in position}
 
@@ -59,14 +76,16 @@ def ingested_files(catalog: Catalog, source: LandingSource) -> set[str]:
 def list_new_files(
     s3_client, bucket: str, source: LandingSource, already: set[str], limit: int
 ) -> list[str]:
-    """Keys under the source's prefix not yet ingested, oldest key first, at most ``limit``."""
+    """Versions under the source's prefix not yet ingested, by key, at most ``limit``."""
     new: list[str] = []
     paginator = s3_client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=source.key_prefix):
         for obj in page.get("Contents", []):
-            key = obj["Key"]
-            if key not in already and not key.endswith("/"):
-                new.append(key)
+            if obj["Key"].endswith("/"):
+                continue
+            version = file_version(obj["Key"], obj["ETag"])
+            if version not in already:
+                new.append(version)
     return sorted(new)[:limit]
 
 
@@ -84,15 +103,27 @@ def ingest_files(
         bronze = ensure_table(catalog, source.bronze_table, layout)
         quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
         done = {k for pos in committed_positions(bronze, source.name) for k in pos}
-        todo = [k for k in keys if k not in done]
-        batch = FileBatch(files=todo)
-        if not todo:
-            return batch
+        batch = FileBatch(files=[])
         ingested_at = datetime.now(UTC)
         rows: list[dict[str, Any]] = []
         rejects = QuarantineBuffer(source.name, run_id, ingested_at)
-        for key in todo:
-            body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        reject_versions: list[str] = []
+        for requested in keys:
+            key, etag = split_version(requested)
+            try:
+                # IfMatch: the file read is exactly the version the sensor listed
+                extra = {"IfMatch": etag} if etag else {}
+                response = s3_client.get_object(Bucket=bucket, Key=key, **extra)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] in ("PreconditionFailed", "412"):
+                    batch.files_changed.append(key)  # re-uploaded since listing: next tick
+                    continue
+                raise
+            version = file_version(key, response["ETag"])
+            if version in done:
+                continue
+            body = response["Body"].read()
+            batch.files.append(version)
             uri = f"s3://{bucket}/{key}"
             before, rows_before = len(rejects), len(rows)
             try:
@@ -105,16 +136,19 @@ def ingest_files(
                 rejects.add(source.format, reason, None, _file=uri, _row=None)
                 read = 0
             batch.rows_read += read
+            reject_versions += [version] * (len(rejects) - before)
             if read == 0 and len(rejects) > before:
                 batch.files_quarantined.append(key)
+        todo = batch.files
+        if not todo:
+            return batch
         for row in rows:
             row.update(_source=source.name, _ingested_at=ingested_at, _run_id=run_id)
 
         # Quarantine first, with its own position: after a crash between the two
         # commits the retry skips the files quarantine already holds.
         q_done = {k for pos in committed_positions(quarantine, source.name) for k in pos}
-        prefix = f"s3://{bucket}/"
-        fresh = [r for r in rejects.rows if r["_file"].removeprefix(prefix) not in q_done]
+        fresh = [r for r, v in zip(rejects.rows, reject_versions, strict=True) if v not in q_done]
         if fresh:
             rejects.rows = fresh
             append_with_position(quarantine, rejects.to_arrow(), source.name, todo, run_id)
