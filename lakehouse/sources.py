@@ -79,7 +79,24 @@ class KafkaSource(_Source):
         return kafka_bronze_layout(list(self.columns))
 
 
-class CdcSource(_Source):
+class _TableSource(_Source):
+    """A source with declared, typed columns and a primary key among them."""
+
+    columns: dict[str, str] = Field(description="column -> declared type")
+
+    @field_validator("columns")
+    @classmethod
+    def _types(cls, columns: dict[str, str]) -> dict[str, str]:
+        return _check_types(columns)
+
+    @model_validator(mode="after")
+    def _keys_declared(self) -> _TableSource:
+        if not self.keys or any(k not in self.columns for k in self.keys):
+            raise ValueError(f"source {self.name!r} needs keys that are among its columns")
+        return self
+
+
+class CdcSource(_TableSource):
     """Debezium change events of one database table (``<server>.<schema>.<table>``).
 
     Bronze keeps the raw changelog (``bronze.cdc_<name>``); silver keeps the current
@@ -89,18 +106,6 @@ class CdcSource(_Source):
     """
 
     topic: str
-    columns: dict[str, str] = Field(description="column -> declared type")
-
-    @field_validator("columns")
-    @classmethod
-    def _types(cls, columns: dict[str, str]) -> dict[str, str]:
-        return _check_types(columns)
-
-    @model_validator(mode="after")
-    def _keys_declared(self) -> CdcSource:
-        if not self.keys or any(k not in self.columns for k in self.keys):
-            raise ValueError(f"cdc source {self.name!r} needs keys that are among its columns")
-        return self
 
     @property
     def bronze_name(self) -> str:
@@ -114,7 +119,7 @@ class CdcSource(_Source):
         return cdc_bronze_layout()
 
 
-class DatabaseSource(_Source):
+class DatabaseSource(_TableSource):
     """A table of the OLTP database read incrementally by a watermark column.
 
     The position is (watermark, key) of the last row read, committed with the rows;
@@ -124,19 +129,11 @@ class DatabaseSource(_Source):
 
     table: str
     watermark: str
-    columns: dict[str, str] = Field(description="column -> declared type")
-
-    @field_validator("columns")
-    @classmethod
-    def _types(cls, columns: dict[str, str]) -> dict[str, str]:
-        return _check_types(columns)
 
     @model_validator(mode="after")
-    def _watermark_and_keys_declared(self) -> DatabaseSource:
+    def _watermark_declared(self) -> DatabaseSource:
         if self.watermark not in self.columns:
             raise ValueError(f"watermark {self.watermark!r} of {self.name!r} is not a column")
-        if not self.keys or any(k not in self.columns for k in self.keys):
-            raise ValueError(f"database source {self.name!r} needs keys among its columns")
         return self
 
     @property

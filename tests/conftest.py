@@ -90,3 +90,29 @@ def postgres_dsn() -> str:
             pytest.fail(f"{message}; CI must not skip PostgreSQL tests")
         pytest.skip(f"SKIPPED LOUDLY: {message}; set LAKEHOUSE_TEST_POSTGRES to run these tests")
     return base
+
+
+@pytest.fixture
+def make_database(postgres_dsn):
+    """Creates uniquely named databases on the test server; drops them afterwards."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    params = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
+    created: list[str] = []
+
+    def make(prefix: str, create: bool = True) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        if create:
+            with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+                admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        created.append(name)
+        return psycopg.conninfo.make_conninfo(**{**params, "dbname": name})
+
+    yield make
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        for name in created:
+            drop = sql.SQL("drop database if exists {} with (force)")
+            admin.execute(drop.format(sql.Identifier(name)))

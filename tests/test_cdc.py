@@ -6,14 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import random
-import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import dagster as dg
 import psycopg
 import pytest
-from psycopg import sql
 
 from lakehouse.demo.cdc import envelope, generate_changes
 from lakehouse.ingest.debezium import UNAVAILABLE, ChangeEvent, parse_change
@@ -114,18 +112,8 @@ def test_apply_orders_by_lsn_skips_duplicates_carries_toast_and_truncates():
 
 
 @pytest.fixture
-def shop_db(postgres_dsn):
-    params = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
-    name = f"shop_cdc_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(**{**params, "dbname": name})
-    try:
-        yield dsn
-    finally:
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            drop = sql.SQL("drop database if exists {} with (force)")
-            admin.execute(drop.format(sql.Identifier(name)))
+def shop_db(make_database):
+    return make_database("shop_cdc")
 
 
 @pytest.mark.timeout(600)

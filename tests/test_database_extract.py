@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
 import dagster as dg
 import psycopg
 import pytest
-from psycopg import sql
 
 from lakehouse.ingest.database import committed_watermark, extract_batch
 from lakehouse.sources import DatabaseSource
@@ -29,12 +26,8 @@ SOURCE = DatabaseSource(
 
 
 @pytest.fixture
-def items_db(postgres_dsn):
-    params = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
-    name = f"items_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(**{**params, "dbname": name})
+def items_db(make_database):
+    dsn = make_database("items")
     with psycopg.connect(dsn) as conn:
         conn.execute(
             "create table items (item_id int primary key, label text, price numeric(8,2), "
@@ -46,12 +39,7 @@ def items_db(postgres_dsn):
             "timestamptz '2026-11-01 00:00:00+00' + (i % 3) * interval '1 hour' "
             "from generate_series(1, 250) i"
         )
-    try:
-        yield dsn
-    finally:
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            drop = sql.SQL("drop database if exists {} with (force)")
-            admin.execute(drop.format(sql.Identifier(name)))
+    return dsn
 
 
 def _ids(catalog) -> list[int]:
@@ -87,38 +75,31 @@ def test_watermark_batches_read_every_row_once_and_then_only_changes(lakehouse_e
 
 
 def test_sensor_proposes_a_run_only_when_rows_are_past_the_position(
-    lakehouse_env, postgres_dsn, defs
+    lakehouse_env, make_database, defs
 ):
     """The shipped `products` source on the shop database the demo seeds."""
     from lakehouse.demo.shop import seed_shop
 
-    params = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
-    name = f"shop_{uuid.uuid4().hex[:8]}"
-    dsn = psycopg.conninfo.make_conninfo(**{**params, "dbname": name})
+    dsn = make_database("shop", create=False)  # seed_shop creates it
     seed_shop(dsn)
-    try:
-        sensor = defs.get_repository_def().get_sensor_def("products_database_sensor")
-        resources = {"iceberg": IcebergCatalogResource(), "postgres": PostgresResource(dsn=dsn)}
-        with dg.instance_for_test() as instance:
-            context = dg.build_sensor_context(instance=instance, resources=resources)
-            request = sensor(context)
-            assert isinstance(request, dg.RunRequest)
-            job = defs.resolve_job_def("ingest_products")
-            result = job.execute_in_process(
-                instance=instance, resources={"postgres": PostgresResource(dsn=dsn)}
-            )
-            assert result.success
-            assert isinstance(sensor(context), dg.SkipReason)
-        rows = IcebergCatalogResource().load().load_table("bronze.products").scan().to_arrow()
-        assert rows.num_rows == 200
-        unreachable = {
-            "iceberg": IcebergCatalogResource(),
-            "postgres": PostgresResource(dsn="postgresql://nobody@127.0.0.1:1/none"),
-        }
-        with dg.instance_for_test() as instance:
-            skip = sensor(dg.build_sensor_context(instance=instance, resources=unreachable))
-        assert isinstance(skip, dg.SkipReason) and "cannot reach" in skip.skip_message
-    finally:
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            drop = sql.SQL("drop database if exists {} with (force)")
-            admin.execute(drop.format(sql.Identifier(name)))
+    sensor = defs.get_repository_def().get_sensor_def("products_database_sensor")
+    resources = {"iceberg": IcebergCatalogResource(), "postgres": PostgresResource(dsn=dsn)}
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources=resources)
+        request = sensor(context)
+        assert isinstance(request, dg.RunRequest)
+        job = defs.resolve_job_def("ingest_products")
+        result = job.execute_in_process(
+            instance=instance, resources={"postgres": PostgresResource(dsn=dsn)}
+        )
+        assert result.success
+        assert isinstance(sensor(context), dg.SkipReason)
+    rows = IcebergCatalogResource().load().load_table("bronze.products").scan().to_arrow()
+    assert rows.num_rows == 200
+    unreachable = {
+        "iceberg": IcebergCatalogResource(),
+        "postgres": PostgresResource(dsn="postgresql://nobody@127.0.0.1:1/none"),
+    }
+    with dg.instance_for_test() as instance:
+        skip = sensor(dg.build_sensor_context(instance=instance, resources=unreachable))
+    assert isinstance(skip, dg.SkipReason) and "cannot reach" in skip.skip_message
