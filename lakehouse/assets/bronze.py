@@ -103,10 +103,10 @@ def kafka_bronze_asset(source: KafkaSource | CdcSource) -> dg.AssetsDefinition:
                 f"{batch.quarantined} of {batch.records_read} records quarantined in "
                 f"{source.quarantine_table}: {batch.quarantine_rules}"
             )
-        yield dg.MaterializeResult(
-            asset_key=["bronze", source.bronze_name],
-            metadata={
-                **table_metadata(catalog.load_table(source.bronze_table)),
+        yield from _results(
+            catalog,
+            source,
+            bronze={
                 "rows_written": batch.landed,
                 "records_read": batch.records_read,
                 "rows_quarantined": batch.quarantined,
@@ -116,11 +116,7 @@ def kafka_bronze_asset(source: KafkaSource | CdcSource) -> dg.AssetsDefinition:
                 "committed_snapshot_id": str(batch.snapshot_id or "no new commit"),
                 "offset_resets": dg.MetadataValue.json(batch.offset_resets),
             },
-        )
-        yield dg.MaterializeResult(
-            asset_key=["quarantine", source.bronze_name],
-            metadata={
-                **table_metadata(catalog.load_table(source.quarantine_table)),
+            quarantine={
                 "rows_quarantined": batch.quarantined,
                 "rules": dg.MetadataValue.json(batch.quarantine_rules),
             },
@@ -162,10 +158,10 @@ def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
                 f"files re-uploaded after they were listed, left for the next run: "
                 f"{batch.files_changed}"
             )
-        yield dg.MaterializeResult(
-            asset_key=["bronze", source.bronze_name],
-            metadata={
-                **table_metadata(catalog.load_table(source.bronze_table)),
+        yield from _results(
+            catalog,
+            source,
+            bronze={
                 "rows_written": batch.landed,
                 "rows_read": batch.rows_read,
                 "rows_quarantined": batch.quarantined,
@@ -173,11 +169,7 @@ def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
                 "files_changed_since_listing": dg.MetadataValue.json(batch.files_changed),
                 "committed_snapshot_id": str(batch.snapshot_id or "no new commit"),
             },
-        )
-        yield dg.MaterializeResult(
-            asset_key=["quarantine", source.bronze_name],
-            metadata={
-                **table_metadata(catalog.load_table(source.quarantine_table)),
+            quarantine={
                 "rows_quarantined": batch.quarantined,
                 "files_quarantined": dg.MetadataValue.json(batch.files_quarantined),
             },
@@ -221,6 +213,18 @@ def bronze_assets(sources: Sources) -> list[dg.AssetsDefinition]:
         [kafka_bronze_asset(s) for s in (*sources.kafka, *sources.cdc)]
         + [landing_bronze_asset(s) for s in sources.landing]
         + [database_bronze_asset(s) for s in sources.database]
+    )
+
+
+def _results(catalog, source: Source, bronze: dict, quarantine: dict):
+    """The bronze and quarantine materializations of one batch, each with its table's state."""
+    yield dg.MaterializeResult(
+        asset_key=["bronze", source.bronze_name],
+        metadata={**table_metadata(catalog.load_table(source.bronze_table)), **bronze},
+    )
+    yield dg.MaterializeResult(
+        asset_key=["quarantine", source.bronze_name],
+        metadata={**table_metadata(catalog.load_table(source.quarantine_table)), **quarantine},
     )
 
 
