@@ -7,8 +7,10 @@ import dagster as dg
 from lakehouse.assets.bronze import bronze_assets
 from lakehouse.assets.gold import gold_dbt_models
 from lakehouse.assets.silver import cdc_silver_assets, silver_page_views
-from lakehouse.checks import clickstream_offsets_exactly_once, page_views_contract
+from lakehouse.checks import clickstream_offsets_exactly_once
 from lakehouse.jobs import gold_job, ingest_jobs, lakehouse_job
+from lakehouse.quality.checks import all_contract_checks
+from lakehouse.quality.contracts import silver_contracts
 from lakehouse.schedules import gold_daily_schedule
 from lakehouse.sensors import ingestion_sensors
 from lakehouse.sources import sources
@@ -33,7 +35,7 @@ defs = dg.Definitions(
         *cdc_silver_assets(sources()),
         gold_dbt_models,
     ],
-    asset_checks=[clickstream_offsets_exactly_once, page_views_contract],
+    asset_checks=[clickstream_offsets_exactly_once, *all_contract_checks(silver_contracts())],
     jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job],
     sensors=[*ingestion_sensors(sources()), automation_sensor],
     schedules=[gold_daily_schedule],

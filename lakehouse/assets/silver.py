@@ -7,6 +7,11 @@ import pyarrow as pa
 from pyiceberg.table import Table
 
 from lakehouse.ingest.debezium import parse_change
+from lakehouse.quality.contracts import contract_for
+from lakehouse.quality.pii import Masker, mask_frame, mask_rows
+from lakehouse.quality.policy import enforce
+from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
+from lakehouse.quality.score import quality_metadata
 from lakehouse.sources import CdcSource, Sources, sources
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
 from lakehouse.tables.metadata import table_metadata
@@ -40,19 +45,25 @@ from resources.iceberg import IcebergCatalogResource
 def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
     catalog = iceberg.load()
     source = sources().kafka_source("clickstream")
+    contract = contract_for("silver.page_views")
+    masker = Masker.from_settings()
     bronze = ensure_table(catalog, source.bronze_table, source.layout)
     bronze_snapshot = bronze.current_snapshot()
     result = build_page_views(bronze.scan().to_arrow())
 
+    # PII is masked before anything is stored, quarantine included
     rejects = result.rejects.assign(
         _source="clickstream",
+        _raw=[masker.mask_json_text(t, source.pii) for t in result.rejects["_raw"]],
         _ingested_at=datetime.now(UTC),
         _run_id=context.run.run_id,
     )
-    quarantine_rows = pa.Table.from_pandas(
-        rejects.reindex(columns=[f.name for f in QUARANTINE.arrow_schema()]),
-        schema=QUARANTINE.arrow_schema(),
-        preserve_index=False,
+    enforced = enforce(contract, mask_frame(result.silver.to_pandas(), source.pii, masker))
+    silver_rows = pa.Table.from_pandas(
+        enforced.passed, schema=SILVER_PAGE_VIEWS.arrow_schema(), preserve_index=False
+    )
+    quarantine_rows = quarantine_table(
+        rejects, quarantine_frame(enforced, "clickstream", context.run.run_id)
     )
     # Silver is a function of bronze: a full overwrite per run is idempotent.
     properties = {
@@ -62,29 +73,27 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
 
     def write() -> tuple[Table, Table]:
         silver = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
-        silver.overwrite(result.silver, snapshot_properties=properties)
+        silver.overwrite(silver_rows, snapshot_properties=properties)
         quarantine = ensure_table(catalog, "quarantine.page_views", QUARANTINE)
         quarantine.overwrite(quarantine_rows, snapshot_properties=properties)
         return silver, quarantine
 
     silver, quarantine = with_commit_retries(write)
-    rows = result.silver.num_rows
-    quality = rows / max(1, rows + len(rejects))
     yield dg.MaterializeResult(
         asset_key=["silver", "page_views"],
         metadata={
             **table_metadata(silver),
-            "rows_written": rows,
+            **quality_metadata(contract, enforced, earlier_rejects=len(rejects)),
+            "rows_written": silver_rows.num_rows,
             "bronze_page_view_rows": result.bronze_page_view_rows,
             "duplicates_removed": result.duplicates_removed,
-            "rows_quarantined": len(rejects),
-            "quality_score": dg.FloatMetadataValue(round(quality, 4)),
+            "rows_quarantined": quarantine_rows.num_rows,
             "bronze_snapshot_id": properties["lakehouse.bronze-snapshot-id"],
         },
     )
     yield dg.MaterializeResult(
         asset_key=["quarantine", "page_views"],
-        metadata={**table_metadata(quarantine), "rows_quarantined": len(rejects)},
+        metadata={**table_metadata(quarantine), "rows_quarantined": quarantine_rows.num_rows},
     )
 
 
@@ -115,6 +124,15 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
                 "valid_from / valid_to / is_current; a delete closes the last version.",
                 automation_condition=dg.AutomationCondition.eager(),
             ),
+            dg.AssetSpec(
+                ["quarantine", source.name],
+                group_name="quarantine",
+                kinds={"iceberg"},
+                deps=[bronze_key],
+                description=f"Current {source.name} rows that broke a quarantine rule of the "
+                f"silver.{source.name} contract (rule and reason per row, PII masked).",
+                automation_condition=dg.AutomationCondition.eager(),
+            ),
         ],
     )
     def _asset(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
@@ -140,21 +158,39 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
             RUN_ID_KEY: context.run.run_id,
             "lakehouse.bronze-snapshot-id": str(snapshot.snapshot_id if snapshot else ""),
         }
-        current_rows = pa.Table.from_pylist(applied.current, schema=current_layout.arrow_schema())
-        history_rows = pa.Table.from_pylist(applied.history, schema=history_layout.arrow_schema())
+        masker = Masker.from_settings()
+        contract = contract_for(f"silver.{source.name}")
+        current_schema = current_layout.arrow_schema()
+        masked = pa.Table.from_pylist(
+            mask_rows(applied.current, source.pii, masker), schema=current_schema
+        )
+        enforced = enforce(contract, masked.to_pandas())
+        current_rows = pa.Table.from_pandas(
+            enforced.passed, schema=current_schema, preserve_index=False
+        )
+        quarantine_rows = quarantine_table(
+            quarantine_frame(enforced, source.name, context.run.run_id)
+        )
+        history_rows = pa.Table.from_pylist(
+            mask_rows(applied.history, source.pii, masker), schema=history_layout.arrow_schema()
+        )
 
-        def write() -> tuple[Table, Table]:
+        def write() -> tuple[Table, Table, Table]:
             current = ensure_table(catalog, f"silver.{source.name}", current_layout)
             current.overwrite(current_rows, snapshot_properties=properties)
             history = ensure_table(catalog, f"silver.{source.name}_history", history_layout)
             history.overwrite(history_rows, snapshot_properties=properties)
-            return current, history
+            quarantine = ensure_table(catalog, contract.quarantine_table, QUARANTINE)
+            quarantine.overwrite(quarantine_rows, snapshot_properties=properties)
+            return current, history, quarantine
 
-        current, history = with_commit_retries(write)
+        current, history, quarantine = with_commit_retries(write)
         yield dg.MaterializeResult(
             asset_key=["silver", source.name],
             metadata={
                 **table_metadata(current),
+                **quality_metadata(contract, enforced),
+                "rows_quarantined": quarantine_rows.num_rows,
                 "changes_in_log": len(changes),
                 "changes_applied": applied.events_applied,
                 "duplicates_skipped": applied.duplicates_skipped,
@@ -165,6 +201,10 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             asset_key=["silver", f"{source.name}_history"],
             metadata={**table_metadata(history), "versions": len(applied.history)},
+        )
+        yield dg.MaterializeResult(
+            asset_key=["quarantine", source.name],
+            metadata={**table_metadata(quarantine), "rows_quarantined": quarantine_rows.num_rows},
         )
 
     return _asset
