@@ -13,7 +13,6 @@ from pyiceberg.exceptions import NoSuchTableError
 
 from lakehouse.quality.checks import check_name
 from lakehouse.quality.contracts import PAGE_VIEWS, default_cdc_contract
-from lakehouse.quality.pii import Masker
 from lakehouse.quality.policy import Policy, enforce
 from lakehouse.quality.score import SCORE_KEY
 from lakehouse.sources import CdcSource, sources

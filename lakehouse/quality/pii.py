@@ -91,6 +91,7 @@ class Masker:
         if value is None:
             return None
         text = value if isinstance(value, str) else str(value)
+        policy = PiiPolicy(policy)
         if policy is PiiPolicy.HASH:
             return self.hash(text)
         if policy is PiiPolicy.TOKENIZE:
