@@ -11,6 +11,7 @@ from lakehouse.checks import clickstream_offsets_exactly_once
 from lakehouse.jobs import gold_job, ingest_jobs, lakehouse_job
 from lakehouse.quality.checks import all_contract_checks
 from lakehouse.quality.contracts import silver_contracts
+from lakehouse.quality.freshness import freshness_checks, freshness_sensor
 from lakehouse.schedules import gold_daily_schedule
 from lakehouse.sensors import ingestion_sensors
 from lakehouse.sources import sources
@@ -28,6 +29,8 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     description="Rebuilds silver and gold when their inputs change (eager conditions; no retries).",
 )
 
+freshness = freshness_checks(sources())
+
 defs = dg.Definitions(
     assets=[
         *bronze_assets(sources()),
@@ -35,9 +38,13 @@ defs = dg.Definitions(
         *cdc_silver_assets(sources()),
         gold_dbt_models,
     ],
-    asset_checks=[clickstream_offsets_exactly_once, *all_contract_checks(silver_contracts())],
+    asset_checks=[
+        clickstream_offsets_exactly_once,
+        *all_contract_checks(silver_contracts()),
+        *freshness,
+    ],
     jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job],
-    sensors=[*ingestion_sensors(sources()), automation_sensor],
+    sensors=[*ingestion_sensors(sources()), automation_sensor, freshness_sensor(freshness)],
     schedules=[gold_daily_schedule],
     # One process per run: on a 2-core laptop a process per step costs ~15 s each in
     # imports. On Kubernetes each run still gets its own pod (K8sRunLauncher).
