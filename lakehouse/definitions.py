@@ -12,6 +12,7 @@ from lakehouse.jobs import gold_job, ingest_jobs, lakehouse_job
 from lakehouse.quality.checks import all_contract_checks
 from lakehouse.quality.contracts import silver_contracts
 from lakehouse.quality.freshness import freshness_checks, freshness_sensor
+from lakehouse.quality.reconcile import reconciliation_checks
 from lakehouse.schedules import gold_daily_schedule
 from lakehouse.sensors import ingestion_sensors
 from lakehouse.sources import sources
@@ -41,6 +42,7 @@ defs = dg.Definitions(
     asset_checks=[
         clickstream_offsets_exactly_once,
         *all_contract_checks(silver_contracts()),
+        *reconciliation_checks(sources()),
         *freshness,
     ],
     jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job],

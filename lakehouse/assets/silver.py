@@ -139,20 +139,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         catalog = iceberg.load()
         bronze = ensure_table(catalog, source.bronze_table, source.layout)
         snapshot = bronze.current_snapshot()
-        log = bronze.scan(
-            selected_fields=("op", "payload", "_kafka_partition", "_kafka_offset")
-        ).to_arrow()
-        changes = [
-            OrderedChange(parse_change(payload.encode(), source.columns), partition, offset)
-            for op, payload, partition, offset in zip(
-                log["op"].to_pylist(),
-                log["payload"].to_pylist(),
-                log["_kafka_partition"].to_pylist(),
-                log["_kafka_offset"].to_pylist(),
-                strict=True,
-            )
-            if op != "tombstone"
-        ]
+        changes = read_changelog(bronze, source)
         applied = apply_changes(changes, source.keys)
         properties = {
             RUN_ID_KEY: context.run.run_id,
@@ -208,6 +195,24 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         )
 
     return _asset
+
+
+def read_changelog(bronze: Table, source: CdcSource) -> list[OrderedChange]:
+    """The bronze changelog of ``source`` as ordered changes (tombstones left out)."""
+    log = bronze.scan(
+        selected_fields=("op", "payload", "_kafka_partition", "_kafka_offset")
+    ).to_arrow()
+    return [
+        OrderedChange(parse_change(payload.encode(), source.columns), partition, offset)
+        for op, payload, partition, offset in zip(
+            log["op"].to_pylist(),
+            log["payload"].to_pylist(),
+            log["_kafka_partition"].to_pylist(),
+            log["_kafka_offset"].to_pylist(),
+            strict=True,
+        )
+        if op != "tombstone"
+    ]
 
 
 def cdc_silver_assets(sources: Sources) -> list[dg.AssetsDefinition]:
