@@ -151,7 +151,11 @@ def test_changes_from_postgres_shuffled_yield_the_database_final_state(
     batch = ingest_kafka_batch(catalog, KafkaResource(), CUSTOMERS, topic, "run-cdc")
     assert batch.landed == len(disordered) and batch.quarantined == 0
 
-    selection = [dg.AssetKey(["silver", "customers"]), dg.AssetKey(["silver", "customers_history"])]
+    selection = [
+        dg.AssetKey(["silver", "customers"]),
+        dg.AssetKey(["silver", "customers_history"]),
+        dg.AssetKey(["quarantine", "customers"]),  # contract rejects: same multi-asset
+    ]
     job = defs.resolve_job_def("lakehouse")
     with dg.instance_for_test() as instance:
         assert job.execute_in_process(instance=instance, asset_selection=selection).success

@@ -4,15 +4,17 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
-from lakehouse.ingest.debezium import parse_change
+from lakehouse.ingest.debezium import UNAVAILABLE, parse_change
 from lakehouse.quality.contracts import contract_for
 from lakehouse.quality.pii import Masker, mask_frame, mask_rows
 from lakehouse.quality.policy import enforce
 from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
 from lakehouse.quality.score import quality_metadata
 from lakehouse.sources import CdcSource, Sources, sources
+from lakehouse.tables import evolution
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
 from lakehouse.tables.metadata import table_metadata
 from lakehouse.tables.schemas import QUARANTINE, SILVER_PAGE_VIEWS, cdc_silver_layouts
@@ -140,16 +142,40 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         bronze = ensure_table(catalog, source.bronze_table, source.layout)
         snapshot = bronze.current_snapshot()
         changes = read_changelog(bronze, source)
+        # additive source changes evolve silver first; breaking ones stop here, naming the field
+        additions = evolution.plan(
+            f"silver.{source.name}",
+            source.columns,
+            _existing_schema(catalog, f"silver.{source.name}"),
+            (
+                (f"LSN {c.event.lsn} (kafka {c.partition}/{c.offset})", c.event.after)
+                for c in changes
+                if c.event.op in ("c", "u", "r") and c.event.after is not None
+            ),
+            skip=UNAVAILABLE,
+        )
         applied = apply_changes(changes, source.keys)
+        current_table = evolution.apply(
+            ensure_table(catalog, f"silver.{source.name}", current_layout), additions
+        )
+        history_table = evolution.apply(
+            ensure_table(catalog, f"silver.{source.name}_history", history_layout), additions
+        )
+        if additions:
+            context.log.info(f"schema evolved: added {sorted(additions)} to silver.{source.name}")
+        undeclared = set(current_table.schema().column_names) - set(
+            current_layout.schema.column_names
+        )
         properties = {
             RUN_ID_KEY: context.run.run_id,
             "lakehouse.bronze-snapshot-id": str(snapshot.snapshot_id if snapshot else ""),
         }
         masker = Masker.from_settings()
         contract = contract_for(f"silver.{source.name}")
-        current_schema = current_layout.arrow_schema()
+        current_schema = current_table.schema().as_arrow()
         masked = pa.Table.from_pylist(
-            mask_rows(applied.current, source.pii, masker), schema=current_schema
+            _storable(mask_rows(applied.current, source.pii, masker), undeclared),
+            schema=current_schema,
         )
         enforced = enforce(contract, masked.to_pandas())
         current_rows = pa.Table.from_pandas(
@@ -159,7 +185,8 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
             quarantine_frame(enforced, source.name, context.run.run_id)
         )
         history_rows = pa.Table.from_pylist(
-            mask_rows(applied.history, source.pii, masker), schema=history_layout.arrow_schema()
+            _storable(mask_rows(applied.history, source.pii, masker), undeclared),
+            schema=history_table.schema().as_arrow(),
         )
 
         def write() -> tuple[Table, Table, Table]:
@@ -177,6 +204,9 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
             metadata={
                 **table_metadata(current),
                 **quality_metadata(contract, enforced),
+                "columns_added": dg.MetadataValue.json(
+                    {name: str(ftype) for name, ftype in additions.items()}
+                ),
                 "rows_quarantined": quarantine_rows.num_rows,
                 "changes_in_log": len(changes),
                 "changes_applied": applied.events_applied,
@@ -195,6 +225,21 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         )
 
     return _asset
+
+
+def _existing_schema(catalog, identifier: str):
+    try:
+        return catalog.load_table(identifier).schema()
+    except NoSuchTableError:
+        return None
+
+
+def _storable(rows: list[dict], columns: set[str]) -> list[dict]:
+    if not columns:
+        return rows
+    return [
+        {k: evolution.to_storable(v) if k in columns else v for k, v in row.items()} for row in rows
+    ]
 
 
 def read_changelog(bronze: Table, source: CdcSource) -> list[OrderedChange]:
