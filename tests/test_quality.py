@@ -271,3 +271,18 @@ def test_a_fail_rule_blocks_the_downstream_gold_model_in_the_same_run(lakehouse_
         assert dg.AssetKey(["gold", "daily_page_views"]) not in materialized
     with pytest.raises(NoSuchTableError):
         IcebergCatalogResource().load().load_table("gold.daily_page_views")
+
+
+def test_every_silver_table_gets_one_check_per_rule_blocking_exactly_for_fail(defs):
+    from lakehouse.quality.checks import contract_checks
+    from lakehouse.quality.contracts import silver_contracts
+
+    contracts = silver_contracts()
+    assert {c.table for c in contracts} >= {"silver.page_views", "silver.customers"}
+    in_defs = defs.get_repository_def().asset_graph.asset_check_keys
+    for contract in contracts:
+        specs = {s.name: s for s in contract_checks(contract).check_specs}
+        for rule in contract.rules:
+            spec = specs[check_name(rule)]
+            assert spec.key in in_defs
+            assert spec.blocking == (contract.policy(rule) is Policy.FAIL), rule
