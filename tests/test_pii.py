@@ -99,7 +99,7 @@ def _raw_pii_values() -> set[str]:
 @pytest.mark.timeout(900)
 def test_no_raw_pii_value_appears_in_any_silver_or_gold_table(lakehouse_env, defs):
     assert publish_clickstream(lakehouse_env) and publish_cdc(lakehouse_env)
-    selection = dg.AssetSelection.groups("silver", "gold") | dg.AssetSelection.keys(
+    selection = dg.AssetSelection.groups("silver", "gold") | dg.AssetSelection.assets(
         ["bronze", "clickstream"],
         ["quarantine", "clickstream"],
         ["bronze", "cdc_customers"],
