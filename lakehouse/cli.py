@@ -122,6 +122,30 @@ def prepare() -> None:
     typer.echo("dbt manifest ready")
 
 
+@app.command("check-sql")
+def check_sql() -> None:
+    """Check the gold SQL for Trino, offline: every model and test, against silver schemas."""
+    from lakehouse.dbt_sql_check import SqlCheckError, check_project
+
+    started = time.monotonic()
+    try:
+        report = check_project()
+    except SqlCheckError as exc:
+        _fail(str(exc))
+    for warning in report.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    for problem in report.problems:
+        typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+    checked = {mode: len(ids) for mode, ids in report.checked.items()}
+    summary = (
+        f"{checked.get('fresh', 0)} models and tests, {checked.get('existing', 0)} incremental"
+        f" runs checked as Trino SQL in {time.monotonic() - started:.1f} s"
+    )
+    if not report.ok:
+        _fail(f"{len(report.problems)} problem(s); {summary}")
+    typer.echo(f"ok: {summary}")
+
+
 @app.command()
 def demo(
     scale: int = typer.Option(1, min=1, help="Data volume multiplier (1 = 2,000 events)."),
