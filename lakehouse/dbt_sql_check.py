@@ -6,8 +6,9 @@ name would otherwise surface only in production. So the project is compiled for 
 questions) and every compiled model and data test is parsed with sqlglot's Trino
 dialect and qualified against the Iceberg schemas of its inputs: the silver tables as
 our code declares them, and upstream models' output columns, inferred in dependency
-order. Incremental models are compiled twice, as a first build and as an incremental
-run (their own table exists), so both branches of ``is_incremental()`` are checked.
+order. The project is compiled twice, as a first build and as an incremental run of
+one partition (every model's table exists, a day window is passed), so both branches
+of ``is_incremental()`` and of a partition window are checked.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlglot
+from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.types import (
     BinaryType,
@@ -32,6 +34,7 @@ from pyiceberg.types import (
     IcebergType,
     IntegerType,
     LongType,
+    NestedField,
     StringType,
     TimestampType,
     TimestamptzType,
@@ -47,11 +50,16 @@ from sqlglot.tokens import TokenType
 
 from lakehouse.sources import Sources, sources
 from lakehouse.tables import schemas as table_schemas
-from lakehouse.tables.schemas import TableLayout, cdc_silver_layouts
+from lakehouse.tables.schemas import TableLayout, cdc_silver_layouts, iceberg_type
 
-# "fresh": no table exists yet (a first build, the full-refresh SQL);
-# "existing": every model's table exists (the incremental SQL of incremental models).
-MODES = ("fresh", "existing")
+# How each compile sees the warehouse (macros/offline_compile.sql) and which vars it gets:
+# "fresh": no table exists yet, no vars (a first build, the full-refresh SQL);
+# "incremental": every model's table exists and a partition window is passed, as the
+# partitioned gold assets pass it (lakehouse/assets/gold.py): the incremental SQL.
+MODES: dict[str, dict[str, str]] = {
+    "fresh": {},
+    "incremental": {"min_date": "2024-01-01", "max_date": "2024-01-02"},
+}
 CHECKED_RESOURCES = ("model", "test")
 
 Columns = dict[str, str]  # column -> Trino type
@@ -76,9 +84,10 @@ class Problem:
 
 @dataclass
 class Report:
-    checked: dict[str, list[str]] = field(default_factory=dict)  # mode -> node ids
+    checked: dict[str, list[str]] = field(default_factory=dict)  # mode -> node ids checked
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # downstream of a node with problems
     outputs: dict[str, Columns] = field(default_factory=dict)  # model id -> columns
     failed: set[str] = field(default_factory=set)  # node ids with problems, or downstream of one
 
@@ -91,15 +100,26 @@ def silver_layouts(declared: Sources | None = None) -> dict[str, TableLayout]:
     """Every silver table our code writes, by table name, with the layout it is written with.
 
     Module constants ``SILVER_<NAME>`` in ``lakehouse.tables.schemas`` are the silver
-    tables of hand-written transforms; CDC sources add ``<name>`` and ``<name>_history``.
+    tables of hand-written transforms; a CDC source adds ``<name>`` and ``<name>_history``;
+    a database or landing source adds ``<name>``, its declared columns typed.
     """
+    declared = declared or sources()
     layouts = {
         name[len("SILVER_") :].lower(): value
         for name, value in vars(table_schemas).items()
         if name.startswith("SILVER_") and isinstance(value, TableLayout)
     }
-    for source in (declared or sources()).cdc:
-        layouts[source.name], layouts[f"{source.name}_history"] = cdc_silver_layouts(source.columns)
+    for source in declared.cdc:
+        current, history = cdc_silver_layouts(source.columns)
+        layouts[source.name], layouts[f"{source.name}_history"] = current, history
+    for source in (*declared.database, *declared.landing):
+        typed = Schema(
+            *(
+                NestedField(i, name, iceberg_type(kind), required=False)
+                for i, (name, kind) in enumerate(source.columns.items(), start=1)
+            )
+        )
+        layouts.setdefault(source.name, TableLayout(typed, PartitionSpec()))
     return layouts
 
 
@@ -244,7 +264,6 @@ def check_manifest(
     manifest: dict[str, Any],
     mode: str,
     report: Report,
-    compiled_root: Path,
     only: set[str] | None = None,
 ) -> None:
     """Check the compiled nodes of one manifest into ``report`` (models before their users)."""
@@ -257,15 +276,15 @@ def check_manifest(
     checked = report.checked.setdefault(mode, [])
     for uid in _in_dependency_order(manifest):
         node = manifest["nodes"][uid]
-        if only is not None and uid not in only:
-            continue
+        if (only is not None and uid not in only) or uid in failed:
+            continue  # not selected, or already reported by an earlier compile
         label = f"{node['resource_type']} {node['name']}"
-        if mode == "existing":
+        if mode == "incremental":
             label += " (incremental run)"
-        blocked = sorted(d for d in node["depends_on"]["nodes"] if d in failed)
-        if blocked:
-            failed.add(uid)
-            continue  # its upstream's problem is reported; its table has no known columns
+        if any(d in failed for d in node["depends_on"]["nodes"]):
+            failed.add(uid)  # the upstream problem is reported; its columns are unknown
+            report.skipped.append(node["name"])
+            continue
         compiled = node.get("compiled_code")
         if compiled is None:
             report.problems.append(Problem(node["original_file_path"], label, "not compiled"))
@@ -273,7 +292,7 @@ def check_manifest(
             continue
         result = check_sql(compiled, relations)
         checked.append(uid)
-        path = str(compiled_root / node["package_name"] / node["original_file_path"])
+        path = node.get("compiled_path")
         report.warnings += [Problem(node["original_file_path"], label, w) for w in result.warnings]
         if result.problems:
             failed.add(uid)
@@ -305,15 +324,14 @@ def _compile_command(project_dir: Path, mode: str, target: Path) -> list[str]:
         "--target-path",
         str(target),
         "--vars",
-        json.dumps({"offline_compile": mode}),
+        json.dumps({**MODES[mode], "offline_compile": mode}),
     ]
 
 
-def compile_offline(project_dir: Path) -> dict[str, tuple[dict[str, Any], Path]]:
+def compile_offline(project_dir: Path) -> dict[str, dict[str, Any]]:
     """``dbt compile --target trino`` in each mode, with no server (both at once).
 
-    Returns, per mode, the manifest (with every node's ``compiled_code``) and the
-    directory of the compiled files.
+    Returns each mode's manifest, with every node's ``compiled_code`` and ``compiled_path``.
     """
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     targets = {mode: project_dir / "target" / "check-sql" / mode for mode in MODES}
@@ -334,10 +352,7 @@ def compile_offline(project_dir: Path) -> dict[str, tuple[dict[str, Any], Path]]
             raise SqlCheckError(
                 f"dbt compile --target trino ({mode}) failed:\n{outputs[mode].strip()}"
             )
-    return {
-        mode: (json.loads((target / "manifest.json").read_text()), target / "compiled")
-        for mode, target in targets.items()
-    }
+    return {mode: json.loads((t / "manifest.json").read_text()) for mode, t in targets.items()}
 
 
 def check_project(project_dir: Path | None = None) -> Report:
@@ -348,14 +363,13 @@ def check_project(project_dir: Path | None = None) -> Report:
         project_dir = DBT_PROJECT_DIR
     compiled = compile_offline(project_dir)
     report = Report()
-    fresh, fresh_root = compiled["fresh"]
-    check_manifest(fresh, "fresh", report, fresh_root)
-    existing, existing_root = compiled["existing"]
+    fresh, incremental = compiled["fresh"], compiled["incremental"]
+    check_manifest(fresh, "fresh", report)
     changed = {
         uid
-        for uid, node in existing["nodes"].items()
+        for uid, node in incremental["nodes"].items()
         if node["resource_type"] == "model"
         and node.get("compiled_code") != fresh["nodes"].get(uid, {}).get("compiled_code")
     }
-    check_manifest(existing, "existing", report, existing_root, only=changed)
+    check_manifest(incremental, "incremental", report, only=changed)
     return report

@@ -13,7 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from lakehouse.cli import app
 from lakehouse.dbt_sql_check import (
     SqlCheckError,
     check_project,
@@ -86,13 +88,15 @@ def test_a_column_typo_fails_with_the_column_and_the_file(tmp_path, dbt_manifest
     typo_file, typo = _inject_column_typo(project, manifest)
     (project / "models" / "marts" / "incremental_probe.sql").write_text(INCREMENTAL_PROBE)
 
-    report = check_project(project)
+    result = CliRunner().invoke(app, ["check-sql", "--project-dir", str(project)])
 
-    messages = [str(p) for p in report.problems]
-    assert any(typo in m and m.startswith(typo_file) for m in messages), messages
-    probe = [m for m in messages if "incremental_probe" in m]
-    assert len(probe) == 1 and "event_dat'" in probe[0] and "incremental run" in probe[0]
-    assert "event_date" in report.outputs["model.lakehouse.incremental_probe"]
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert any(typo in e and e.startswith(f"error: {typo_file}: model ") for e in errors), errors
+    probe = [e for e in errors if "incremental_probe" in e]
+    assert len(probe) == 1, errors
+    assert "'event_dat'" in probe[0] and "(incremental run)" in probe[0]
+    assert "problem(s)" in errors[-1]
 
 
 def test_without_the_offline_switch_dbt_trino_asks_the_server(tmp_path):
