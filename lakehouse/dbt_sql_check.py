@@ -157,18 +157,27 @@ def source_schemas(manifest: dict[str, Any]) -> dict[Relation, Columns]:
     """Columns of every dbt source, from the Iceberg schema our code declares for it."""
     layouts = {("silver", name): layout for name, layout in silver_layouts().items()}
     known: dict[Relation, Columns] = {}
-    unknown = []
+    unknown, unknown_columns = [], []
     for source in manifest["sources"].values():
         key = (source["schema"].lower(), (source["identifier"] or source["name"]).lower())
         if key not in layouts:
             unknown.append(f"{source['source_name']}.{source['name']} ({'.'.join(key)})")
             continue
-        known[(source["database"].lower(), *key)] = _columns(layouts[key].schema)
+        columns = _columns(layouts[key].schema)
+        stale = sorted(set(c.lower() for c in source.get("columns", {})) - set(columns))
+        if stale:
+            unknown_columns.append(f"{source['source_name']}.{source['name']}: {stale}")
+        known[(source["database"].lower(), *key)] = columns
     if unknown:
         raise SqlCheckError(
             f"dbt source(s) with no known Iceberg schema: {', '.join(sorted(unknown))}. "
             "Declare the table's layout as SILVER_<NAME> in lakehouse/tables/schemas.py "
             "(or as a CDC source in sources.yml) so its SQL can be checked."
+        )
+    if unknown_columns:
+        raise SqlCheckError(
+            "dbt source columns that the silver Iceberg tables do not have: "
+            + "; ".join(sorted(unknown_columns))
         )
     return known
 
@@ -301,9 +310,20 @@ def check_manifest(
             ]
             continue
         if node["resource_type"] == "model":
+            report.warnings += _undocumented(node, result.outputs, label)
             report.outputs.setdefault(uid, result.outputs)
             if key := _relation(node):
                 relations.setdefault(key, result.outputs)
+
+
+def _undocumented(node: dict[str, Any], columns: Columns, label: str) -> list[Problem]:
+    """Columns described in YAML that the SQL does not produce (a renamed or misspelt doc)."""
+    stale = sorted(set(c.lower() for c in node.get("columns", {})) - set(columns))
+    yaml_file = (node.get("patch_path") or node["original_file_path"]).split("://")[-1]
+    return [
+        Problem(yaml_file, label, message)
+        for message in (f"documents column {c!r}, which the model does not produce" for c in stale)
+    ]
 
 
 def _compile_command(project_dir: Path, mode: str, target: Path) -> list[str]:

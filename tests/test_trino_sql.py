@@ -40,6 +40,15 @@ where event_date >= (select max(event_dat) from {{ this }})
 group by event_date
 """
 
+PROBE_DOCS = """
+version: 2
+models:
+  - name: incremental_probe
+    columns:
+      - name: event_date
+      - name: viewz
+"""
+
 
 def _copy_project(tmp_path: Path) -> Path:
     copy = tmp_path / "dbt_project"
@@ -60,11 +69,10 @@ def _inject_column_typo(project: Path, manifest: dict) -> tuple[str, str]:
         if body is None:
             continue
         words = re.finditer(r"\b[a-z_][a-z0-9_]*\b", text[body.end() :])
-        column = next((w.group() for w in words if w.group() in columns), None)
-        if column:
-            typo = f"{column}_typo"
-            start = body.end() + re.search(rf"\b{column}\b", text[body.end() :]).start()
-            path.write_text(text[:start] + typo + text[start + len(column) :])
+        word = next((w for w in words if w.group() in columns), None)
+        if word:
+            typo, at = f"{word.group()}_typo", body.end() + word.start()
+            path.write_text(text[:at] + typo + text[body.end() + word.end() :])
             return node["original_file_path"], typo
     raise AssertionError("no model selects a silver column to misspell")
 
@@ -87,6 +95,7 @@ def test_a_column_typo_fails_with_the_column_and_the_file(tmp_path, dbt_manifest
     manifest = json.loads(dbt_manifest.read_text())
     typo_file, typo = _inject_column_typo(project, manifest)
     (project / "models" / "marts" / "incremental_probe.sql").write_text(INCREMENTAL_PROBE)
+    (project / "models" / "marts" / "_probe.yml").write_text(PROBE_DOCS)
 
     result = CliRunner().invoke(app, ["check-sql", "--project-dir", str(project)])
 
@@ -97,6 +106,8 @@ def test_a_column_typo_fails_with_the_column_and_the_file(tmp_path, dbt_manifest
     assert len(probe) == 1, errors
     assert "'event_dat'" in probe[0] and "(incremental run)" in probe[0]
     assert "problem(s)" in errors[-1]
+    stale_doc = "models/marts/_probe.yml: model incremental_probe: documents column 'viewz'"
+    assert f"warning: {stale_doc}" in result.output
 
 
 def test_without_the_offline_switch_dbt_trino_asks_the_server(tmp_path):
@@ -149,17 +160,21 @@ def test_check_sql_infers_output_columns_and_warns_on_unknown_functions():
     assert any("epoch_ms" in w for w in result.warnings)
 
 
+def _source(name: str, columns: tuple[str, ...] = ()) -> dict:
+    source = {"source_name": "silver", "name": name, "identifier": name, "schema": "silver"}
+    return {**source, "database": "lakehouse", "columns": {c: {} for c in columns}}
+
+
 def test_a_dbt_source_without_a_declared_schema_is_refused():
-    manifest = {
-        "sources": {
-            "source.lakehouse.silver.orderz": {
-                "source_name": "silver",
-                "name": "orderz",
-                "identifier": "orderz",
-                "schema": "silver",
-                "database": "lakehouse",
-            }
-        }
-    }
-    with pytest.raises(SqlCheckError, match=r"silver\.orderz"):
+    manifest = {"sources": {"source.lakehouse.silver.orderz": _source("orderz")}}
+
+    with pytest.raises(SqlCheckError, match=r"no known Iceberg schema: silver\.orderz"):
+        source_schemas(manifest)
+
+
+def test_a_dbt_source_column_the_silver_table_lacks_is_refused():
+    source = _source("page_views", ("event_id", "event_idd"))
+    manifest = {"sources": {"source.lakehouse.silver.page_views": source}}
+
+    with pytest.raises(SqlCheckError, match=r"silver\.page_views: \['event_idd'\]"):
         source_schemas(manifest)
