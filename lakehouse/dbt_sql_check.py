@@ -343,6 +343,8 @@ def _compile_command(project_dir: Path, mode: str, target: Path) -> list[str]:
         str(project_dir),
         "--target-path",
         str(target),
+        "--log-path",
+        str(target),  # the two compiles run at once: one log each
         "--vars",
         json.dumps({**MODES[mode], "offline_compile": mode}),
     ]
