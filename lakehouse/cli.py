@@ -10,6 +10,8 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager, redirect_stdout, suppress
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -120,6 +122,37 @@ def prepare() -> None:
     """Parse the dbt project (writes the manifest the code location loads)."""
     prepare_dbt()
     typer.echo("dbt manifest ready")
+
+
+@app.command("check-sql")
+def check_sql(
+    project_dir: Annotated[
+        Path | None, typer.Option(help="dbt project (default: dbt_project/).")
+    ] = None,
+) -> None:
+    """Check the gold SQL for Trino, offline: every model and test, against silver schemas."""
+    from lakehouse.dbt_sql_check import SqlCheckError, check_project
+
+    started = time.monotonic()
+    try:
+        report = check_project(project_dir)
+    except SqlCheckError as exc:
+        _fail(str(exc))
+    for warning in report.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    for problem in report.problems:
+        typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+    if report.skipped:
+        names = ", ".join(sorted(set(report.skipped)))
+        typer.echo(f"not checked (downstream of a problem): {names}", err=True)
+    checked = {mode: len(ids) for mode, ids in report.checked.items()}
+    summary = (
+        f"{checked.get('fresh', 0)} models and tests, {checked.get('incremental', 0)} incremental"
+        f" runs checked as Trino SQL in {time.monotonic() - started:.1f} s"
+    )
+    if not report.ok:
+        _fail(f"{len(report.problems)} problem(s); {summary}")
+    typer.echo(f"ok: {summary}")
 
 
 @app.command()
