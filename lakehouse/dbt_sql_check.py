@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlglot
-from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.types import (
     BinaryType,
@@ -34,7 +33,6 @@ from pyiceberg.types import (
     IcebergType,
     IntegerType,
     LongType,
-    NestedField,
     StringType,
     TimestampType,
     TimestamptzType,
@@ -50,7 +48,7 @@ from sqlglot.tokens import TokenType
 
 from lakehouse.sources import Sources, sources
 from lakehouse.tables import schemas as table_schemas
-from lakehouse.tables.schemas import TableLayout, cdc_silver_layouts, iceberg_type
+from lakehouse.tables.schemas import TableLayout, cdc_silver_layouts, typed_silver_layout
 
 # How each compile sees the warehouse (macros/offline_compile.sql) and which vars it gets:
 # "fresh": no table exists yet, no vars (a first build, the full-refresh SQL);
@@ -113,13 +111,7 @@ def silver_layouts(declared: Sources | None = None) -> dict[str, TableLayout]:
         current, history = cdc_silver_layouts(source.columns)
         layouts[source.name], layouts[f"{source.name}_history"] = current, history
     for source in (*declared.database, *declared.landing):
-        typed = Schema(
-            *(
-                NestedField(i, name, iceberg_type(kind), required=False)
-                for i, (name, kind) in enumerate(source.columns.items(), start=1)
-            )
-        )
-        layouts.setdefault(source.name, TableLayout(typed, PartitionSpec()))
+        layouts.setdefault(source.name, typed_silver_layout(source.columns))
     return layouts
 
 

@@ -77,9 +77,7 @@ def test_gold_lineage_reaches_every_silver_input_and_daily_models_are_partitione
     assert daily.partitions_def is not None and daily.backfill_policy is not None
     assert graph.get(dg.AssetKey(["gold", "marketing_roi"])).partitions_def is None
     blocking = {
-        c.name
-        for c in (graph.get_check_spec(k) for k in graph.asset_check_keys)
-        if c.blocking
+        c.name for c in (graph.get_check_spec(k) for k in graph.asset_check_keys) if c.blocking
     }
     assert "unique_customer_lifetime_value_customer_id" in blocking
     assert "not_null_daily_page_views_view_date" not in blocking

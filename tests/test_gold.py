@@ -12,20 +12,15 @@ import pyarrow as pa
 import pytest
 
 from lakehouse.dbt_duckdb_iceberg import WINDOW_KEY
-from lakehouse.sources import sources
+from lakehouse.dbt_sql_check import silver_layouts
 from lakehouse.tables.commits import ensure_table
-from lakehouse.tables.schemas import SILVER_PAGE_VIEWS, cdc_silver_layouts, typed_silver_layout
 from resources.iceberg import IcebergCatalogResource
 from tests import gold_expected as expected
 
 
 def write_silver(catalog, rows: dict[str, list[dict]]) -> None:
     """Overwrite the silver tables gold reads, in the layouts the silver assets write."""
-    layouts = {"page_views": SILVER_PAGE_VIEWS}
-    for source in sources().cdc:
-        layouts[source.name] = cdc_silver_layouts(source.columns)[0]
-    for source in (*sources().database, *sources().landing):
-        layouts[source.name] = typed_silver_layout(source.columns)
+    layouts = silver_layouts()
     for name, table_rows in rows.items():
         layout = layouts[name]
         table = ensure_table(catalog, f"silver.{name}", layout)
