@@ -11,6 +11,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from lakehouse.k8s import k8s_tags
 from resources.dbt import dbt_project
 
 dbt_project.prepare_if_dev()
@@ -50,6 +51,7 @@ translator = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable
     dagster_dbt_translator=translator,
     project=dbt_project,
     name="gold_dbt_models",
+    op_tags=k8s_tags("dbt"),
 )
 def gold_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     yield from dbt.cli(["build"], context=context).stream()

@@ -7,6 +7,7 @@ import pyarrow as pa
 from pyiceberg.table import Table
 
 from lakehouse.ingest.debezium import parse_change
+from lakehouse.k8s import k8s_tags
 from lakehouse.sources import CdcSource, Sources, sources
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
 from lakehouse.tables.metadata import table_metadata
@@ -17,6 +18,7 @@ from resources.iceberg import IcebergCatalogResource
 
 
 @dg.multi_asset(
+    op_tags=k8s_tags("arrow"),
     specs=[
         dg.AssetSpec(
             ["silver", "page_views"],
@@ -95,6 +97,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
 
     @dg.multi_asset(
         name=f"silver_{source.name}",
+        op_tags=k8s_tags("arrow"),
         specs=[
             dg.AssetSpec(
                 ["silver", source.name],
