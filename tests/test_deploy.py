@@ -132,6 +132,7 @@ def prod_instance(postgres_dsn, kubeconfig, tmp_path_factory):
             )
 
 
+@pytest.mark.postgres
 def test_production_instance_loads_with_k8s_launcher_and_postgres(prod_instance):
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
@@ -153,6 +154,21 @@ def test_production_instance_loads_with_k8s_launcher_and_postgres(prod_instance)
     assert limits[("lakehouse/source", '{"applyLimitPerUniqueValue": true}')] == 1
 
 
+def test_local_instance_yaml_loads_with_the_same_run_queue_rules(tmp_path):
+    """The root dagster.yaml (dagster dev) loads; its per-source limit matches production's."""
+    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+        local = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+    finally:
+        instance.dispose()
+    prod = load_yaml(DEPLOY / "dagster.yaml")["run_coordinator"]["config"]
+    per_source = [lim for lim in prod["tag_concurrency_limits"] if lim["key"] == "lakehouse/source"]
+    assert per_source and all(lim in local for lim in per_source)
+
+
+@pytest.mark.postgres
 def test_the_executor_is_decided_by_the_instance_a_run_lands_on(prod_instance, defs):
     """One pod per step under the K8sRunLauncher; one process per run locally."""
     from types import SimpleNamespace
