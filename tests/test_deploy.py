@@ -459,15 +459,9 @@ def test_every_step_job_is_valid_kubernetes_and_sized_by_its_asset(
     for node in nodes:
         manifest = step_manifest(prod_instance, run, node.name, node.tags, image)
         validate_strictly(manifest, f"step Job of {node.name}")
-        profile = (
-            json.loads(node.tags[K8S_CONFIG_TAG])["pod_template_spec_metadata"]["labels"][
-                PROFILE_LABEL
-            ]
-            if K8S_CONFIG_TAG in node.tags
-            else "light"
-        )
-        assert_lakehouse_pod(manifest, image, profile)
         labels = manifest["spec"]["template"]["metadata"]["labels"]
+        profile = labels.get(PROFILE_LABEL, "light")  # untagged steps run as the run pod does
+        assert_lakehouse_pod(manifest, image, profile)
         assert labels["dagster/op"] == node.name
         assert labels["app.kubernetes.io/component"] == "step_worker"
         seen[node.name] = profile
@@ -484,6 +478,15 @@ def test_spark_profile_step_job_advertises_its_pod_ip(prod_instance, defs, code_
     env = {var["name"]: var for var in container["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert manifest["spec"]["template"]["metadata"]["labels"][PROFILE_LABEL] == "spark"
+
+
+def test_profile_tags_are_what_dagster_k8s_reads():
+    for name, profile in PROFILES.items():
+        tags = k8s_tags(name)
+        assert set(tags) == {K8S_CONFIG_TAG}
+        config = get_user_defined_k8s_config(tags)  # dagster-k8s's own parser and schema
+        assert config.container_config["resources"] == profile.resources()
+        assert config.pod_template_spec_metadata["labels"] == {PROFILE_LABEL: name}
 
 
 def test_unknown_profile_is_refused():
@@ -643,6 +646,17 @@ def test_spark_defaults_leave_settings_driven_keys_to_the_resource(monkeypatch):
     for ref in refs:
         secret, key = ref.split(":")
         assert key in deployment.secret_keys("prod")[secret]
+
+
+def test_spark_rbac_is_valid_and_binds_the_pods_service_account(values):
+    documents = list(yaml.safe_load_all((DEPLOY / "spark" / "rbac.yaml").read_text()))
+    for document in documents:
+        validate_strictly(document, f"{document['kind']} in deploy/spark/rbac.yaml")
+    binding = next(d for d in documents if d["kind"] == "RoleBinding")
+    assert binding["subjects"][0]["name"] == values["global"]["serviceAccountName"]
+    assert binding["subjects"][0]["namespace"] == NAMESPACE
+    role = next(d for d in documents if d["kind"] == "Role")
+    assert "pods" in role["rules"][0]["resources"] and "create" in role["rules"][0]["verbs"]
 
 
 def test_spark_profile_fits_the_prod_driver():
