@@ -17,6 +17,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from lakehouse.k8s import k8s_tags
 from resources.dbt import dbt_project
 
 dbt_project.prepare_if_dev()
@@ -78,6 +79,7 @@ GOLD_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2026-11-01", timezone
     project=dbt_project,
     name="gold_dbt_models",
     exclude=DAILY,
+    op_tags=k8s_tags("dbt"),
 )
 def gold_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     yield from dbt.cli(["build"], context=context).stream()
@@ -91,6 +93,7 @@ def gold_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     select=DAILY,
     partitions_def=GOLD_PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
+    op_tags=k8s_tags("dbt"),
 )
 def gold_daily_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """One dbt invocation for the whole partition window (one day or a backfill)."""

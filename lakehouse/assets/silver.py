@@ -7,6 +7,7 @@ import pyarrow as pa
 from pyiceberg.table import Table
 
 from lakehouse.ingest.debezium import parse_change
+from lakehouse.k8s import k8s_tags
 from lakehouse.sources import CdcSource, DatabaseSource, LandingSource, Sources, sources
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
 from lakehouse.tables.metadata import table_metadata
@@ -23,6 +24,7 @@ from resources.iceberg import IcebergCatalogResource
 
 
 @dg.multi_asset(
+    op_tags=k8s_tags("arrow"),
     specs=[
         dg.AssetSpec(
             ["silver", "page_views"],
@@ -101,6 +103,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
 
     @dg.multi_asset(
         name=f"silver_{source.name}",
+        op_tags=k8s_tags("arrow"),
         specs=[
             dg.AssetSpec(
                 ["silver", source.name],
@@ -199,6 +202,7 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
         f"{', '.join(source.keys)} (the latest arrival wins).",
         automation_condition=dg.AutomationCondition.eager(),
         metadata={"lakehouse/keys": list(source.keys)},
+        op_tags=k8s_tags("arrow"),
     )
     def _asset(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
         catalog = iceberg.load()
