@@ -3,7 +3,8 @@
 Declaring a contract here is all a silver table needs: the silver assets enforce it
 (quarantine) and ``lakehouse.quality.checks`` turns every rule into an asset check
 (blocking for ``fail``, WARN for ``warn``). A CDC table without a declared contract
-gets one from ``sources.yml`` (declared types, non-null unique keys, masked PII).
+(or a typed database/landing table) gets one from ``sources.yml`` (non-null unique
+keys, masked PII), all rules ``fail``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pandera.typing import Series
 
 from lakehouse.quality.pii import TOKEN_PREFIX, PiiPolicy
 from lakehouse.quality.policy import Contract, Policy, contract_from_model
-from lakehouse.sources import CdcSource, sources
+from lakehouse.sources import CdcSource, DatabaseSource, LandingSource, sources
+
+TableSource = CdcSource | DatabaseSource | LandingSource
 
 HEX64 = r"^[0-9a-f]{64}$"  # a hashed PII value (HMAC-SHA256, hex)
 CLOCK_FLOOR = datetime(2000, 1, 1)
@@ -102,7 +105,7 @@ CUSTOMERS = contract_from_model(
 DECLARED: dict[str, Contract] = {c.table: c for c in (PAGE_VIEWS, CUSTOMERS)}
 
 
-def default_cdc_contract(source: CdcSource) -> Contract:
+def default_contract(source: TableSource) -> Contract:
     """Keys present and unique, masked PII columns in their masked form; all ``fail``."""
     columns = {}
     for name in source.columns:
@@ -121,17 +124,26 @@ def default_cdc_contract(source: CdcSource) -> Contract:
     return Contract(f"silver.{source.name}", schema, description="declared in sources.yml")
 
 
+# the name the CDC tables were first built with
+default_cdc_contract = default_contract
+
+
+def _table_sources() -> list[TableSource]:
+    declared = sources()
+    return [*declared.cdc, *declared.database, *declared.landing]
+
+
 def contract_for(table: str) -> Contract | None:
     if table in DECLARED:
         return DECLARED[table]
     name = table.split(".", 1)[1]
-    for source in sources().cdc:
+    for source in _table_sources():
         if source.name == name:
-            return default_cdc_contract(source)
+            return default_contract(source)
     return None
 
 
 def silver_contracts() -> list[Contract]:
-    """Every silver table's contract: the declared ones and the CDC defaults."""
-    tables = ["silver.page_views", *(f"silver.{s.name}" for s in sources().cdc)]
+    """Every silver table's contract: the declared ones, else one from sources.yml."""
+    tables = ["silver.page_views", *(f"silver.{s.name}" for s in _table_sources())]
     return [c for c in map(contract_for, tables) if c is not None]

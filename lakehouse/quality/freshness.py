@@ -28,6 +28,7 @@ def silver_asset_keys(sources: Sources) -> list[dg.AssetKey]:
     names = ["page_views"]
     for cdc in sources.cdc:
         names += [cdc.name, f"{cdc.name}_history"]
+    names += [s.name for s in (*sources.database, *sources.landing)]
     return [dg.AssetKey(["silver", n]) for n in names]
 
 
