@@ -42,7 +42,11 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
             key=dg.AssetKey([namespace, props["name"]]),
             group_name="gold",
             automation_condition=dg.AutomationCondition.eager(),
-        ).merge_attributes(kinds={"iceberg"})
+        ).merge_attributes(
+            kinds={"iceberg"},
+            # the Iceberg table, not DuckDB's in-memory scratch relation
+            metadata={"dagster/table_name": f"{namespace}.{props['name']}"},
+        )
 
     def get_asset_check_spec(self, asset_spec, manifest, unique_id, project):
         """dbt tests tagged ``blocking`` stop downstream assets when they fail."""
@@ -54,7 +58,7 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         return dg.AssetCheckSpec(
             name=spec.name,
             asset=spec.asset_key,
-            description=spec.description,
+            description=spec.description or _describe_test(props),
             additional_deps=spec.additional_deps,
             metadata=spec.metadata,
             blocking="blocking" in tags,
@@ -65,6 +69,27 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
             if unique_id in manifest.get(section, {}):
                 return manifest[section][unique_id]
         raise KeyError(unique_id)
+
+
+def _describe_test(props: Mapping[str, Any]) -> str:
+    """A readable line for a dbt test that has no description of its own."""
+    test = props.get("test_metadata") or {}
+    blocking = (
+        " Blocking: a failure stops the models downstream."
+        if "blocking" in (props.get("tags") or [])
+        else ""
+    )
+    if not test:
+        return f"Singular dbt test {props['name']} (dbt_project/tests/).{blocking}"
+    kwargs = test.get("kwargs", {})
+    column = kwargs.get("column_name")
+    where = f"column {column}" if column else "the model"
+    extra = ""
+    if "values" in kwargs:
+        extra = f": {', '.join(map(str, kwargs['values']))}"
+    elif "columns" in kwargs:
+        extra = f": {', '.join(kwargs['columns'])}"
+    return f"dbt test `{test['name']}` on {where}{extra}.{blocking}"
 
 
 translator = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
