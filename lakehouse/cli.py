@@ -117,9 +117,20 @@ def status() -> None:
 
 @app.command()
 def prepare() -> None:
-    """Parse the dbt project (writes the manifest the code location loads)."""
+    """Parse the dbt project and build the Spark jar cache (both idempotent)."""
     prepare_dbt()
     typer.echo("dbt manifest ready")
+    from lakehouse.stack.spark_jars import SparkJarsMissing, build_spark_jars
+
+    settings = get_settings()
+    began = time.monotonic()
+    try:
+        _, built = build_spark_jars(settings)
+    except SparkJarsMissing as exc:
+        _fail(str(exc))
+    state = "built" if built else "up to date"
+    took = time.monotonic() - began
+    typer.echo(f"Spark jars {state} in {settings.spark_jars_path} ({took:.1f} s)")
 
 
 @app.command()
@@ -163,7 +174,7 @@ def run_graph(settings: LakehouseSettings) -> str:
     selection = None
     if not postgres_reachable(settings.postgres_dsn):
         database = {dg.AssetKey(["bronze", s.bronze_name]) for s in sources().database}
-        keys = defs.get_repository_def().asset_graph.get_all_asset_keys()
+        keys = job.asset_layer.executable_asset_keys
         selection = [k for k in keys if k not in database]
         typer.echo("PostgreSQL not reachable: the database extraction assets are skipped")
     settings.log_dir.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ import dagster as dg
 from lakehouse.assets.bronze import bronze_assets
 from lakehouse.assets.gold import gold_dbt_models
 from lakehouse.assets.silver import cdc_silver_assets, silver_page_views
+from lakehouse.assets.spark import spark_assets
 from lakehouse.checks import clickstream_offsets_exactly_once, page_views_contract
-from lakehouse.jobs import gold_job, ingest_jobs, lakehouse_job
+from lakehouse.jobs import gold_job, ingest_jobs, lakehouse_job, spark_job
 from lakehouse.schedules import gold_daily_schedule
 from lakehouse.sensors import ingestion_sensors
 from lakehouse.sources import sources
@@ -32,9 +33,10 @@ defs = dg.Definitions(
         silver_page_views,
         *cdc_silver_assets(sources()),
         gold_dbt_models,
+        *spark_assets(sources()),
     ],
     asset_checks=[clickstream_offsets_exactly_once, page_views_contract],
-    jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job],
+    jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job, spark_job],
     sensors=[*ingestion_sensors(sources()), automation_sensor],
     schedules=[gold_daily_schedule],
     # One process per run: on a 2-core laptop a process per step costs ~15 s each in
