@@ -122,9 +122,12 @@ def prepare() -> None:
     """Parse the dbt project and build the Spark jar cache (both idempotent)."""
     prepare_dbt()
     typer.echo("dbt manifest ready")
-    from lakehouse.stack.spark_jars import SparkJarsMissing, build_spark_jars
+    from lakehouse.stack.spark_jars import SparkJarsMissing, build_spark_jars, provided_runtime
 
     settings = get_settings()
+    if (runtime := provided_runtime()) is not None:
+        typer.echo(f"Spark jars: {runtime.name} is on pyspark's classpath, no cache needed")
+        return
     began = time.monotonic()
     try:
         _, built = build_spark_jars(settings)

@@ -23,7 +23,7 @@ from pydantic import PrivateAttr
 
 from lakehouse.catalog_config import spark_conf
 from lakehouse.settings import LakehouseSettings, get_settings
-from lakehouse.stack.spark_jars import spark_jars
+from lakehouse.stack.spark_jars import SparkJars, SparkJarsMissing, spark_jars
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -32,23 +32,34 @@ if TYPE_CHECKING:
 _STATIC_PREFIXES = ("spark.jars", "spark.driver.", "spark.master", "spark.sql.extensions")
 
 
-def session_conf(settings: LakehouseSettings, master: str | None = None) -> dict[str, str]:
-    """Conf of an in-process or master-URL session: catalog, jars, memory, UTC, logging."""
-    jars = spark_jars(settings)
-    log4j2 = f"-Dlog4j2.configurationFile=file:{jars.log4j2_config}"
-    return {
+def session_conf(
+    settings: LakehouseSettings, master: str | None = None, jars: SparkJars | None = None
+) -> dict[str, str]:
+    """Conf of an in-process or master-URL session: catalog, jars, memory, UTC, logging.
+
+    ``jars`` defaults to the checked jar cache (``SparkJarsMissing`` says what is absent).
+    """
+    jars = spark_jars(settings) if jars is None else jars
+    conf = {
         "spark.master": master or settings.spark_master,
         "spark.app.name": "lakehouse",
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
-        "spark.jars": ",".join(str(p) for p in jars.jars),
-        "spark.driver.extraClassPath": ":".join(str(p) for p in jars.driver_classpath),
-        "spark.driver.extraJavaOptions": log4j2,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         **spark_conf(settings),
     }
+    # from the jar cache; an image with the complete runtime on pyspark's classpath needs none
+    if jars.jars:
+        conf["spark.jars"] = ",".join(str(p) for p in jars.jars)
+    if jars.driver_classpath:
+        conf["spark.driver.extraClassPath"] = ":".join(str(p) for p in jars.driver_classpath)
+    if jars.log4j2_config is not None:
+        conf["spark.driver.extraJavaOptions"] = (
+            f"-Dlog4j2.configurationFile=file:{jars.log4j2_config}"
+        )
+    return conf
 
 
 def remote_conf(settings: LakehouseSettings) -> dict[str, str]:
@@ -85,11 +96,18 @@ class SparkResource(dg.ConfigurableResource):
     _owned: bool = PrivateAttr(default=False)
     _start_seconds: float | None = PrivateAttr(default=None)
 
-    def conf(self) -> dict[str, str]:
+    def conf(self, jars: SparkJars | None = None) -> dict[str, str]:
+        """The session's conf; without the jar cache, its entries are left out (the
+        session itself refuses to start without them)."""
         settings = get_settings()
         if self.remote or settings.spark_remote:
             return {**remote_conf(settings), **self.extra_conf}
-        return {**session_conf(settings, self.master), **self.extra_conf}
+        if jars is None:
+            try:
+                jars = spark_jars(settings)
+            except SparkJarsMissing:
+                jars = SparkJars((), (), None)
+        return {**session_conf(settings, self.master, jars), **self.extra_conf}
 
     @property
     def start_seconds(self) -> float | None:
@@ -109,7 +127,8 @@ class SparkResource(dg.ConfigurableResource):
 
         settings = get_settings()
         remote = self.remote or settings.spark_remote
-        conf = self.conf()
+        # a local or master-URL session checks its jars first: the error names what is missing
+        conf = self.conf() if remote else self.conf(spark_jars(settings))
         if remote:
             builder = SparkSession.builder.remote(remote)
             for key, value in conf.items():

@@ -82,7 +82,7 @@ def _materialize(assets, partition_range: tuple[str, str]) -> dg.ExecuteInProces
 # ---------------------------------------------------------------- jar cache
 
 
-def test_jar_cache_is_idempotent_and_says_what_is_missing(spark_jars_dir, tmp_path):
+def test_jar_cache_is_idempotent_and_says_what_is_missing(spark_jars_dir, tmp_path, monkeypatch):
     settings = LakehouseSettings(state_dir=tmp_path, spark_jars_dir=spark_jars_dir)
     jars, built = build_spark_jars(settings)
     assert not built
@@ -94,6 +94,26 @@ def test_jar_cache_is_idempotent_and_says_what_is_missing(spark_jars_dir, tmp_pa
     with pytest.raises(SparkJarsMissing, match="lakehouse prepare") as missing:
         spark_jars(empty)
     assert "iceberg-spark-runtime" in str(missing.value)
+    # a run without the cache fails before starting Spark, with the same message
+    monkeypatch.setenv("LAKEHOUSE_STATE_DIR", str(tmp_path / "fresh"))
+    monkeypatch.delenv("LAKEHOUSE_SPARK_JARS_DIR", raising=False)
+    with pytest.raises(SparkJarsMissing, match="lakehouse prepare"):
+        SparkResource().session()
+
+
+def test_an_image_with_the_complete_iceberg_runtime_needs_no_cache(tmp_path, monkeypatch):
+    from lakehouse.stack import spark_jars as module
+
+    pyspark_jars = tmp_path / "pyspark-jars"
+    pyspark_jars.mkdir()
+    (pyspark_jars / "iceberg-spark-runtime-3.5_2.12-1.10.0.jar").write_bytes(b"PK")
+    monkeypatch.setattr(module, "_pyspark_jars_dir", lambda: pyspark_jars)
+    settings = LakehouseSettings(state_dir=tmp_path / "state")
+    assert build_spark_jars(settings) == (spark_jars(settings), False)
+    conf = session_conf(settings)
+    assert "spark.jars" not in conf and "spark.driver.extraClassPath" not in conf
+    assert conf["spark.sql.catalog.lakehouse"] == "org.apache.iceberg.spark.SparkCatalog"
+    assert not (tmp_path / "state").exists()
 
 
 # ---------------------------------------------------------------- sessions

@@ -76,7 +76,14 @@ class SparkJarsMissing(RuntimeError):
 class SparkJars:
     jars: tuple[Path, ...]  # spark.jars (Iceberg runtime + relocated Jackson)
     driver_classpath: tuple[Path, ...]  # JDBC drivers
-    log4j2_config: Path
+    log4j2_config: Path | None
+
+
+def provided_runtime() -> Path | None:
+    """A complete Iceberg runtime already on pyspark's classpath (the production image
+    copies Maven's into ``pyspark/jars``): then no cache is needed or built."""
+    found = sorted(_pyspark_jars_dir().glob("iceberg-spark-runtime-3.5_2.12-*.jar"))
+    return found[-1] if found else None
 
 
 def cache_dir(settings: LakehouseSettings) -> Path:
@@ -85,6 +92,8 @@ def cache_dir(settings: LakehouseSettings) -> Path:
 
 def spark_jars(settings: LakehouseSettings) -> SparkJars:
     """The built jars, or ``SparkJarsMissing`` naming each missing file and its remedy."""
+    if provided_runtime() is not None:
+        return SparkJars((), (), None)
     cache = cache_dir(settings)
     jars = (cache / ICEBERG_RUNTIME, cache / SHADED_JACKSON)
     drivers = tuple(DEBIAN_JAVA / name for name in JDBC_DRIVERS)
@@ -107,6 +116,8 @@ def spark_jars(settings: LakehouseSettings) -> SparkJars:
 
 def build_spark_jars(settings: LakehouseSettings) -> tuple[SparkJars, bool]:
     """Build the cache if its inputs changed; return the jars and whether anything was built."""
+    if provided_runtime() is not None:
+        return SparkJars((), (), None), False
     cache = cache_dir(settings)
     runtime, jackson_dir = _wheel_runtime_jar(), _pyspark_jars_dir()
     inputs = [runtime, *(jackson_dir / name for name in JACKSON_JARS)]
