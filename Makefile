@@ -41,6 +41,7 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.spark_sessions
 
 up: install
 	$(BIN)/lakehouse up

@@ -119,9 +119,23 @@ def status() -> None:
 
 @app.command()
 def prepare() -> None:
-    """Parse the dbt project (writes the manifest the code location loads)."""
+    """Parse the dbt project and build the Spark jar cache (both idempotent)."""
     prepare_dbt()
     typer.echo("dbt manifest ready")
+    from lakehouse.stack.spark_jars import SparkJarsMissing, build_spark_jars, provided_runtime
+
+    settings = get_settings()
+    if (runtime := provided_runtime()) is not None:
+        typer.echo(f"Spark jars: {runtime.name} is on pyspark's classpath, no cache needed")
+        return
+    began = time.monotonic()
+    try:
+        _, built = build_spark_jars(settings)
+    except SparkJarsMissing as exc:
+        _fail(str(exc))
+    state = "built" if built else "up to date"
+    took = time.monotonic() - began
+    typer.echo(f"Spark jars {state} in {settings.spark_jars_path} ({took:.1f} s)")
 
 
 @app.command("check-sql")

@@ -7,8 +7,9 @@ import dagster as dg
 from lakehouse.assets.bronze import bronze_assets
 from lakehouse.assets.gold import gold_daily_dbt_models, gold_dbt_models
 from lakehouse.assets.silver import cdc_silver_assets, silver_page_views, typed_silver_assets
+from lakehouse.assets.spark import spark_assets
 from lakehouse.checks import clickstream_offsets_exactly_once
-from lakehouse.jobs import gold_daily_job, gold_job, ingest_jobs, lakehouse_job
+from lakehouse.jobs import gold_daily_job, gold_job, ingest_jobs, lakehouse_job, spark_job
 from lakehouse.k8s import lakehouse_executor
 from lakehouse.quality.checks import all_contract_checks
 from lakehouse.quality.contracts import silver_contracts
@@ -41,6 +42,7 @@ defs = dg.Definitions(
         *typed_silver_assets(sources()),
         gold_dbt_models,
         gold_daily_dbt_models,
+        *spark_assets(sources()),
     ],
     asset_checks=[
         clickstream_offsets_exactly_once,
@@ -48,7 +50,7 @@ defs = dg.Definitions(
         *reconciliation_checks(sources()),
         *freshness,
     ],
-    jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job, gold_daily_job],
+    jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job, gold_daily_job, spark_job],
     sensors=[*ingestion_sensors(sources()), automation_sensor, freshness_sensor(freshness)],
     schedules=[gold_daily_schedule, gold_daily_partition_schedule],
     # One process per run on a laptop (a process per step costs ~15 s of imports on 2

@@ -96,6 +96,13 @@ class LakehouseSettings(BaseSettings):
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 4
+    spark_remote: str | None = Field(
+        default=None,
+        description="Spark Connect URL (sc://host:15002) of a cluster; wins over spark_master.",
+    )
+    spark_jars_dir: Path | None = Field(
+        default=None, description="Cache of the Iceberg jars for Spark; default: state_dir."
+    )
 
     @cached_property
     def state_path(self) -> Path:
@@ -128,6 +135,12 @@ class LakehouseSettings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.state_path / "run"
+
+    @property
+    def spark_jars_path(self) -> Path:
+        if self.spark_jars_dir is not None:
+            return self.spark_jars_dir.expanduser().resolve()
+        return self.state_path / "spark-jars"
 
     @property
     def log_dir(self) -> Path:

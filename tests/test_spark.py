@@ -1,0 +1,528 @@
+"""Spark on the shared Iceberg catalog: a real local Spark session, real tables.
+
+One JVM serves the module (each test's run gets its own ``newSession()`` on its own
+catalog); results are read back with pyiceberg and compared with computations
+written here independently of the Spark code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from lakehouse.demo.cdc import CdcMessage, envelope, generate_changes
+from lakehouse.ingest.kafka_events import bronze_row
+from lakehouse.settings import LakehouseSettings
+from lakehouse.sources import sources
+from lakehouse.stack.spark_jars import SparkJarsMissing, build_spark_jars, spark_jars
+from lakehouse.tables.commits import ensure_table
+from lakehouse.tables.schemas import SILVER_PAGE_VIEWS, cdc_bronze_layout
+from resources.iceberg import IcebergCatalogResource
+from resources.spark import SparkResource, prepare_driver_environment, session_conf
+
+DAY0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def spark_jars_dir(tmp_path_factory) -> Path:
+    jars = tmp_path_factory.mktemp("spark-jars")
+    settings = LakehouseSettings(state_dir=jars.parent / "unused", spark_jars_dir=jars)
+    build_spark_jars(settings)
+    return jars
+
+
+@pytest.fixture(scope="module")
+def spark_jvm(spark_jars_dir, tmp_path_factory):
+    """The module's JVM; runs get isolated sessions on it and leave it running."""
+    from pyspark.sql import SparkSession
+
+    state = tmp_path_factory.mktemp("spark-root")
+    settings = LakehouseSettings(state_dir=state, spark_jars_dir=spark_jars_dir)
+    conf = session_conf(settings)
+    prepare_driver_environment(conf)
+    builder = SparkSession.builder
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def spark_env(lakehouse_env, spark_jars_dir, spark_jvm, monkeypatch) -> LakehouseSettings:
+    monkeypatch.setenv("LAKEHOUSE_SPARK_JARS_DIR", str(spark_jars_dir))
+    return lakehouse_env
+
+
+def _materialize(assets, partition_range: tuple[str, str]) -> dg.ExecuteInProcessResult:
+    start, end = partition_range
+    return dg.materialize(
+        assets,
+        resources={"iceberg": IcebergCatalogResource(), "spark": SparkResource()},
+        tags={
+            "dagster/asset_partition_range_start": start,
+            "dagster/asset_partition_range_end": end,
+        },
+    )
+
+
+# ---------------------------------------------------------------- jar cache
+
+
+def test_jar_cache_is_idempotent_and_says_what_is_missing(spark_jars_dir, tmp_path, monkeypatch):
+    settings = LakehouseSettings(state_dir=tmp_path, spark_jars_dir=spark_jars_dir)
+    jars, built = build_spark_jars(settings)
+    assert not built
+    assert {p.name for p in jars.jars} == {
+        "iceberg-spark-runtime-3.5_2.12-1.10.2.jar",
+        "iceberg-shaded-jackson-2.15.2.jar",
+    }
+    empty = LakehouseSettings(state_dir=tmp_path / "fresh")
+    with pytest.raises(SparkJarsMissing, match="lakehouse prepare") as missing:
+        spark_jars(empty)
+    assert "iceberg-spark-runtime" in str(missing.value)
+    # a run without the cache fails before starting Spark, with the same message
+    monkeypatch.setenv("LAKEHOUSE_STATE_DIR", str(tmp_path / "fresh"))
+    monkeypatch.delenv("LAKEHOUSE_SPARK_JARS_DIR", raising=False)
+    with pytest.raises(SparkJarsMissing, match="lakehouse prepare"):
+        SparkResource().session()
+
+
+def test_an_image_with_the_complete_iceberg_runtime_needs_no_cache(tmp_path, monkeypatch):
+    from lakehouse.stack import spark_jars as module
+
+    pyspark_jars = tmp_path / "pyspark-jars"
+    pyspark_jars.mkdir()
+    (pyspark_jars / "iceberg-spark-runtime-3.5_2.12-1.10.0.jar").write_bytes(b"PK")
+    monkeypatch.setattr(module, "_pyspark_jars_dir", lambda: pyspark_jars)
+    settings = LakehouseSettings(state_dir=tmp_path / "state")
+    assert build_spark_jars(settings) == (spark_jars(settings), False)
+    conf = session_conf(settings)
+    assert "spark.jars" not in conf and "spark.driver.extraClassPath" not in conf
+    assert conf["spark.sql.catalog.lakehouse"] == "org.apache.iceberg.spark.SparkCatalog"
+    assert not (tmp_path / "state").exists()
+
+
+# ---------------------------------------------------------------- sessions
+
+
+def _page_views(rng: random.Random) -> list[dict]:
+    """Three days of page views with the edge cases sessionization must get right."""
+    rows = []
+    n = 0
+
+    def view(user, ts, page="/", product=None):
+        nonlocal n
+        n += 1
+        rows.append(
+            {
+                "event_id": f"e-{n:06d}",
+                "user_id": user,
+                "session_id": None,
+                "page": page,
+                "product_id": product,
+                "event_ts": ts,
+                "event_date": ts.date(),
+                "_kafka_partition": 0,
+                "_kafka_offset": n,
+            }
+        )
+
+    for _ in range(3000):
+        ts = DAY0 + timedelta(
+            seconds=rng.randint(0, 3 * 86_400 - 1), milliseconds=rng.randint(0, 999)
+        )
+        product = f"p-{rng.randint(0, 30)}" if rng.random() < 0.5 else None
+        page = f"/product/{product}" if product else rng.choice(["/", "/cart", "/search", None])
+        view(f"u-{rng.randint(0, 60):03d}", ts, page, product)
+    edge = DAY0 + timedelta(hours=5)
+    view("edge-gap", edge, "/a")
+    view("edge-gap", edge + timedelta(minutes=30), "/b")  # exactly 30 min: same session
+    view("edge-gap", edge + timedelta(minutes=60, microseconds=1), "/c")  # > 30 min: new
+    view("edge-tie", edge, "/z")
+    view("edge-tie", edge, "/y")  # same instant: event_id orders
+    night = DAY0 + timedelta(days=1) - timedelta(minutes=5)
+    view("edge-midnight", night, "/late")
+    view("edge-midnight", night + timedelta(minutes=10), "/early")  # next day: new session
+    view(None, edge, "/anonymous")  # no user: no session
+    return rows
+
+
+def _expected_sessions(rows: list[dict], first: date, last: date) -> dict[str, dict]:
+    by_user: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["user_id"] is not None and first <= r["event_ts"].date() <= last:
+            by_user.setdefault((r["user_id"], r["event_ts"].date()), []).append(r)
+    sessions: dict[str, dict] = {}
+    for (user, day), views in by_user.items():
+        views.sort(key=lambda r: (r["event_ts"], r["event_id"]))
+        groups: list[list[dict]] = []
+        for v in views:
+            if groups and v["event_ts"] - groups[-1][-1]["event_ts"] <= timedelta(minutes=30):
+                groups[-1].append(v)
+            else:
+                groups.append([v])
+        for g in groups:
+            start, end = g[0]["event_ts"], g[-1]["event_ts"]
+            micros = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+            sessions[f"{user}:{micros}"] = {
+                "user_id": user,
+                "session_date": day,
+                "session_start": start,
+                "session_end": end,
+                "duration_seconds": (end - start).total_seconds(),
+                "page_views": len(g),
+                "distinct_pages": len({v["page"] for v in g if v["page"] is not None}),
+                "product_views": sum(v["product_id"] is not None for v in g),
+                "landing_page": g[0]["page"],
+                "exit_page": g[-1]["page"],
+            }
+    return sessions
+
+
+def _read_sessions(catalog) -> dict[str, dict]:
+    rows = catalog.load_table("silver.sessions").scan().to_arrow().to_pylist()
+    return {r.pop("session_id"): r for r in rows}
+
+
+def test_sessions_backfill_is_one_spark_run_and_matches_an_independent_computation(spark_env):
+    from lakehouse.assets.spark import silver_sessions
+
+    catalog = IcebergCatalogResource().load()
+    rows = _page_views(random.Random(5))
+    table = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
+    table.append(pa.Table.from_pylist(rows, schema=SILVER_PAGE_VIEWS.arrow_schema()))
+
+    result = _materialize([silver_sessions], ("2026-11-01", "2026-11-02"))
+    assert result.success
+    events = result.get_asset_materialization_events()  # two days, one run
+    assert sorted(e.partition for e in events) == ["2026-11-01", "2026-11-02"]
+    got = _read_sessions(catalog)
+    expected = _expected_sessions(rows, date(2026, 11, 1), date(2026, 11, 2))
+    assert got == expected
+    assert {r["session_date"] for r in got.values()} == {date(2026, 11, 1), date(2026, 11, 2)}
+    edge = sorted(
+        (s for s in got.values() if s["user_id"] == "edge-gap"), key=lambda s: s["session_start"]
+    )
+    assert [s["page_views"] for s in edge] == [2, 1]
+    assert [s["landing_page"] for s in got.values() if s["user_id"] == "edge-tie"] == ["/z"]
+    assert len([s for s in got.values() if s["user_id"] == "edge-midnight"]) == 2
+
+    metadata = result.asset_materializations_for_node("silver__sessions")[0].metadata
+    assert metadata["rows_out"].value == len(expected)
+    assert metadata["spark_jobs"].value >= 1
+    assert metadata["partitions"].value == 2
+
+    # a day recomputed alone replaces exactly that day: rerun is idempotent
+    snapshot = catalog.load_table("silver.sessions").current_snapshot().snapshot_id
+    assert _materialize([silver_sessions], ("2026-11-02", "2026-11-02")).success
+    assert _read_sessions(catalog) == expected
+    assert catalog.load_table("silver.sessions").current_snapshot().snapshot_id != snapshot
+    # a later day adds its sessions and leaves the others as they were
+    assert _materialize([silver_sessions], ("2026-11-03", "2026-11-03")).success
+    assert _read_sessions(catalog) == _expected_sessions(rows, date(2026, 11, 1), date(2026, 11, 3))
+
+
+def test_sessions_pandas_path_equals_the_spec(spark_env):
+    from lakehouse.transforms.sessions import sessionize_pandas
+
+    rows = _page_views(random.Random(9))
+    out = sessionize_pandas(pa.Table.from_pylist(rows, schema=SILVER_PAGE_VIEWS.arrow_schema()))
+    got = {r.pop("session_id"): r for r in out.to_pylist()}
+    assert got == _expected_sessions(rows, date(2026, 11, 1), date(2026, 11, 3))
+
+
+# ---------------------------------------------------------------- CDC merge
+
+
+def _cdc_bronze(catalog, messages: list[CdcMessage], days: list[int]) -> None:
+    """Bronze changelog rows as the ingestion writes them, ingested on the given days."""
+    source = _customers()
+    table = ensure_table(catalog, source.bronze_table, cdc_bronze_layout())
+    rows = []
+    for offset, (message, day) in enumerate(zip(messages, days, strict=True)):
+        ingested = DAY0 + timedelta(days=day, hours=12)
+        rows.append(
+            {
+                **bronze_row(source, message),
+                "_source": source.name,
+                "_kafka_topic": source.topic,
+                "_kafka_partition": 0,
+                "_kafka_offset": offset,
+                "_kafka_timestamp": ingested,
+                "_ingested_at": ingested,
+                "_run_id": "test",
+            }
+        )
+    table.append(pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+
+
+def _customers():
+    return sources().cdc_source("customers")
+
+
+def _changelog() -> tuple[list[CdcMessage], list[int]]:
+    """Three days of changes, a truncate on day 2, replays of day-1 events on day 3."""
+    messages, _ = generate_changes(snapshot=60, steps=500, seed=11)
+    third = len(messages) // 3
+    day1, rest = messages[:third], messages[third:]
+    truncate = envelope("t", None, None, 10**12, 1_800_000_000_000, 1, with_schema=False)
+    late = [CdcMessage(m.key, m.value) for m in day1[::7] if m.value is not None]
+    # a truncate between days 1 and 2 (LSN ordered before day 2's changes) ...
+    lsn_day2 = json.loads(next(m.value for m in rest if m.value is not None))
+    first_lsn = (lsn_day2.get("payload") or lsn_day2)["source"]["lsn"]
+    truncate["source"]["lsn"] = first_lsn - 1
+    truncate["ts_ms"] = (lsn_day2.get("payload") or lsn_day2)["ts_ms"]
+    t_message = CdcMessage(b"", json.dumps(truncate).encode())
+    day2, day3 = rest[: len(rest) // 2], rest[len(rest) // 2 :]
+    ordered = [*day1, t_message, *day2, *day3, *late]
+    days = [0] * len(day1) + [1] * (1 + len(day2)) + [2] * (len(day3) + len(late))
+    return ordered, days
+
+
+def _pyiceberg_path(catalog):
+    """silver.customers as the pyiceberg asset computes it from the same bronze."""
+    from lakehouse.assets.silver import cdc_silver_asset
+
+    assert dg.materialize(
+        [cdc_silver_asset(_customers())], resources={"iceberg": IcebergCatalogResource()}
+    ).success
+    return _by_key(catalog.load_table("silver.customers").scan().to_arrow().to_pylist())
+
+
+def _by_key(rows: list[dict]) -> dict[str, dict]:
+    return {r["customer_id"]: r for r in rows}
+
+
+def test_cdc_merge_equals_the_pyiceberg_path(spark_env):
+    from lakehouse.assets.spark import cdc_merge_asset
+
+    catalog = IcebergCatalogResource().load()
+    messages, days = _changelog()
+    _cdc_bronze(catalog, messages, days)
+    expected = _pyiceberg_path(catalog)
+    assert len(expected) > 20
+    assert any(r["notes"] is not None for r in expected.values())
+    merge = [cdc_merge_asset(_customers())]
+
+    # the whole backlog in one Spark run
+    result = _materialize(merge, ("2026-11-01", "2026-11-03"))
+    assert result.success
+    merged = catalog.load_table("silver.customers_merged")
+    assert _by_key(merged.scan().to_arrow().to_pylist()) == expected
+    metadata = result.asset_materializations_for_node("silver__customers_merged")[0].metadata
+    assert metadata["rows_in"].value == sum(1 for m in messages if m.value is not None)
+
+    # re-running an old day changes nothing: no deleted row comes back, no update regresses
+    assert _materialize(merge, ("2026-11-01", "2026-11-01")).success
+    assert _by_key(merged.refresh().scan().to_arrow().to_pylist()) == expected
+
+    # day by day into an empty table: same state
+    catalog.drop_table("silver.customers_merged")
+    for day in ("2026-11-01", "2026-11-02", "2026-11-03"):
+        assert _materialize(merge, (day, day)).success
+    again = catalog.load_table("silver.customers_merged")
+    assert _by_key(again.scan().to_arrow().to_pylist()) == expected
+
+
+# ---------------------------------------------------------------- interop
+
+
+def test_spark_reads_a_pyiceberg_table_row_for_row(spark_env):
+    catalog = IcebergCatalogResource().load()
+    schema = pa.schema(
+        [
+            ("id", pa.int64()),
+            ("name", pa.string()),
+            ("amount", pa.decimal128(10, 2)),
+            ("day", pa.date32()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("flag", pa.bool_()),
+        ]
+    )
+    rng = random.Random(3)
+    rows = [
+        {
+            "id": i,
+            "name": None if i % 13 == 0 else f"name-{i}-é",
+            "amount": Decimal(rng.randint(-10_000, 10_000)).scaleb(-2),
+            "day": date(2026, 11, 1) + timedelta(days=i % 5),
+            "ts": DAY0 + timedelta(seconds=i * 37, microseconds=i),
+            "flag": i % 2 == 0,
+        }
+        for i in range(2000)
+    ]
+    catalog.create_namespace_if_not_exists("silver")
+    table = catalog.create_table("silver.interop", schema=schema)
+    table.append(pa.Table.from_pylist(rows, schema=schema))
+    table.append(pa.Table.from_pylist(rows[:10], schema=schema))  # two snapshots
+
+    spark = SparkResource()
+    try:
+        got = [r.asDict() for r in spark.session().table("silver.interop").collect()]
+    finally:
+        spark.teardown_after_execution(None)
+    key = lambda r: (r["id"], r["ts"])  # noqa: E731
+    expected = sorted(rows + rows[:10], key=key)
+    got = sorted(({**r, "ts": r["ts"].replace(tzinfo=UTC)} for r in got), key=key)
+    assert got == expected
+
+
+def test_concurrent_pyiceberg_and_spark_commits_both_land(spark_env):
+    """Spark replaces days of silver.sessions while pyiceberg appends another day."""
+    from lakehouse.assets.spark import silver_sessions
+    from lakehouse.transforms.sessions import SESSIONS_ARROW
+
+    catalog = IcebergCatalogResource().load()
+    rows = _page_views(random.Random(21))
+    table = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
+    table.append(pa.Table.from_pylist(rows, schema=SILVER_PAGE_VIEWS.arrow_schema()))
+    assert _materialize([silver_sessions], ("2026-11-01", "2026-11-01")).success
+
+    appended: list[str] = []
+    errors: list[BaseException] = []
+
+    def append_sessions() -> None:
+        try:
+            sessions = catalog.load_table("silver.sessions")
+            for i in range(15):
+                session_id = f"imported:{i}"
+                start = datetime(2026, 11, 20, 8, tzinfo=UTC) + timedelta(minutes=i)
+                batch = {name: [None] for name in SESSIONS_ARROW.names} | {
+                    "session_id": [session_id],
+                    "user_id": ["imported"],
+                    "session_date": [start.date()],
+                    "session_start": [start],
+                    "session_end": [start],
+                }
+                sessions.append(pa.Table.from_pydict(batch, schema=SESSIONS_ARROW))
+                appended.append(session_id)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    writer = threading.Thread(target=append_sessions)
+    writer.start()
+    spark_runs = [
+        _materialize([silver_sessions], (day, day))
+        for day in ("2026-11-01", "2026-11-02", "2026-11-03", "2026-11-02")
+    ]
+    writer.join()
+    assert not errors, errors
+    assert all(r.success for r in spark_runs)
+    got = _read_sessions(catalog)
+    assert {k for k in got if k.startswith("imported:")} == set(appended)
+    assert len(appended) == 15
+    spark_rows = {k: v for k, v in got.items() if not k.startswith("imported:")}
+    assert spark_rows == _expected_sessions(rows, date(2026, 11, 1), date(2026, 11, 3))
+
+
+# ---------------------------------------------------------------- the job, fresh process
+
+_JOB_SCRIPT = """
+import json, time
+began = time.monotonic()
+import dagster as dg
+from pyspark import SparkContext
+from lakehouse.definitions import defs
+job = defs.resolve_job_def("spark")
+with dg.DagsterInstance.ephemeral() as instance:
+    result = job.execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": "2026-11-01",
+              "dagster/asset_partition_range_end": "2026-11-02"},
+        raise_on_error=False,
+    )
+    logs = [e.user_message for e in instance.all_logs(result.run_id)
+            if e.user_message.startswith("Spark:")]
+meta = {
+    m.asset_key.to_user_string(): {k: v.value for k, v in m.metadata.items()
+                                   if k.startswith(("spark_", "rows_"))}
+    for m in (e.event_specific_data.materialization
+              for e in result.get_asset_materialization_events())
+}
+print(json.dumps({"success": result.success, "tags": job.tags, "logs": logs, "meta": meta,
+                  "stopped": SparkContext._active_spark_context is None,
+                  "seconds": time.monotonic() - began}))
+"""
+
+
+def test_spark_job_runs_in_a_fresh_process_and_stops_its_session(spark_env, spark_jars_dir, defs):
+    catalog = IcebergCatalogResource().load()
+    rows = _page_views(random.Random(2))
+    ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS).append(
+        pa.Table.from_pylist(rows, schema=SILVER_PAGE_VIEWS.arrow_schema())
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _JOB_SCRIPT],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LAKEHOUSE_SPARK_JARS_DIR": str(spark_jars_dir)},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["success"], done.stderr[-3000:]
+    assert report["tags"]["lakehouse/engine"] == "spark"
+    assert report["stopped"]
+    # one summary line per asset, not Spark's log
+    assert len(report["logs"]) == len(report["meta"])
+    assert {"silver/sessions", "silver/customers_merged"} <= set(report["meta"])
+    assert report["meta"]["silver/sessions"]["spark_session_seconds"] > 0
+    # Spark's log stays at WARN: no INFO lines from the JVM (Dagster's own lines differ)
+    jvm_info = re.compile(r"^(\d\d/\d\d/\d\d )?\d\d:\d\d:\d\d INFO ", re.MULTILINE)
+    assert not jvm_info.findall(done.stderr)
+    print(f"spark job in a fresh process: {report['seconds']:.1f} s; {report['meta']}")
+    assert _read_sessions(catalog) == _expected_sessions(rows, date(2026, 11, 1), date(2026, 11, 2))
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_session_conf_mounts_the_one_catalog_and_remote_mode_leaves_static_conf_to_the_cluster(
+    spark_jars_dir, tmp_path
+):
+    from lakehouse.catalog_config import spark_conf
+    from resources.spark import remote_conf
+
+    settings = LakehouseSettings(
+        state_dir=tmp_path, spark_jars_dir=spark_jars_dir, spark_shuffle_partitions=7
+    )
+    local = session_conf(settings)
+    assert local["spark.master"] == "local[*]"
+    assert local["spark.sql.session.timeZone"] == "UTC"
+    assert local["spark.sql.shuffle.partitions"] == "7"
+    assert "iceberg-spark-runtime" in local["spark.jars"]
+    assert local["spark.driver.extraClassPath"].endswith("postgresql.jar")
+    assert spark_conf(settings).items() <= local.items()
+    remote = remote_conf(settings)
+    assert remote["spark.sql.catalog.lakehouse.uri"] == local["spark.sql.catalog.lakehouse.uri"]
+    assert not [k for k in remote if k.startswith(("spark.jars", "spark.driver", "spark.master"))]
+    assert "spark.sql.extensions" not in remote
+
+
+def test_spark_assets_have_their_own_job_and_stay_out_of_the_demo_graph(defs):
+    repo = defs.get_repository_def()
+    spark_job = repo.get_job("spark")
+    assert spark_job.tags["lakehouse/engine"] == "spark"
+    keys = {k.to_user_string() for k in spark_job.asset_layer.executable_asset_keys}
+    assert {"silver/sessions", "silver/customers_merged"} <= keys
+    graph = repo.asset_graph
+    assert all(graph.get(dg.AssetKey.from_user_string(k)).partitions_def for k in keys)
+    demo = repo.get_job("lakehouse").asset_layer.executable_asset_keys
+    assert not {k.to_user_string() for k in demo} & keys
+    for key in keys:
+        node = graph.get(dg.AssetKey.from_user_string(key))
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
