@@ -14,6 +14,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from lakehouse.k8s import k8s_tags
+from lakehouse.quality.pii import pii_key
 from lakehouse.settings import get_settings
 from lakehouse.sources import CdcSource, Sources
 from lakehouse.spark_stats import spark_work
@@ -157,8 +158,11 @@ def cdc_merge_asset(source: CdcSource) -> dg.AssetsDefinition:
             in_range = bronze.where(
                 (F.col("_ingested_at") >= F.lit(start)) & (F.col("_ingested_at") < F.lit(end))
             )
-            batch = decode_changes(in_range, source.columns).cache()
-            resets = decode_changes(bronze.where("op IN ('d', 't')"), source.columns)
+            key = pii_key() if source.pii else None
+            batch = decode_changes(in_range, source.columns, source.pii, key).cache()
+            resets = decode_changes(
+                bronze.where("op IN ('d', 't')"), source.columns, source.pii, key
+            )
             changes_in = batch.count()
             merge = fold_changes(batch, resets, source.columns, source.keys)
             folded = merge.changes.cache()

@@ -18,6 +18,7 @@ Decoding reuses ``lakehouse.ingest.debezium.parse_change`` in Spark's Python wor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,15 +49,31 @@ def change_arrow_schema(columns: dict[str, str]) -> pa.Schema:
     )
 
 
-def decode_changes(bronze: DataFrame, columns: dict[str, str]) -> DataFrame:
-    """Bronze changelog rows (op, payload, _kafka_partition, _kafka_offset) decoded."""
+def decode_changes(
+    bronze: DataFrame,
+    columns: dict[str, str],
+    pii: Mapping[str, str] | None = None,
+    pii_key: bytes | None = None,
+) -> DataFrame:
+    """Bronze changelog rows (op, payload, _kafka_partition, _kafka_offset) decoded.
+
+    Declared PII columns are masked in the same Python worker that decodes them, as
+    the pyiceberg path masks them on entry to silver: raw values never reach a
+    Spark-written silver table.
+    """
     from pyspark.sql.pandas.types import from_arrow_schema
 
     schema = change_arrow_schema(columns)
     declared = dict(columns)
+    policies = dict(pii or {})
+    if policies and pii_key is None:
+        raise ValueError("PII columns are declared but no key was given to mask them")
 
     def decode(batches):
         from lakehouse.ingest.debezium import UNAVAILABLE, parse_change
+        from lakehouse.quality.pii import Masker
+
+        masker = Masker(pii_key) if policies else None
 
         for batch in batches:
             rows = []
@@ -71,6 +88,11 @@ def decode_changes(bronze: DataFrame, columns: dict[str, str]) -> DataFrame:
                     continue
                 image = (change.after if change.op in UPSERTS else change.before) or {}
                 row = {c: (None if v is UNAVAILABLE else v) for c, v in image.items()}
+                if masker is not None:
+                    row = {
+                        c: masker.mask(v, policies[c]) if c in policies and v is not None else v
+                        for c, v in row.items()
+                    }
                 row.update(
                     _op=change.op,
                     _lsn=change.lsn,
