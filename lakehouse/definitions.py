@@ -9,6 +9,7 @@ from lakehouse.assets.gold import gold_dbt_models
 from lakehouse.assets.silver import cdc_silver_assets, silver_page_views
 from lakehouse.checks import clickstream_offsets_exactly_once, page_views_contract
 from lakehouse.jobs import gold_job, ingest_jobs, lakehouse_job
+from lakehouse.maintenance import iceberg_maintenance_job, iceberg_maintenance_schedule
 from lakehouse.schedules import gold_daily_schedule
 from lakehouse.sensors import ingestion_sensors
 from lakehouse.sources import sources
@@ -34,9 +35,9 @@ defs = dg.Definitions(
         gold_dbt_models,
     ],
     asset_checks=[clickstream_offsets_exactly_once, page_views_contract],
-    jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job],
+    jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job, iceberg_maintenance_job],
     sensors=[*ingestion_sensors(sources()), automation_sensor],
-    schedules=[gold_daily_schedule],
+    schedules=[gold_daily_schedule, iceberg_maintenance_schedule],
     # One process per run: on a 2-core laptop a process per step costs ~15 s each in
     # imports. On Kubernetes each run still gets its own pod (K8sRunLauncher).
     executor=dg.in_process_executor,

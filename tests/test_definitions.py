@@ -37,8 +37,14 @@ def test_sensors_schedules_and_jobs(defs):
         "marketing_spend_landing_sensor",
         "lakehouse_automation",
     }
-    assert {s.name for s in repo.schedule_defs} == {"gold_daily"}
-    for name in ("ingest_clickstream", "ingest_marketing_spend", "lakehouse", "build_gold"):
+    assert {s.name for s in repo.schedule_defs} == {"gold_daily", "iceberg_maintenance_daily"}
+    for name in (
+        "ingest_clickstream",
+        "ingest_marketing_spend",
+        "lakehouse",
+        "build_gold",
+        "iceberg_maintenance",
+    ):
         assert repo.get_job(name) is not None
     config = {"ops": {"bronze_clickstream": {"config": {"until_offsets": {"0": 5}}}}}
     assert dg.validate_run_config(repo.get_job("ingest_clickstream"), config)
