@@ -57,14 +57,16 @@ def run(messages: int = 1_000_000, ticks: int = 5) -> list[Figure]:
                 for request in requests:
                     if isinstance(request, dg.RunRequest):
                         backlog = request.tags.get("lakehouse/backlog")
-    name = "sensor tick"
+    name = "sensor tick (1M backlog)" if messages == 1_000_000 else "sensor tick"
+    warm = times[1:] or times
     return [
         Figure(name, "backlog (messages)", f"{messages:,} (produced in {produce_s:.0f} s)"),
         Figure(name, "backlog the sensor proposed", f"{int(backlog or 0):,}"),
+        Figure(name, "first tick (imports, creates bronze table)", f"{times[0]:.2f} s", "<= 5 s"),
         Figure(
             name,
-            f"tick time median / max of {ticks}",
-            f"{statistics.median(times):.2f} s / {max(times):.2f} s",
+            f"next ticks median / max of {len(warm)}",
+            f"{statistics.median(warm):.2f} s / {max(warm):.2f} s",
             "<= 5 s",
         ),
     ]
