@@ -10,6 +10,7 @@ from lakehouse.ingest.debezium import parse_change
 from lakehouse.sources import CdcSource, Sources, sources
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
 from lakehouse.tables.metadata import table_metadata
+from lakehouse.tables.rebuilds import superseded_by
 from lakehouse.tables.schemas import QUARANTINE, SILVER_PAGE_VIEWS, cdc_silver_layouts
 from lakehouse.transforms.cdc import OrderedChange, apply_changes
 from lakehouse.transforms.page_views import build_page_views
@@ -60,16 +61,27 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
         "lakehouse.bronze-snapshot-id": str(bronze_snapshot.snapshot_id if bronze_snapshot else ""),
     }
 
+    built_from = bronze_snapshot.snapshot_id if bronze_snapshot else None
+    newer: list[int] = []
+
     def write() -> tuple[Table, Table]:
         silver = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
-        silver.overwrite(result.silver, snapshot_properties=properties)
         quarantine = ensure_table(catalog, "quarantine.page_views", QUARANTINE)
+        if (snapshot := superseded_by(silver, bronze, built_from)) is not None:
+            newer.append(snapshot)  # a concurrent run already built from newer bronze
+            return silver, quarantine
+        silver.overwrite(result.silver, snapshot_properties=properties)
         quarantine.overwrite(quarantine_rows, snapshot_properties=properties)
         return silver, quarantine
 
     silver, quarantine = with_commit_retries(write)
-    rows = result.silver.num_rows
-    quality = rows / max(1, rows + len(rejects))
+    if newer:
+        context.log.warning(
+            f"silver.page_views was already rebuilt from bronze snapshot {newer[0]}, newer "
+            f"than this run's {built_from}: nothing written"
+        )
+    rows = 0 if newer else result.silver.num_rows
+    quality = result.silver.num_rows / max(1, result.silver.num_rows + len(rejects))
     yield dg.MaterializeResult(
         asset_key=["silver", "page_views"],
         metadata={
@@ -80,6 +92,7 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
             "rows_quarantined": len(rejects),
             "quality_score": dg.FloatMetadataValue(round(quality, 4)),
             "bronze_snapshot_id": properties["lakehouse.bronze-snapshot-id"],
+            "superseded_by_bronze_snapshot": str(newer[0]) if newer else "",
         },
     )
     yield dg.MaterializeResult(
