@@ -8,7 +8,7 @@ UV     := $(BIN)/uv
 STAMP  := $(VENV)/.installed
 SCALE  ?= 1
 
-.PHONY: install demo dev test lint format bench up down status lock clean
+.PHONY: install demo dev test lint format bench up down status lock clean check-sql
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ dev: install  ## local stack + Dagster UI on http://127.0.0.1:3000
 
 test: install lint  ## the test suite (what CI runs)
 	$(BIN)/pytest
+
+check-sql: install  ## the gold SQL, compiled for Trino offline and checked (run before deploying)
+	$(BIN)/lakehouse check-sql
 
 lint: install
 	$(BIN)/ruff check .

@@ -111,6 +111,9 @@ def trino_catalog_properties(settings: LakehouseSettings) -> dict[str, str]:
                 "s3.endpoint": settings.resolved_s3_endpoint,
                 "s3.region": settings.s3_region,
                 "s3.path-style-access": "true",
+                # like the catalog password: references to the Trino pod's environment
+                "s3.aws-access-key": "${ENV:LAKEHOUSE_S3_ACCESS_KEY_ID}",
+                "s3.aws-secret-key": "${ENV:LAKEHOUSE_S3_SECRET_ACCESS_KEY}",
             }
         )
     return props

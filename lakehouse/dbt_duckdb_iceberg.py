@@ -19,12 +19,14 @@ import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
 from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
 from lakehouse.catalog_config import pyiceberg_properties
 from lakehouse.settings import get_settings
 from lakehouse.tables.commits import TABLE_PROPERTIES, conform
 
 DBT_MODEL_KEY = "lakehouse.dbt-model"
+WINDOW_KEY = "lakehouse.dbt-window"
 
 
 def duckdb_extension_paths() -> list[Path]:
@@ -82,10 +84,17 @@ class Plugin(BasePlugin):
         expose_tables(conn, self._catalog, self._namespaces)
 
     def store(self, target_config: TargetConfig) -> None:
+        """Commit the model's result: a full overwrite, or only its window of partitions.
+
+        A model may declare ``iceberg_partition`` (a date column: identity partitions)
+        and, for an incremental build, ``iceberg_window`` ({column, start, end}, end
+        exclusive): then only the rows of that window are replaced, in one snapshot,
+        and older partitions stay untouched.
+        """
         if target_config.location is None:
             raise ValueError("the iceberg plugin stores 'external' models only")
-        data = pq.read_table(target_config.location.path)
-        data = _drop_empty_marker(data)
+        config = target_config.config
+        data = _drop_empty_marker(pq.read_table(target_config.location.path))
         relation = target_config.relation
         identifier = f"{relation.schema}.{relation.identifier}"
         self._catalog.create_namespace_if_not_exists(relation.schema)
@@ -94,11 +103,27 @@ class Plugin(BasePlugin):
         )
         with table.update_schema() as update:
             update.union_by_name(data.schema)
+        partition = config.get("iceberg_partition")
+        if partition and table.spec().is_unpartitioned():
+            with table.update_spec() as spec:
+                spec.add_identity(partition)
         table = self._catalog.load_table(identifier)
-        table.overwrite(
-            conform(data, table.schema().as_arrow()),
-            snapshot_properties={DBT_MODEL_KEY: relation.identifier},
-        )
+        rows = conform(data, table.schema().as_arrow())
+        properties = {DBT_MODEL_KEY: relation.identifier}
+        window = config.get("iceberg_window")
+        if window:
+            start, end = window["start"], window["end"]
+            properties[WINDOW_KEY] = f"{window['column']}:[{start},{end})"
+            table.overwrite(
+                rows,
+                overwrite_filter=And(
+                    GreaterThanOrEqual(window["column"], start),
+                    LessThan(window["column"], end),
+                ),
+                snapshot_properties=properties,
+            )
+        else:
+            table.overwrite(rows, snapshot_properties=properties)
 
 
 def _drop_empty_marker(data: pa.Table) -> pa.Table:

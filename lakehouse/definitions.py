@@ -5,12 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from lakehouse.assets.bronze import bronze_assets
-from lakehouse.assets.gold import gold_dbt_models
-from lakehouse.assets.silver import cdc_silver_assets, silver_page_views
+from lakehouse.assets.gold import gold_daily_dbt_models, gold_dbt_models
+from lakehouse.assets.silver import cdc_silver_assets, silver_page_views, typed_silver_assets
 from lakehouse.checks import clickstream_offsets_exactly_once, page_views_contract
-from lakehouse.jobs import gold_job, ingest_jobs, lakehouse_job
+from lakehouse.jobs import gold_daily_job, gold_job, ingest_jobs, lakehouse_job
+from lakehouse.k8s import lakehouse_executor
 from lakehouse.maintenance import iceberg_maintenance_job, iceberg_maintenance_schedule
-from lakehouse.schedules import gold_daily_schedule
+from lakehouse.schedules import gold_daily_partition_schedule, gold_daily_schedule
 from lakehouse.sensors import ingestion_sensors
 from lakehouse.sources import sources
 from resources.dbt import dbt_cli_resource
@@ -32,15 +33,23 @@ defs = dg.Definitions(
         *bronze_assets(sources()),
         silver_page_views,
         *cdc_silver_assets(sources()),
+        *typed_silver_assets(sources()),
         gold_dbt_models,
+        gold_daily_dbt_models,
     ],
     asset_checks=[clickstream_offsets_exactly_once, page_views_contract],
-    jobs=[*ingest_jobs(sources()), lakehouse_job, gold_job, iceberg_maintenance_job],
+    jobs=[
+        *ingest_jobs(sources()),
+        lakehouse_job,
+        gold_job,
+        gold_daily_job,
+        iceberg_maintenance_job,
+    ],
     sensors=[*ingestion_sensors(sources()), automation_sensor],
-    schedules=[gold_daily_schedule, iceberg_maintenance_schedule],
-    # One process per run: on a 2-core laptop a process per step costs ~15 s each in
-    # imports. On Kubernetes each run still gets its own pod (K8sRunLauncher).
-    executor=dg.in_process_executor,
+    schedules=[gold_daily_schedule, gold_daily_partition_schedule, iceberg_maintenance_schedule],
+    # One process per run on a laptop (a process per step costs ~15 s of imports on 2
+    # cores); one pod per step, sized by its asset's profile, under the K8sRunLauncher.
+    executor=lakehouse_executor,
     resources={
         "iceberg": IcebergCatalogResource(),
         "kafka": KafkaResource(),

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from lakehouse.k8s import k8s_tags
 from lakehouse.settings import get_settings
 from lakehouse.tables.maintenance import expire_snapshots
 from resources.iceberg import IcebergCatalogResource
@@ -13,9 +14,10 @@ NAMESPACES = ("bronze", "quarantine", "silver", "gold")
 
 
 @dg.op(
+    tags=k8s_tags("light"),
     description="Checkpoint each table's source positions, then expire snapshots older than "
     "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS except the newest LAKEHOUSE_SNAPSHOTS_KEEP_LAST. "
-    "Orphan files are not removed (pyiceberg 0.12 cannot); use Spark's remove_orphan_files."
+    "Orphan files are not removed (pyiceberg 0.12 cannot); use Spark's remove_orphan_files.",
 )
 def expire_table_snapshots(
     context: dg.OpExecutionContext, iceberg: IcebergCatalogResource

@@ -23,14 +23,16 @@ def table_counts(settings: LakehouseSettings) -> dict[str, int]:
     return counts
 
 
-def summarize(settings: LakehouseSettings, result: dg.ExecuteInProcessResult) -> str:
-    checks = result.get_asset_check_evaluations()
+def summarize(settings: LakehouseSettings, results: list[dg.ExecuteInProcessResult]) -> str:
+    checks = [c for result in results for c in result.get_asset_check_evaluations()]
     passed = sum(1 for c in checks if c.passed)
-    lines = [
-        "",
-        f"run {result.run_id}: {'success' if result.success else 'FAILED'}",
-        f"asset checks: {passed}/{len(checks)} passed",
-    ]
+    lines = [""]
+    for result in results:
+        lines.append(
+            f"run {result.run_id} ({result.job_def.name}): "
+            + ("success" if result.success else "FAILED")
+        )
+    lines.append(f"asset checks: {passed}/{len(checks)} passed")
     for check in checks:
         if not check.passed:
             lines.append(f"  failed: {check.asset_key.to_user_string()} {check.check_name}")

@@ -37,14 +37,14 @@ def test_sensors_schedules_and_jobs(defs):
         "marketing_spend_landing_sensor",
         "lakehouse_automation",
     }
-    assert {s.name for s in repo.schedule_defs} == {"gold_daily", "iceberg_maintenance_daily"}
-    for name in (
-        "ingest_clickstream",
-        "ingest_marketing_spend",
-        "lakehouse",
-        "build_gold",
-        "iceberg_maintenance",
-    ):
+    assert {s.name for s in repo.schedule_defs} == {
+        "gold_daily",
+        "gold_daily_partitions",
+        "iceberg_maintenance_daily",
+    }
+    jobs = ("ingest_clickstream", "ingest_marketing_spend", "lakehouse", "build_gold")
+    more = ("build_gold_daily", "ingest_cdc_orders", "ingest_cdc_order_items")
+    for name in (*jobs, *more, "iceberg_maintenance"):
         assert repo.get_job(name) is not None
     config = {"ops": {"bronze_clickstream": {"config": {"until_offsets": {"0": 5}}}}}
     assert dg.validate_run_config(repo.get_job("ingest_clickstream"), config)
@@ -64,3 +64,25 @@ def test_dagster_definitions_validate_from_the_repo_root(dbt_manifest):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gold_lineage_reaches_every_silver_input_and_daily_models_are_partitioned(defs):
+    graph = defs.resolve_asset_graph()
+    parents = {
+        name: {k.to_user_string() for k in graph.get(dg.AssetKey(["gold", name])).parent_keys}
+        for name in ("daily_revenue", "product_performance", "marketing_roi", "customer_segments")
+    }
+    assert parents["daily_revenue"] == {"silver/orders", "silver/order_items"}
+    assert {"silver/products", "silver/page_views", "silver/orders"} <= parents[
+        "product_performance"
+    ]
+    assert "silver/marketing_spend" in parents["marketing_roi"]
+    assert parents["customer_segments"] == {"gold/customer_lifetime_value"}
+    daily = graph.get(dg.AssetKey(["gold", "daily_revenue"]))
+    assert daily.partitions_def is not None and daily.backfill_policy is not None
+    assert graph.get(dg.AssetKey(["gold", "marketing_roi"])).partitions_def is None
+    blocking = {
+        c.name for c in (graph.get_check_spec(k) for k in graph.asset_check_keys) if c.blocking
+    }
+    assert "unique_customer_lifetime_value_customer_id" in blocking
+    assert "not_null_daily_page_views_view_date" not in blocking

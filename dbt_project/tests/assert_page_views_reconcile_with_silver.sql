@@ -1,3 +1,4 @@
+{{ config(meta={'dagster': {'ref': {'name': 'daily_page_views'}}}) }}
 -- Gold must account for every silver page view: totals per day equal silver's.
 with gold as (
     select sum(page_views) as n from {{ ref('daily_page_views') }}

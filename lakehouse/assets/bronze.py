@@ -8,6 +8,7 @@ import dagster as dg
 from lakehouse.ingest.database import extract_batch
 from lakehouse.ingest.kafka_events import ingest_kafka_batch
 from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
+from lakehouse.k8s import k8s_tags
 from lakehouse.settings import get_settings
 from lakehouse.sources import (
     CdcSource,
@@ -71,6 +72,7 @@ def kafka_bronze_asset(source: KafkaSource | CdcSource) -> dg.AssetsDefinition:
 
     @dg.multi_asset(
         name=bronze_op_name(source),
+        op_tags=k8s_tags("ingest"),
         specs=_specs(
             source,
             "kafka",
@@ -128,6 +130,7 @@ def kafka_bronze_asset(source: KafkaSource | CdcSource) -> dg.AssetsDefinition:
 def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=bronze_op_name(source),
+        op_tags=k8s_tags("ingest"),
         specs=_specs(
             source,
             "s3",
@@ -187,6 +190,7 @@ def database_bronze_asset(source: DatabaseSource) -> dg.AssetsDefinition:
         f"{', '.join(source.keys)}); the position is committed with the rows. Deletes are "
         "not visible to a watermark: they reach silver through CDC.",
         metadata={"lakehouse/keys": list(source.keys), "lakehouse/pii": list(source.pii)},
+        op_tags=k8s_tags("ingest"),
     )
     def _asset(
         context: dg.AssetExecutionContext,

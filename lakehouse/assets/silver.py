@@ -7,17 +7,25 @@ import pyarrow as pa
 from pyiceberg.table import Table
 
 from lakehouse.ingest.debezium import parse_change
-from lakehouse.sources import CdcSource, Sources, sources
+from lakehouse.k8s import k8s_tags
+from lakehouse.sources import CdcSource, DatabaseSource, LandingSource, Sources, sources
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
 from lakehouse.tables.metadata import table_metadata
 from lakehouse.tables.rebuilds import superseded_by
-from lakehouse.tables.schemas import QUARANTINE, SILVER_PAGE_VIEWS, cdc_silver_layouts
+from lakehouse.tables.schemas import (
+    QUARANTINE,
+    SILVER_PAGE_VIEWS,
+    cdc_silver_layouts,
+    typed_silver_layout,
+)
 from lakehouse.transforms.cdc import OrderedChange, apply_changes
 from lakehouse.transforms.page_views import build_page_views
+from lakehouse.transforms.typed import latest_typed
 from resources.iceberg import IcebergCatalogResource
 
 
 @dg.multi_asset(
+    op_tags=k8s_tags("arrow"),
     specs=[
         dg.AssetSpec(
             ["silver", "page_views"],
@@ -108,6 +116,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
 
     @dg.multi_asset(
         name=f"silver_{source.name}",
+        op_tags=k8s_tags("arrow"),
         specs=[
             dg.AssetSpec(
                 ["silver", source.name],
@@ -185,3 +194,57 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
 
 def cdc_silver_assets(sources: Sources) -> list[dg.AssetsDefinition]:
     return [cdc_silver_asset(s) for s in sources.cdc]
+
+
+def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefinition:
+    """silver.<name>: the latest version of each key, every declared column typed."""
+    if isinstance(source, DatabaseSource):
+        order_by = ["_ingested_at", source.watermark]
+        origin = f"table {source.table} (read by watermark {source.watermark})"
+    else:
+        order_by = ["_ingested_at", "_file", "_row"]
+        origin = f"{source.format} files under s3://<landing>/{source.key_prefix}"
+    layout = typed_silver_layout(source.columns)
+
+    @dg.asset(
+        key=["silver", source.name],
+        group_name="silver",
+        kinds={"iceberg", "pyarrow"},
+        deps=[["bronze", source.bronze_name]],
+        description=f"Current rows of {origin}: declared types applied, one row per "
+        f"{', '.join(source.keys)} (the latest arrival wins).",
+        automation_condition=dg.AutomationCondition.eager(),
+        metadata={"lakehouse/keys": list(source.keys)},
+        op_tags=k8s_tags("arrow"),
+    )
+    def _asset(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
+        catalog = iceberg.load()
+        bronze = ensure_table(catalog, source.bronze_table, source.layout)
+        snapshot = bronze.current_snapshot()
+        rows = bronze.scan(selected_fields=(*source.columns, *order_by)).to_arrow()
+        result = latest_typed(rows, source.columns, source.keys, order_by)
+        properties = {
+            RUN_ID_KEY: context.run.run_id,
+            "lakehouse.bronze-snapshot-id": str(snapshot.snapshot_id if snapshot else ""),
+        }
+
+        def write() -> Table:
+            table = ensure_table(catalog, f"silver.{source.name}", layout)
+            table.overwrite(result.silver, snapshot_properties=properties)
+            return table
+
+        table = with_commit_retries(write)
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(table),
+                "bronze_rows": result.bronze_rows,
+                "superseded_versions": result.superseded,
+                "bronze_snapshot_id": properties["lakehouse.bronze-snapshot-id"],
+            }
+        )
+
+    return _asset
+
+
+def typed_silver_assets(sources: Sources) -> list[dg.AssetsDefinition]:
+    return [typed_silver_asset(s) for s in (*sources.database, *sources.landing)]

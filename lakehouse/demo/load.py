@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from kafka import TopicPartition
 
-from lakehouse.demo.cdc import generate_changes
+from lakehouse.demo.cdc import generate_shop_changes
 from lakehouse.demo.clickstream import generate
 from lakehouse.demo.partner_files import marketing_spend_files
 from lakehouse.demo.shop import postgres_reachable, seed_shop
@@ -57,21 +57,32 @@ def publish_clickstream(settings: LakehouseSettings, scale: int = 1) -> int:
     return sent
 
 
-def publish_cdc(settings: LakehouseSettings) -> int:
-    """Produce the simulated ``customers`` changelog unless its topic holds records."""
+def publish_cdc(settings: LakehouseSettings, scale: int = 1) -> int:
+    """Produce the simulated shop changelog (one topic per CDC source) to empty topics.
+
+    The changes span the clickstream's three days, so gold joins orders to visits.
+    """
     kafka = KafkaResource()
-    topic = sources().cdc_source("customers").resolved_topic(settings.kafka_topic_prefix)
-    if topic_has_records(kafka, topic):
+    topics = {
+        s.name: s.resolved_topic(settings.kafka_topic_prefix)
+        for s in sources().cdc
+        if not topic_has_records(kafka, s.resolved_topic(settings.kafka_topic_prefix))
+    }
+    if not topics:
         return 0
-    messages, _ = generate_changes()
+    steps = 2_500 * scale
+    messages, _ = generate_shop_changes(snapshot=60, steps=steps, mean_gap_s=max(1, 90 // scale))
     producer = kafka.producer()
+    sent = 0
     try:
         for message in messages:
-            producer.send(topic, key=message.key, value=message.value)
+            if message.table in topics:
+                producer.send(topics[message.table], key=message.key, value=message.value)
+                sent += 1
         producer.flush()
     finally:
         producer.close()
-    return len(messages)
+    return sent
 
 
 def publish_landing_files(settings: LakehouseSettings, scale: int = 1) -> int:
@@ -91,7 +102,7 @@ def publish_demo(settings: LakehouseSettings, scale: int = 1) -> DemoLoad:
     result.events_produced = publish_clickstream(settings, scale)
     if not result.events_produced:
         result.notes.append("the clickstream topic already holds records: not produced again")
-    result.changes_produced = publish_cdc(settings)
+    result.changes_produced = publish_cdc(settings, scale)
     result.files_uploaded = publish_landing_files(settings, scale)
     if postgres_reachable(settings.postgres_dsn):
         result.postgres = seed_shop(settings.postgres_dsn)

@@ -118,6 +118,13 @@ def cdc_silver_layouts(columns: dict[str, str]) -> tuple[TableLayout, TableLayou
     return TableLayout(current, PartitionSpec()), TableLayout(history, PartitionSpec())
 
 
+def typed_silver_layout(columns: dict[str, str]) -> TableLayout:
+    """Current rows of a database or landing source: declared columns, typed."""
+    return TableLayout(
+        Schema(*_fields(*((c, iceberg_type(t)) for c, t in columns.items()))), PartitionSpec()
+    )
+
+
 def cdc_bronze_layout() -> TableLayout:
     """The raw Debezium changelog: op, key and source position, the event as it came."""
     return _layout(

@@ -1,0 +1,99 @@
+"""Kubernetes sizing of the work, and the executor that honours it.
+
+On Kubernetes every step runs in its own pod, sized by the resource profile its asset
+names in the ``dagster-k8s/config`` op tag. Sizing lives on the asset, not on a job,
+because runs also start from sensors, the automation sensor and asset backfills, which
+target assets rather than named jobs; only step pods see asset tags in every case. On a
+laptop the same executor runs the steps in one process and the tags are inert.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+from dagster_k8s import K8sRunLauncher, k8s_job_executor
+
+K8S_CONFIG_TAG = "dagster-k8s/config"
+PROFILE_LABEL = "lakehouse/profile"
+
+
+@dataclass(frozen=True)
+class ResourceProfile:
+    """Requests and limits of one kind of work.
+
+    Memory is requested and limited: a step that outgrows its profile is killed and
+    retried with a clear OOMKilled reason instead of starving its neighbours. CPU is
+    requested but not limited, so a step may use a node's idle cores without being
+    throttled.
+    """
+
+    cpu: str
+    memory: str
+    memory_limit: str
+    env: tuple[dict[str, Any], ...] = field(default=())
+
+    def resources(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.cpu, "memory": self.memory},
+            "limits": {"memory": self.memory_limit},
+        }
+
+
+PROFILES: dict[str, ResourceProfile] = {
+    # the run pod and any step without a profile: orchestration, metadata, small tables
+    "light": ResourceProfile(cpu="250m", memory="512Mi", memory_limit="1Gi"),
+    # one bounded batch from Kafka, S3 or the OLTP database, held in Arrow before the commit
+    "ingest": ResourceProfile(cpu="1", memory="2Gi", memory_limit="4Gi"),
+    # silver recomputed in memory from the whole bronze table (pandas/Arrow)
+    "arrow": ResourceProfile(cpu="1", memory="4Gi", memory_limit="8Gi"),
+    # dbt-trino only sends SQL: the work happens in Trino
+    "dbt": ResourceProfile(cpu="500m", memory="1Gi", memory_limit="2Gi"),
+    # the Spark driver (client mode); executors are pods of their own, sized by
+    # deploy/spark/spark-defaults.conf. The driver advertises its pod IP to them.
+    "spark": ResourceProfile(
+        cpu="1",
+        memory="6Gi",
+        memory_limit="6Gi",
+        env=({"name": "POD_IP", "value_from": {"field_ref": {"field_path": "status.podIP"}}},),
+    ),
+}
+
+
+def k8s_config(profile: str) -> dict[str, Any]:
+    """The ``dagster-k8s/config`` value of a profile (container resources and a pod label)."""
+    try:
+        spec = PROFILES[profile]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise ValueError(f"unknown resource profile {profile!r}; known: {known}") from None
+    container: dict[str, Any] = {"resources": spec.resources()}
+    if spec.env:
+        container["env"] = [dict(var) for var in spec.env]
+    return {
+        "container_config": container,
+        "pod_template_spec_metadata": {"labels": {PROFILE_LABEL: profile}},
+    }
+
+
+def k8s_tags(profile: str) -> dict[str, str]:
+    """Op tags that size an asset's step pod on Kubernetes: ``op_tags=k8s_tags("spark")``."""
+    return {K8S_CONFIG_TAG: json.dumps(k8s_config(profile), sort_keys=True)}
+
+
+@dg.executor(
+    name="lakehouse",
+    config_schema=k8s_job_executor.config_schema.as_field(),
+    requirements=dg.multiple_process_executor_requirements(),
+)
+def lakehouse_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+    """One pod per step under the ``K8sRunLauncher``, one process per run anywhere else.
+
+    Decided when the run starts, from the instance it runs on (never at import), so the
+    same code location serves ``dagster dev`` and the Helm deployment. Execution config
+    is the k8s executor's (``execution: config: {max_concurrent: ...}``); locally only
+    ``retries`` applies.
+    """
+    if isinstance(init_context.instance.run_launcher, K8sRunLauncher):
+        return k8s_job_executor.executor_creation_fn(init_context)
+    return dg.in_process_executor.executor_creation_fn(init_context)

@@ -1,0 +1,219 @@
+"""Gold on the local target: every dbt model built from generated silver Iceberg
+tables, read back with pyiceberg and compared with the business rule in pandas;
+the daily model built incrementally and backfilled; dbt tests as asset checks."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from lakehouse.dbt_duckdb_iceberg import WINDOW_KEY
+from lakehouse.dbt_sql_check import silver_layouts
+from lakehouse.tables.commits import ensure_table
+from resources.iceberg import IcebergCatalogResource
+from tests import gold_expected as expected
+
+
+def write_silver(catalog, rows: dict[str, list[dict]]) -> None:
+    """Overwrite the silver tables gold reads, in the layouts the silver assets write."""
+    layouts = silver_layouts()
+    for name, table_rows in rows.items():
+        layout = layouts[name]
+        table = ensure_table(catalog, f"silver.{name}", layout)
+        table.overwrite(pa.Table.from_pylist(table_rows, schema=layout.arrow_schema()))
+
+
+def gold(catalog, name: str, key) -> dict:
+    rows = catalog.load_table(f"gold.{name}").scan().to_arrow().to_pylist()
+    assert rows, f"gold.{name} is empty"
+    keyed = {key(r): r for r in rows}
+    assert len(keyed) == len(rows), f"gold.{name} has duplicate keys"
+    return keyed
+
+
+def build(defs, instance, job: str, **kwargs) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance, raise_on_error=False, **kwargs
+    )
+
+
+def partition_range(start: str, end: str) -> dict[str, str]:
+    return {
+        "dagster/asset_partition_range_start": start,
+        "dagster/asset_partition_range_end": end,
+    }
+
+
+def approx(value, digits: int = 2):
+    return None if value is None else round(float(value), digits)
+
+
+@pytest.mark.timeout(600)
+def test_every_gold_model_matches_its_business_rule(lakehouse_env, defs):
+    catalog = IcebergCatalogResource().load()
+    rows = expected.silver_rows(days=3)
+    write_silver(catalog, rows)
+    with dg.instance_for_test() as instance:
+        result = build(defs, instance, "build_gold")
+        assert result.success
+        daily = build(
+            defs, instance, "build_gold_daily", tags=partition_range("2026-11-01", "2026-11-03")
+        )
+        assert daily.success
+        checks = [*result.get_asset_check_evaluations(), *daily.get_asset_check_evaluations()]
+        assert checks and all(c.passed for c in checks), [
+            c.check_name for c in checks if not c.passed
+        ]
+
+    want = expected.daily_revenue(rows)
+    assert set(want) == {date(2026, 11, d) for d in (1, 2, 3)}
+    got = gold(catalog, "daily_revenue", lambda r: r["order_date"])
+    assert set(got) == set(want)
+    for day, values in want.items():
+        row = got[day]
+        assert row["revenue"] == values["revenue"], day
+        for column in ("orders", "cancelled_orders", "customers", "units_sold"):
+            assert row[column] == values[column], (day, column)
+        assert approx(row["avg_order_value"]) == approx(values["avg_order_value"])
+
+    want = expected.customer_lifetime_value(rows)
+    got = gold(catalog, "customer_lifetime_value", lambda r: r["customer_id"])
+    assert set(got) == set(want)
+    for customer, values in want.items():
+        for column, value in values.items():
+            assert got[customer][column] == value, (customer, column)
+
+    want = expected.customer_segments(rows)
+    got = gold(catalog, "customer_segments", lambda r: (r["country"], r["value_tier"]))
+    assert {
+        k: {"customers": v["customers"], "revenue": v["revenue"]} for k, v in got.items()
+    } == want
+
+    want = expected.conversion_funnel(rows)
+    got = gold(catalog, "conversion_funnel", lambda r: r["funnel_date"])
+    assert set(got) == set(want)
+    for day, values in want.items():
+        for column, value in values.items():
+            assert got[day][column] == value, (day, column)
+        assert (
+            got[day]["checkout_sessions"]
+            <= got[day]["cart_sessions"]
+            <= got[day]["product_sessions"]
+        )
+
+    want = expected.product_performance(rows)
+    got = gold(catalog, "product_performance", lambda r: r["product_id"])
+    assert set(got) == set(want) and len(got) == 200
+    for product, values in want.items():
+        for column, value in values.items():
+            assert got[product][column] == value, (product, column)
+
+    want = expected.marketing_roi(rows)
+    got = gold(catalog, "marketing_roi", lambda r: (r["spend_date"], r["channel"]))
+    assert set(got) == set(want)
+    for key, values in want.items():
+        for column in ("spend", "orders", "revenue"):
+            assert got[key][column] == values[column], (key, column)
+        assert approx(got[key]["roas"], 4) == values["roas"]
+
+
+EPOCH = date(1970, 1, 1)
+
+
+def _partition_files(table) -> dict[date, set[str]]:
+    files: dict[date, set[str]] = {}
+    for task in table.scan().plan_files():
+        day = EPOCH + timedelta(days=task.file.partition[0])
+        files.setdefault(day, set()).add(task.file.file_path)
+    return files
+
+
+@pytest.mark.timeout(600)
+def test_daily_revenue_backfills_in_one_run_and_adds_a_day_without_rewriting(lakehouse_env, defs):
+    catalog = IcebergCatalogResource().load()
+    rows = expected.silver_rows(days=8)
+    first_week = {
+        **rows,
+        "orders": [o for o in rows["orders"] if o["order_ts"].date() < date(2026, 11, 8)],
+    }
+    write_silver(catalog, first_week)
+    with dg.instance_for_test() as instance:
+        backfill = build(
+            defs, instance, "build_gold_daily", tags=partition_range("2026-11-01", "2026-11-07")
+        )
+        assert backfill.success
+        table = catalog.load_table("gold.daily_revenue")
+        # seven days, one run, one dbt invocation, one commit covering the whole window
+        commits = [s for s in table.snapshots() if WINDOW_KEY in (s.summary.additional_properties)]
+        assert [s.summary[WINDOW_KEY] for s in commits] == ["order_date:[2026-11-01,2026-11-08)"]
+        before = _partition_files(table)
+        assert set(before) == {date(2026, 11, d) for d in range(1, 8)}
+
+        write_silver(catalog, rows)  # day 8 arrives
+        assert build(defs, instance, "build_gold_daily", partition_key="2026-11-08").success
+        added = catalog.load_table("gold.daily_revenue").current_snapshot()
+        # and is rebuilt (a late correction): only its own partition is replaced
+        assert build(defs, instance, "build_gold_daily", partition_key="2026-11-08").success
+
+    table = catalog.load_table("gold.daily_revenue")
+    assert added.summary[WINDOW_KEY] == "order_date:[2026-11-08,2026-11-09)"
+    assert added.summary["changed-partition-count"] == "1"
+    assert "deleted-data-files" not in added.summary.additional_properties
+    # the rebuild's commits (pyiceberg: a delete, then an append) each touch one partition
+    rebuild = [
+        s.summary.additional_properties
+        for s in table.snapshots()
+        if s.sequence_number > added.sequence_number
+    ]
+    assert rebuild and all(r["changed-partition-count"] == "1" for r in rebuild), rebuild
+    assert sum(int(r.get("deleted-data-files", 0)) for r in rebuild) == 1
+    assert sum(int(r.get("added-data-files", 0)) for r in rebuild) == 1
+    after = _partition_files(table)
+    assert {d: after[d] for d in before} == before  # older partitions: the same files
+    assert set(after) - set(before) == {date(2026, 11, 8)}
+    want = expected.daily_revenue(rows)[date(2026, 11, 8)]
+    got = gold(catalog, "daily_revenue", lambda r: r["order_date"])[date(2026, 11, 8)]
+    assert got["revenue"] == want["revenue"] and got["orders"] == want["orders"]
+
+
+@pytest.mark.timeout(600)
+def test_failing_dbt_tests_show_as_checks_and_a_blocking_one_stops_downstream(lakehouse_env, defs):
+    catalog = IcebergCatalogResource().load()
+    rows = expected.silver_rows(days=1)
+    # a refund booked as a negative price: one customer's lifetime revenue turns negative
+    victim = rows["orders"][0]
+    rows["order_items"].append(
+        {
+            "order_item_id": "oi-bad",
+            "order_id": victim["order_id"],
+            "product_id": "p-0001",
+            "quantity": 1,
+            "unit_price": Decimal("-99999.00"),
+            "updated_at": victim["updated_at"],
+        }
+    )
+    victim["status"] = "paid"
+    write_silver(catalog, rows)
+    with dg.instance_for_test() as instance:
+        result = build(defs, instance, "build_gold")
+        assert not result.success
+        failed = {
+            (c.asset_key.to_user_string(), c.check_name)
+            for c in result.get_asset_check_evaluations()
+            if not c.passed
+        }
+        assert (
+            "gold/customer_lifetime_value",
+            "non_negative_customer_lifetime_value_lifetime_revenue",
+        ) in failed
+        materialized = {
+            e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+        }
+        assert "gold/customer_lifetime_value" in materialized
+        assert "gold/customer_segments" not in materialized  # blocked downstream
+        assert "gold/product_performance" in materialized  # unrelated models still build
+    assert not catalog.table_exists("gold.customer_segments")
