@@ -14,7 +14,7 @@ def test_the_shipped_sources_file_declares_the_demo_sources():
     declared = sources()
     assert [s.name for s in declared.kafka] == ["clickstream"]
     assert [s.name for s in declared.landing] == ["marketing_spend"]
-    assert [s.name for s in declared.cdc] == ["customers"]
+    assert [s.name for s in declared.cdc] == ["customers", "orders", "order_items"]
     assert [s.name for s in declared.database] == ["products"]
     clickstream = declared.kafka_source("clickstream")
     assert clickstream.resolved_topic("staging.") == "staging.events.clickstream"

@@ -6,7 +6,7 @@ and built one window at a time (a backfill of many days is one dbt invocation).
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -18,7 +18,9 @@ from dagster_dbt import (
 )
 
 from lakehouse.k8s import k8s_tags
+from lakehouse.tables.metadata import table_metadata
 from resources.dbt import dbt_project
+from resources.iceberg import IcebergCatalogResource
 
 dbt_project.prepare_if_dev()
 
@@ -40,7 +42,11 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
             key=dg.AssetKey([namespace, props["name"]]),
             group_name="gold",
             automation_condition=dg.AutomationCondition.eager(),
-        ).merge_attributes(kinds={"iceberg"})
+        ).merge_attributes(
+            kinds={"iceberg"},
+            # the Iceberg table, not DuckDB's in-memory scratch relation
+            metadata={"dagster/table_name": f"{namespace}.{props['name']}"},
+        )
 
     def get_asset_check_spec(self, asset_spec, manifest, unique_id, project):
         """dbt tests tagged ``blocking`` stop downstream assets when they fail."""
@@ -52,7 +58,7 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         return dg.AssetCheckSpec(
             name=spec.name,
             asset=spec.asset_key,
-            description=spec.description,
+            description=spec.description or _describe_test(props),
             additional_deps=spec.additional_deps,
             metadata=spec.metadata,
             blocking="blocking" in tags,
@@ -65,7 +71,67 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         raise KeyError(unique_id)
 
 
+def _describe_test(props: Mapping[str, Any]) -> str:
+    """A readable line for a dbt test that has no description of its own."""
+    test = props.get("test_metadata") or {}
+    blocking = (
+        " Blocking: a failure stops the models downstream."
+        if "blocking" in (props.get("tags") or [])
+        else ""
+    )
+    if not test:
+        return f"Singular dbt test {props['name']} (dbt_project/tests/).{blocking}"
+    kwargs = test.get("kwargs", {})
+    column = kwargs.get("column_name")
+    where = f"column {column}" if column else "the model"
+    extra = ""
+    if "values" in kwargs:
+        extra = f": {', '.join(map(str, kwargs['values']))}"
+    elif "columns" in kwargs:
+        extra = f": {', '.join(kwargs['columns'])}"
+    return f"dbt test `{test['name']}` on {where}{extra}.{blocking}"
+
+
 translator = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+def with_iceberg_metadata(
+    context: dg.AssetExecutionContext, events: Iterator, iceberg: IcebergCatalogResource
+) -> Iterator:
+    """Each built model's materialization gains what its Iceberg table now holds.
+
+    dagster-dbt's own row-count and column fetchers open a second DuckDB connection,
+    which cannot see the in-memory session; the Iceberg snapshot is the truth anyway:
+    rows, files, bytes, snapshot id and column types (with the dbt descriptions).
+    """
+    catalog = iceberg.load()
+    for event in events:
+        if isinstance(event, dg.Output):
+            key = context.asset_key_for_output(event.output_name)
+            identifier = ".".join(key.path)
+            if catalog.table_exists(identifier):
+                metadata = table_metadata(catalog.load_table(identifier))
+                described = _descriptions(context.assets_def.specs_by_key[key])
+                metadata["dagster/column_schema"] = dg.TableSchema(
+                    columns=[
+                        dg.TableColumn(
+                            name=column.name,
+                            type=column.type,
+                            description=described.get(column.name),
+                            constraints=column.constraints,
+                        )
+                        for column in metadata["dagster/column_schema"].columns
+                    ]
+                )
+                event = event.with_metadata({**event.metadata, **metadata})
+        yield event
+
+
+def _descriptions(spec: dg.AssetSpec) -> dict[str, str]:
+    schema = spec.metadata.get("dagster/column_schema")
+    if not isinstance(schema, dg.TableSchema):
+        return {}
+    return {c.name: c.description for c in schema.columns if c.description}
 
 
 DAILY = "tag:daily"
@@ -81,8 +147,11 @@ GOLD_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2026-11-01", timezone
     exclude=DAILY,
     op_tags=k8s_tags("dbt"),
 )
-def gold_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    yield from dbt.cli(["build"], context=context).stream()
+def gold_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource
+):
+    events = dbt.cli(["build"], context=context).stream()
+    yield from with_iceberg_metadata(context, events, iceberg)
 
 
 @dbt_assets(
@@ -95,7 +164,9 @@ def gold_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     backfill_policy=dg.BackfillPolicy.single_run(),
     op_tags=k8s_tags("dbt"),
 )
-def gold_daily_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def gold_daily_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource
+):
     """One dbt invocation for the whole partition window (one day or a backfill)."""
     window = context.partition_time_window
     window_vars = {
@@ -103,4 +174,5 @@ def gold_daily_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource
         "max_date": window.end.date().isoformat(),
     }
     context.log.info(f"building days [{window_vars['min_date']}, {window_vars['max_date']})")
-    yield from dbt.cli(["build", "--vars", json.dumps(window_vars)], context=context).stream()
+    events = dbt.cli(["build", "--vars", json.dumps(window_vars)], context=context).stream()
+    yield from with_iceberg_metadata(context, events, iceberg)
