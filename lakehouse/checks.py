@@ -1,16 +1,14 @@
-"""Asset checks for bronze and silver (gold's checks are its dbt tests)."""
+"""Bronze asset checks. Silver's contracts live in ``lakehouse.quality``; gold's checks are
+its dbt tests."""
 
 from collections import Counter
 
 import dagster as dg
-import pandera.pandas as pa_schema
-import pyarrow.compute as pc
-from pandera.typing import Series
 
 from lakehouse.settings import get_settings
 from lakehouse.sources import sources
 from lakehouse.tables.commits import committed_position, ensure_table
-from lakehouse.tables.schemas import QUARANTINE, SILVER_PAGE_VIEWS
+from lakehouse.tables.schemas import QUARANTINE
 from resources.iceberg import IcebergCatalogResource
 
 
@@ -53,49 +51,5 @@ def clickstream_offsets_exactly_once(iceberg: IcebergCatalogResource) -> dg.Asse
             "duplicate_examples": dg.MetadataValue.json([list(d) for d in duplicates[:10]]),
             "missing_offsets_by_partition": dg.MetadataValue.json(gaps),
             "committed_offsets": dg.MetadataValue.json({str(k): v for k, v in committed.items()}),
-        },
-    )
-
-
-class PageViewContract(pa_schema.DataFrameModel):
-    """The silver.page_views contract: what downstream gold models may rely on."""
-
-    event_id: Series[str] = pa_schema.Field(nullable=False, unique=True)
-    user_id: Series[str] = pa_schema.Field(nullable=False, str_startswith="u-")
-    session_id: Series[str] = pa_schema.Field(nullable=True)
-    page: Series[str] = pa_schema.Field(nullable=False, str_startswith="/")
-    event_ts: Series[pa_schema.DateTime] = pa_schema.Field(nullable=False)
-
-    class Config:
-        strict = False
-        coerce = False
-
-
-@dg.asset_check(
-    asset=["silver", "page_views"],
-    blocking=True,
-    description=(
-        "pandera contract: unique non-null event_id, user and page present, typed event_ts."
-    ),
-)
-def page_views_contract(iceberg: IcebergCatalogResource) -> dg.AssetCheckResult:
-    table = ensure_table(iceberg.load(), "silver.page_views", SILVER_PAGE_VIEWS)
-    arrow = table.scan().to_arrow()
-    df = arrow.to_pandas()
-    df["event_ts"] = df["event_ts"].dt.tz_convert(None)
-    try:
-        PageViewContract.validate(df, lazy=True)
-        failures = []
-    except pa_schema.errors.SchemaErrors as err:
-        cases = err.failure_cases
-        failures = cases.head(20).astype(str).to_dict(orient="records")
-    return dg.AssetCheckResult(
-        passed=not failures,
-        metadata={
-            "rows_checked": arrow.num_rows,
-            "distinct_event_ids": pc.count_distinct(arrow["event_id"]).as_py()
-            if arrow.num_rows
-            else 0,
-            "failing_examples": dg.MetadataValue.json(failures),
         },
     )

@@ -236,6 +236,24 @@ def run_graph(settings: LakehouseSettings) -> str:
 
 
 @app.command()
+def replay(source: str = typer.Argument(..., help="A Kafka or CDC source of sources.yml.")) -> None:
+    """Re-ingest quarantined records of SOURCE that pass today's rules (exactly once)."""
+    import uuid
+
+    from lakehouse.quality.replay import replay_quarantine
+    from lakehouse.sources import sources
+    from resources.iceberg import IcebergCatalogResource
+
+    declared = {s.name: s for s in (*sources().kafka, *sources().cdc)}
+    if source not in declared:
+        _fail(f"no Kafka or CDC source {source!r} in sources.yml; choose from {sorted(declared)}")
+    run_id = f"replay-{uuid.uuid4()}"
+    result = replay_quarantine(IcebergCatalogResource().load(), declared[source], run_id)
+    typer.echo(result.summary())
+    typer.echo(f"replay run id {run_id}; silver picks the records up on its next run")
+
+
+@app.command()
 def dev(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
     """Start the stack and `dagster dev` (UI on http://127.0.0.1:PORT)."""
     settings = get_settings()

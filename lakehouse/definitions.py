@@ -7,10 +7,14 @@ import dagster as dg
 from lakehouse.assets.bronze import bronze_assets
 from lakehouse.assets.gold import gold_daily_dbt_models, gold_dbt_models
 from lakehouse.assets.silver import cdc_silver_assets, silver_page_views, typed_silver_assets
-from lakehouse.checks import clickstream_offsets_exactly_once, page_views_contract
+from lakehouse.checks import clickstream_offsets_exactly_once
 from lakehouse.jobs import gold_daily_job, gold_job, ingest_jobs, lakehouse_job
 from lakehouse.k8s import lakehouse_executor
 from lakehouse.maintenance import iceberg_maintenance_job, iceberg_maintenance_schedule
+from lakehouse.quality.checks import all_contract_checks
+from lakehouse.quality.contracts import silver_contracts
+from lakehouse.quality.freshness import freshness_checks, freshness_sensor
+from lakehouse.quality.reconcile import reconciliation_checks
 from lakehouse.schedules import gold_daily_partition_schedule, gold_daily_schedule
 from lakehouse.sensors import ingestion_sensors
 from lakehouse.sources import sources
@@ -28,6 +32,8 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     description="Rebuilds silver and gold when their inputs change (eager conditions; no retries).",
 )
 
+freshness = freshness_checks(sources())
+
 defs = dg.Definitions(
     assets=[
         *bronze_assets(sources()),
@@ -37,7 +43,12 @@ defs = dg.Definitions(
         gold_dbt_models,
         gold_daily_dbt_models,
     ],
-    asset_checks=[clickstream_offsets_exactly_once, page_views_contract],
+    asset_checks=[
+        clickstream_offsets_exactly_once,
+        *all_contract_checks(silver_contracts()),
+        *reconciliation_checks(sources()),
+        *freshness,
+    ],
     jobs=[
         *ingest_jobs(sources()),
         lakehouse_job,
@@ -45,7 +56,7 @@ defs = dg.Definitions(
         gold_daily_job,
         iceberg_maintenance_job,
     ],
-    sensors=[*ingestion_sensors(sources()), automation_sensor],
+    sensors=[*ingestion_sensors(sources()), automation_sensor, freshness_sensor(freshness)],
     schedules=[gold_daily_schedule, gold_daily_partition_schedule, iceberg_maintenance_schedule],
     # One process per run on a laptop (a process per step costs ~15 s of imports on 2
     # cores); one pod per step, sized by its asset's profile, under the K8sRunLauncher.

@@ -91,6 +91,12 @@ class LakehouseSettings(BaseSettings):
     trino_port: int = 8080
     trino_user: str = "dagster"
 
+    # PII masking on entry to silver (keyed hash and reversible tokens); required in prod
+    pii_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key for PII hashing/tokenizing; local and ci fall back to a dev key.",
+    )
+
     # Spark
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"

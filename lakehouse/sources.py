@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lakehouse.quality.pii import PiiPolicy
 from lakehouse.settings import PROJECT_ROOT
 from lakehouse.tables.schemas import (
     TableLayout,
@@ -41,7 +42,15 @@ class _Source(BaseModel):
 
     name: str
     keys: tuple[str, ...] = ()
-    pii: tuple[str, ...] = ()
+    # column -> masking policy; the plain list form ``[a, b]`` means ``hash`` for each
+    pii: dict[str, PiiPolicy] = Field(default_factory=dict)
+
+    @field_validator("pii", mode="before")
+    @classmethod
+    def _pii_policies(cls, value):
+        if isinstance(value, list | tuple):
+            return {column: PiiPolicy.HASH for column in value}
+        return value
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,1 @@
+"""Data quality: contracts with per-rule policies, PII masking, reconciliation, freshness."""

@@ -1,0 +1,238 @@
+"""Contracts with a policy per rule: warn, quarantine or fail (Databricks' expectations, plus
+quarantine tables a person can inspect and replay).
+
+A contract is a pandera schema; each of its checks is a *rule*, named
+``<column>:<check>`` (``page:str_startswith``, ``event_id:field_uniqueness``) or, for
+a dataframe-level check, by the check's name. ``policies`` says what a violation does:
+
+- ``warn``: the rows flow into silver; the rule's asset check is a WARN.
+- ``quarantine``: the violating rows go to ``quarantine.<table>`` with rule and reason,
+  the rest flows; the check passes when silver holds none of them.
+- ``fail``: the rows flow, the rule's check is blocking and fails, so nothing
+  downstream materializes in that run (nor later, until the data is fixed).
+
+Rules a contract does not name get its ``default`` policy (``fail``), so a new check
+is strict until someone decides otherwise. Schema-level failures (a column missing,
+a wrong dtype) are always ``fail``: there is no row to quarantine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+
+SCHEMA_RULE = "schema"
+EXAMPLES = 10
+
+
+class Policy(StrEnum):
+    WARN = "warn"
+    QUARANTINE = "quarantine"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What a silver table promises downstream, and what each broken promise does."""
+
+    table: str  # Iceberg identifier, e.g. "silver.page_views" (the asset key too)
+    schema: pa.DataFrameSchema
+    policies: Mapping[str, Policy] = field(default_factory=dict)
+    default: Policy = Policy.FAIL
+    partition_column: str | None = None  # quality score per value of this column
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.policies) - set(self.rules))
+        if unknown:
+            raise ValueError(
+                f"{self.table}: policies for unknown rules {unknown}; rules are {self.rules}"
+            )
+
+    @property
+    def asset_key(self) -> list[str]:
+        return self.table.split(".")
+
+    @property
+    def quarantine_table(self) -> str:
+        return f"quarantine.{self.table.split('.', 1)[1]}"
+
+    @property
+    def rules(self) -> list[str]:
+        """Every rule of the schema, in declaration order."""
+        names = []
+        for column in self.schema.columns.values():
+            if not column.nullable:
+                names.append(f"{column.name}:not_nullable")
+            if column.unique:
+                names.append(f"{column.name}:field_uniqueness")
+            names.extend(f"{column.name}:{check.name}" for check in column.checks)
+        if self.schema.unique:
+            names.append("multiple_fields_uniqueness")
+        names.extend(check.name for check in self.schema.checks)
+        return [SCHEMA_RULE, *dict.fromkeys(names)]
+
+    def policy(self, rule: str) -> Policy:
+        if rule == SCHEMA_RULE:
+            return Policy.FAIL
+        return self.policies.get(rule, self.default)
+
+
+def contract_from_model(
+    table: str, model: type[pa.DataFrameModel], policies: Mapping[str, Policy], **kwargs: Any
+) -> Contract:
+    return Contract(table, model.to_schema(), policies, description=model.__doc__ or "", **kwargs)
+
+
+@dataclass
+class RuleOutcome:
+    rule: str
+    policy: Policy
+    failing_rows: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    index: set = field(default_factory=set)  # row labels that broke it
+
+    @property
+    def passed(self) -> bool:
+        return self.failing_rows == 0
+
+
+@dataclass
+class Evaluation:
+    """The contract's verdict on one frame: per rule, which rows broke it."""
+
+    rows: int
+    outcomes: dict[str, RuleOutcome]
+
+    def failing_index(self, *policies: Policy) -> set:
+        out: set = set()
+        for outcome in self.outcomes.values():
+            if outcome.policy in policies:
+                out |= outcome.index
+        return out
+
+    @property
+    def clean_rows(self) -> int:
+        return self.rows - len(self.failing_index(*Policy))
+
+
+def _rule_name(column: Any, check: str, schema_context: str, schema_name: str | None) -> str:
+    name = re.split(r"\(", str(check), maxsplit=1)[0]
+    if name.startswith("dtype") or name == "column_in_dataframe" or name == "column_in_schema":
+        return SCHEMA_RULE
+    if schema_context == "DataFrameSchema" or column in (None, schema_name) or pd.isna(column):
+        return name
+    return f"{column}:{name}"
+
+
+def validation_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Time zones normalised to naive UTC, so contracts compare timestamps plainly."""
+    out = df.copy()
+    for name in out.columns:
+        if isinstance(out[name].dtype, pd.DatetimeTZDtype):
+            out[name] = out[name].dt.tz_convert("UTC").dt.tz_localize(None)
+    return out
+
+
+def evaluate(contract: Contract, df: pd.DataFrame) -> Evaluation:
+    """Run every rule lazily and group the failure cases by rule."""
+    frame = validation_frame(df)
+    outcomes = {r: RuleOutcome(r, contract.policy(r)) for r in contract.rules}
+    try:
+        contract.schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        cases = err.failure_cases
+        for case in cases.itertuples(index=False):
+            rule = _rule_name(case.column, case.check, case.schema_context, contract.schema.name)
+            outcome = outcomes.setdefault(rule, RuleOutcome(rule, contract.policy(rule)))
+            label = case.index
+            if label is None or (isinstance(label, float) and pd.isna(label)):
+                outcome.index.add(None)  # a whole-table failure: no row to point at
+                continue
+            outcome.index.add(label)
+    for outcome in outcomes.values():
+        rows = sorted(i for i in outcome.index if i is not None)
+        outcome.failing_rows = len(rows) + (1 if None in outcome.index and not rows else 0)
+        outcome.examples = [
+            {k: _jsonable(v) for k, v in frame.loc[i].items()} for i in rows[:EXAMPLES]
+        ]
+        if None in outcome.index and not rows:
+            outcome.examples = [{"failure": "whole table", "rule": outcome.rule}]
+        outcome.index.discard(None)
+    return Evaluation(len(df), outcomes)
+
+
+@dataclass
+class Enforced:
+    """Rows that flow into silver, rows quarantined (with rule and reason), and the verdict."""
+
+    passed: pd.DataFrame
+    quarantined: pd.DataFrame  # the original columns plus _rule and _reason
+    evaluation: Evaluation
+    frame: pd.DataFrame  # everything that was evaluated (labels of the evaluation)
+
+    def quality_score(self, earlier_rejects: int = 0) -> float:
+        total = self.evaluation.rows + earlier_rejects
+        return round(self.evaluation.clean_rows / total, 6) if total else 1.0
+
+
+def enforce(contract: Contract, df: pd.DataFrame) -> Enforced:
+    """Split ``df`` per the contract: quarantine-policy violations leave, the rest flows.
+
+    A row that breaks several quarantine rules is quarantined once, under the first
+    rule in declaration order; the reason lists every rule it broke.
+    """
+    df = df.reset_index(drop=True)
+    evaluation = evaluate(contract, df)
+    broken: dict[Any, list[str]] = {}
+    for rule in contract.rules:
+        outcome = evaluation.outcomes.get(rule)
+        if outcome and outcome.policy is Policy.QUARANTINE:
+            for label in outcome.index:
+                broken.setdefault(label, []).append(rule)
+    labels = sorted(broken)
+    quarantined = df.loc[labels].copy()
+    quarantined["_rule"] = [broken[i][0] for i in labels]
+    quarantined["_reason"] = [
+        f"{contract.table} contract: broke {', '.join(broken[i])}" for i in labels
+    ]
+    passed = df.drop(index=labels).reset_index(drop=True)
+    return Enforced(passed, quarantined, evaluation, df)
+
+
+def score_by_partition(contract: Contract, enforced: Enforced) -> dict[str, float]:
+    """Share of clean rows per value of the contract's partition column."""
+    column = contract.partition_column
+    if column is None:
+        return {}
+    bad = enforced.evaluation.failing_index(*Policy)
+    keys = enforced.frame[column].astype(str)
+    totals = keys.value_counts()
+    failing = keys[keys.index.isin(bad)].value_counts()
+    return {k: round(1 - int(failing.get(k, 0)) / int(n), 6) for k, n in sorted(totals.items())}
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        with contextlib.suppress(TypeError, ValueError):
+            value = value.item()  # numpy scalars
+    if value is None or isinstance(value, bool | int | float | str):
+        return None if isinstance(value, float) and pd.isna(value) else value
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def to_json(row: Mapping[str, Any]) -> str:
+    return json.dumps({k: _jsonable(v) for k, v in row.items()}, sort_keys=True)

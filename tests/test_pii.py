@@ -1,0 +1,134 @@
+"""PII masking: the keyed hash, reversible tokens and redaction (pure), and a scan of every
+silver and gold Iceberg table for the raw PII values the demo generated (none may appear)."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from lakehouse.demo.cdc import generate_shop_changes
+from lakehouse.demo.clickstream import generate
+from lakehouse.demo.load import publish_cdc, publish_clickstream, publish_landing_files
+from lakehouse.quality.pii import (
+    DEV_KEY,
+    REDACTED,
+    Masker,
+    PiiKeyMissing,
+    PiiPolicy,
+    pii_key,
+)
+from lakehouse.settings import LakehouseSettings
+from lakehouse.sources import load_sources
+from resources.iceberg import IcebergCatalogResource
+
+
+def test_hash_is_keyed_and_deterministic_tokens_reverse_only_with_the_key():
+    masker, other = Masker(b"key-one"), Masker(b"key-two")
+    assert masker.hash("u-00001") == masker.hash("u-00001")  # still a join / dedup key
+    assert masker.hash("u-00001") != other.hash("u-00001")  # not a plain, guessable digest
+    assert len(masker.hash("u-00001")) == 64
+    token = masker.tokenize("Ada Lovelace")
+    assert token == masker.tokenize("Ada Lovelace") and "Ada" not in token
+    assert masker.detokenize(token) == "Ada Lovelace"
+    with pytest.raises(InvalidTag):
+        other.detokenize(token)
+    assert masker.mask("x", PiiPolicy.REDACT) == REDACTED
+    assert masker.mask(None, PiiPolicy.HASH) is None
+    masked = json.loads(
+        masker.mask_json_text('{"user_id": "u-1", "page": "/"}', {"user_id": "hash"})
+    )
+    assert masked == {"user_id": masker.hash("u-1"), "page": "/"}
+    assert masker.mask_json_text("{not json", {"user_id": "hash"}) == REDACTED
+
+
+def test_the_key_comes_from_the_environment_and_prod_refuses_to_run_without_it(monkeypatch):
+    monkeypatch.delenv("LAKEHOUSE_PII_KEY", raising=False)
+    monkeypatch.setenv("LAKEHOUSE_ENV", "prod")
+    with pytest.raises(PiiKeyMissing, match="LAKEHOUSE_PII_KEY"):
+        pii_key(LakehouseSettings())
+    monkeypatch.setenv("LAKEHOUSE_PII_KEY", "s3cr3t")
+    assert pii_key(LakehouseSettings()) == b"s3cr3t"
+    assert "s3cr3t" not in repr(LakehouseSettings())  # a SecretStr: never in logs
+    monkeypatch.delenv("LAKEHOUSE_PII_KEY")
+    monkeypatch.setenv("LAKEHOUSE_ENV", "local")
+    assert pii_key(LakehouseSettings()) == DEV_KEY.encode() and b"dev" in DEV_KEY.encode()
+
+
+def test_pii_accepts_a_list_meaning_hash_or_a_policy_per_column(tmp_path):
+    path = tmp_path / "sources.yml"
+    path.write_text(
+        "kafka:\n"
+        "  - {name: a, topic: t, columns: {x: x}, pii: [x]}\n"
+        "  - {name: b, topic: u, columns: {x: x, y: y}, pii: {x: tokenize, y: redact}}\n"
+    )
+    loaded = load_sources(path)
+    assert loaded.kafka[0].pii == {"x": PiiPolicy.HASH}
+    assert loaded.kafka[1].pii == {"x": PiiPolicy.TOKENIZE, "y": PiiPolicy.REDACT}
+    path.write_text("kafka:\n  - {name: a, topic: t, columns: {x: x}, pii: {x: rot13}}\n")
+    with pytest.raises(ValueError, match="pii"):
+        load_sources(path)
+
+
+def _raw_pii_values() -> set[str]:
+    users = set()
+    for message in generate(scale=1):
+        try:
+            event = json.loads(message.value)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("user_id"):
+            users.add(event["user_id"])
+    people = set()
+    messages, _ = generate_shop_changes(snapshot=60, steps=2_500, mean_gap_s=90)  # as published
+    for message in messages:
+        if message.value is None:
+            continue
+        change = json.loads(message.value)
+        change = change.get("payload", change)
+        for image in (change.get("before"), change.get("after")):
+            for column in ("email", "full_name"):
+                if image and image.get(column):
+                    people.add(image[column])
+    assert len(users) >= 50 and len(people) >= 80
+    return users | people
+
+
+@pytest.mark.timeout(900)
+def test_no_raw_pii_value_appears_in_any_silver_or_gold_table(lakehouse_env, defs):
+    assert publish_clickstream(lakehouse_env) and publish_cdc(lakehouse_env)
+    assert publish_landing_files(lakehouse_env)
+    with dg.instance_for_test() as instance:  # the whole graph, as the demo runs it
+        result = defs.resolve_job_def("lakehouse").execute_in_process(instance=instance)
+        assert result.success
+
+    catalog = IcebergCatalogResource().load()
+    tables = [".".join(t) for ns in ("silver", "gold") for t in catalog.list_tables(ns)]
+    assert {"silver.page_views", "silver.customers", "silver.customers_history"} <= set(tables)
+    assert "gold.daily_page_views" in tables
+    assert catalog.load_table("gold.daily_page_views").scan().to_arrow().num_rows
+    raw = _raw_pii_values()
+    for name in tables:
+        arrow = catalog.load_table(name).scan().to_arrow()
+        text = "\n".join(
+            str(v)
+            for column in arrow.column_names
+            if str(arrow.schema.field(column).type) in ("string", "large_string")
+            for v in arrow[column].to_pylist()
+            if v is not None
+        )
+        leaked = sorted(v for v in raw if v in text)
+        assert not leaked, f"{name} holds raw PII: {leaked[:5]}"
+
+    # masked, yet usable: tokens turn back into names with the key, hashes still join
+    masker = Masker.from_settings()
+    customers = catalog.load_table("silver.customers").scan().to_arrow().to_pylist()
+    names = {masker.detokenize(r["full_name"]) for r in customers}
+    assert names and names <= raw
+    emails = {u for u in raw if "@" in u}
+    assert {r["email"] for r in customers} <= {masker.hash(e) for e in emails}
+    views = catalog.load_table("silver.page_views").scan().to_arrow()
+    users = {u for u in raw if u.startswith("u-")}
+    assert set(views["user_id"].to_pylist()) <= {masker.hash(u) for u in users}

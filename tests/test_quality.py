@@ -1,0 +1,288 @@
+"""Contracts and their policies: rule naming and splitting (pure), then each policy on real
+tables through Kafka, Iceberg and dbt, and what the UI reads back over GraphQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pandas as pd
+import pytest
+from pyiceberg.exceptions import NoSuchTableError
+
+from lakehouse.quality.checks import check_name
+from lakehouse.quality.contracts import PAGE_VIEWS, default_cdc_contract
+from lakehouse.quality.policy import Policy, enforce
+from lakehouse.quality.score import SCORE_KEY
+from lakehouse.sources import CdcSource, sources
+from resources.iceberg import IcebergCatalogResource
+from resources.kafka import KafkaResource
+
+HASHED = "a" * 64
+SELECTION = [
+    dg.AssetKey(["bronze", "clickstream"]),
+    dg.AssetKey(["quarantine", "clickstream"]),
+    dg.AssetKey(["silver", "page_views"]),
+    dg.AssetKey(["quarantine", "page_views"]),
+    dg.AssetKey(["gold", "daily_page_views"]),
+]
+
+
+def _frame(**overrides):
+    ts = pd.to_datetime(["2026-11-01T10:00Z", "2026-11-01T11:00Z", "2026-11-02T09:00Z"], utc=True)
+    base = {
+        "event_id": ["e1", "e2", "e3"],
+        "user_id": [HASHED] * 3,
+        "session_id": ["s1", "s1", "s2"],
+        "page": ["/", "/cart", "/product/p-1"],
+        "product_id": [None, None, "p-1"],
+        "event_ts": ts,
+        "event_date": [t.date() for t in ts],
+        "_kafka_partition": [0, 0, 1],
+        "_kafka_offset": [0, 1, 0],
+    }
+    base.update(overrides)
+    return pd.DataFrame(base)
+
+
+def test_each_policy_splits_or_flags_exactly_the_violating_rows():
+    df = _frame(
+        page=["/", "cart", "/product/p-1"],  # quarantine
+        product_id=[None, None, None],  # product page without product: warn
+        event_ts=pd.to_datetime(
+            ["2026-11-01T10:00Z", "2026-11-01T11:00Z", "1999-12-31T23:00Z"], utc=True
+        ),  # fail (and event_date no longer matches)
+    )
+    enforced = enforce(PAGE_VIEWS, df)
+    assert enforced.quarantined["event_id"].tolist() == ["e2"]
+    assert enforced.quarantined["_rule"].tolist() == ["page:str_startswith"]
+    assert enforced.passed["event_id"].tolist() == ["e1", "e3"]
+    outcomes = enforced.evaluation.outcomes
+    assert outcomes["product_page_has_product_id"].policy is Policy.WARN
+    assert outcomes["product_page_has_product_id"].index == {2}
+    assert outcomes["event_ts:greater_than_or_equal_to"].policy is Policy.FAIL
+    assert outcomes["event_ts:greater_than_or_equal_to"].examples[0]["event_id"] == "e3"
+    assert outcomes["event_id:field_uniqueness"].passed
+    assert enforced.quality_score() == pytest.approx(1 / 3)
+
+
+def test_clean_rows_score_one_and_schema_failures_always_fail():
+    assert enforce(PAGE_VIEWS, _frame()).quality_score() == 1.0
+    broken = enforce(PAGE_VIEWS, _frame().drop(columns=["page"]))
+    assert not broken.evaluation.outcomes["schema"].passed
+    assert PAGE_VIEWS.policy("schema") is Policy.FAIL
+
+
+def test_a_cdc_table_without_a_declared_contract_gets_one_from_sources_yml():
+    orders = CdcSource(
+        name="order_items",
+        topic="shop.public.order_items",
+        keys=("order_id", "line"),
+        columns={"order_id": "string", "line": "int", "buyer_email": "string"},
+        pii={"buyer_email": "hash"},
+    )
+    contract = default_cdc_contract(orders)
+    assert contract.table == "silver.order_items"
+    assert "multiple_fields_uniqueness" in contract.rules
+    assert "buyer_email:str_matches" in contract.rules
+    df = pd.DataFrame(
+        {"order_id": ["o1", "o1", None], "line": [1, 1, 2], "buyer_email": ["x@y", HASHED, HASHED]}
+    )
+    outcomes = enforce(contract, df).evaluation.outcomes
+    assert outcomes["multiple_fields_uniqueness"].index == {0, 1}
+    assert outcomes["order_id:not_nullable"].index == {2}
+    assert outcomes["buyer_email:str_matches"].index == {0}
+    assert all(contract.policy(r) is Policy.FAIL for r in contract.rules)
+
+
+def test_policies_name_only_rules_the_contract_has():
+    from lakehouse.quality.policy import Contract
+
+    with pytest.raises(ValueError, match="unknown rules"):
+        Contract("silver.page_views", PAGE_VIEWS.schema, {"no_such_rule": Policy.WARN})
+
+
+# --- on real tables ---------------------------------------------------------------
+
+
+def _event(n: int, **overrides) -> dict:
+    ts = datetime(2026, 11, 1, 8, tzinfo=UTC) + timedelta(minutes=7 * n)
+    event = {
+        "event_id": f"q-{n:04d}",
+        "event_type": "page_view",
+        "user_id": f"u-{n % 5:05d}",
+        "session_id": f"s-{n % 3}",
+        "page": "/search",
+        "product_id": None,
+        "ts": ts.isoformat().replace("+00:00", "Z"),
+    }
+    event.update(overrides)
+    return event
+
+
+def _publish(settings, events: list[dict]) -> None:
+    topic = sources().kafka_source("clickstream").resolved_topic(settings.kafka_topic_prefix)
+    producer = KafkaResource().producer()
+    try:
+        for event in events:
+            producer.send(topic, key=event["user_id"].encode(), value=json.dumps(event).encode())
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def _run(defs, instance):
+    return defs.resolve_job_def("lakehouse").execute_in_process(
+        instance=instance, asset_selection=SELECTION, raise_on_error=False
+    )
+
+
+def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {c.check_name: c for c in result.get_asset_check_evaluations()}
+
+
+CHECKS_QUERY = """
+query ($path: [String!]!) {
+  assetNodes(assetKeys: [{path: $path}]) {
+    assetChecksOrError {
+      ... on AssetChecks {
+        checks {
+          name
+          blocking
+          executionForLatestMaterialization {
+            status
+            evaluation {
+              severity
+              metadataEntries { label ... on JsonMetadataEntry { jsonString } }
+            }
+          }
+        }
+      }
+    }
+  }
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset {
+      assetMaterializations(limit: 10) {
+        metadataEntries { label ... on FloatMetadataEntry { floatValue } }
+      }
+    }
+  }
+}
+"""
+
+
+@pytest.mark.timeout(900)
+def test_warn_lets_rows_flow_quarantine_moves_exactly_the_failing_rows(
+    lakehouse_env, defs, tmp_path
+):
+    good = [_event(n) for n in range(30)]
+    bad_page = _event(30, page="search")  # quarantine
+    no_product = _event(31, page="/product/p-9")  # warn: product page, no product_id
+    _publish(lakehouse_env, [*good, bad_page, no_product])
+
+    with dg.instance_for_test() as instance:
+        result = _run(defs, instance)
+        assert result.success
+        checks = _checks(result)
+        warn = checks[check_name("product_page_has_product_id")]
+        assert not warn.passed and warn.severity is dg.AssetCheckSeverity.WARN
+        examples = warn.metadata["failing_examples"].value
+        assert [e["event_id"] for e in examples] == ["q-0031"]
+        quarantine_check = checks[check_name("page:str_startswith")]
+        assert quarantine_check.passed
+        assert quarantine_check.metadata["rows_quarantined"].value == 1
+        blocking = [c for c in checks.values() if c.blocking]
+        assert blocking and all(c.passed for c in blocking)
+        materialized = {
+            e.event_specific_data.materialization.asset_key
+            for e in result.get_asset_materialization_events()
+        }
+        assert dg.AssetKey(["gold", "daily_page_views"]) in materialized
+
+        catalog = IcebergCatalogResource().load()
+        silver = catalog.load_table("silver.page_views").scan().to_arrow()
+        assert sorted(silver["event_id"].to_pylist()) == sorted(
+            e["event_id"] for e in [*good, no_product]
+        )
+        quarantined = catalog.load_table("quarantine.page_views").scan().to_arrow().to_pylist()
+        assert [(r["_rule"], json.loads(r["_raw"])["event_id"]) for r in quarantined] == [
+            ("page:str_startswith", "q-0030")
+        ]
+        assert "u-000" not in quarantined[0]["_raw"]  # PII masked in quarantine as well
+        gold = catalog.load_table("gold.daily_page_views").scan().to_arrow()
+        assert sum(gold["page_views"].to_pylist()) == len(good) + 1  # the warned row flowed
+
+        # a second run: the score is plotted over materializations
+        assert _run(defs, instance).success
+        # 30 of 32 rows passed every rule (one quarantined, one warned)
+        _assert_ui_shows_checks_and_scores(instance, 30 / 32)
+
+
+def _assert_ui_shows_checks_and_scores(instance, score: float) -> None:
+    """What the UI renders, asked the way the UI asks: GraphQL against the code location."""
+    from pathlib import Path
+
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    definitions = str(Path(__file__).resolve().parents[1] / "lakehouse" / "definitions.py")
+    with define_out_of_process_context(definitions, "defs", instance) as context:
+        result = execute_dagster_graphql(
+            context, CHECKS_QUERY, variables={"path": ["silver", "page_views"]}
+        )
+    assert not result.errors, result.errors
+    checks = {
+        c["name"]: c
+        for node in result.data["assetNodes"]
+        for c in node["assetChecksOrError"]["checks"]
+    }
+    warn = checks[check_name("product_page_has_product_id")]
+    assert warn["executionForLatestMaterialization"]["status"] == "FAILED"
+    evaluation = warn["executionForLatestMaterialization"]["evaluation"]
+    assert evaluation["severity"] == "WARN"
+    entries = {e["label"]: e for e in evaluation["metadataEntries"]}
+    assert "q-0031" in entries["failing_examples"]["jsonString"]
+    assert checks[check_name("event_ts:greater_than_or_equal_to")]["blocking"] is True
+    scores = [
+        e["floatValue"]
+        for m in result.data["assetOrError"]["assetMaterializations"]
+        for e in m["metadataEntries"]
+        if e["label"] == SCORE_KEY
+    ]
+    assert scores == [pytest.approx(score), pytest.approx(score)]
+
+
+@pytest.mark.timeout(900)
+def test_a_fail_rule_blocks_the_downstream_gold_model_in_the_same_run(lakehouse_env, defs):
+    broken_clock = _event(40, ts="1999-12-31T23:59:00Z")  # fail: before the clock floor
+    _publish(lakehouse_env, [*(_event(n) for n in range(10)), broken_clock])
+    with dg.instance_for_test() as instance:
+        result = _run(defs, instance)
+        assert not result.success
+        check = _checks(result)[check_name("event_ts:greater_than_or_equal_to")]
+        assert not check.passed and check.blocking
+        assert check.severity is dg.AssetCheckSeverity.ERROR
+        assert [e["event_id"] for e in check.metadata["failing_examples"].value] == ["q-0040"]
+        materialized = {
+            e.event_specific_data.materialization.asset_key
+            for e in result.get_asset_materialization_events()
+        }
+        assert dg.AssetKey(["silver", "page_views"]) in materialized
+        assert dg.AssetKey(["gold", "daily_page_views"]) not in materialized
+    with pytest.raises(NoSuchTableError):
+        IcebergCatalogResource().load().load_table("gold.daily_page_views")
+
+
+def test_every_silver_table_gets_one_check_per_rule_blocking_exactly_for_fail(defs):
+    from lakehouse.quality.checks import contract_checks
+    from lakehouse.quality.contracts import silver_contracts
+
+    contracts = silver_contracts()
+    assert {c.table for c in contracts} >= {"silver.page_views", "silver.customers"}
+    in_defs = defs.get_repository_def().asset_graph.asset_check_keys
+    for contract in contracts:
+        specs = {s.name: s for s in contract_checks(contract).check_specs}
+        for rule in contract.rules:
+            spec = specs[check_name(rule)]
+            assert spec.key in in_defs
+            assert spec.blocking == (contract.policy(rule) is Policy.FAIL), rule

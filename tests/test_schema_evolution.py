@@ -1,0 +1,171 @@
+"""Schema evolution: a new optional field flows into silver in the same run without a rewrite;
+a dropped column or a narrowed type stops the source with an error naming the field, and
+nothing is quarantined or written."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime
+from decimal import Decimal
+
+import dagster as dg
+import pytest
+from pyiceberg.types import DecimalType, IntegerType, LongType, StringType
+
+from lakehouse.demo.cdc import FIELDS, envelope
+from lakehouse.sources import sources
+from lakehouse.tables.evolution import SchemaBreak, plan
+from resources.iceberg import IcebergCatalogResource
+from resources.kafka import KafkaResource
+
+DECLARED = {"id": "string", "amount": "decimal(10,2)", "qty": "int"}
+
+
+def test_new_columns_are_added_with_the_narrowest_type_that_holds_them():
+    rows = [
+        ("lsn 1", {"id": "a", "amount": Decimal("1.50"), "qty": 1}),
+        ("lsn 2", {"id": "b", "amount": None, "qty": 2, "tier": "gold", "score": 7}),
+        ("lsn 3", {"id": "c", "amount": Decimal("2"), "qty": 3, "score": 9, "tags": ["x"]}),
+    ]
+    assert plan("t", DECLARED, None, rows) == {
+        "tier": StringType(),
+        "score": LongType(),
+        "tags": StringType(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"id": "a", "qty": 1}, "'amount' is missing"),  # dropped column
+        ({"id": "a", "amount": 1.5, "qty": 1}, "'amount' is decimal(10, 2)"),  # now a double
+        ({"id": "a", "amount": Decimal("1.234"), "qty": 1}, "'amount'"),  # scale narrowed
+        ({"id": "a", "amount": None, "qty": 2**40}, "'qty' is int"),  # beyond int32
+        ({"id": 7, "amount": None, "qty": 1}, "'id' is string"),  # type changed
+    ],
+)
+def test_breaking_changes_name_the_field(row, field):
+    with pytest.raises(SchemaBreak, match=re.escape(field)):
+        plan("silver.t", DECLARED, None, [("LSN 9", row)])
+
+
+def test_a_column_added_earlier_keeps_its_type():
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField
+
+    existing = Schema(NestedField(1, "score", IntegerType(), required=False))
+    with pytest.raises(SchemaBreak, match="'score'"):
+        plan("t", {}, existing, [("p", {"score": "high"})])
+    existing = Schema(NestedField(1, "price", DecimalType(5, 1), required=False))
+    assert plan("t", {}, existing, [("p", {"price": Decimal("1234.5")})]) == {}
+
+
+# --- through Kafka, bronze and silver -------------------------------------------
+
+SOURCE = sources().cdc_source("customers")
+SELECTION = [
+    dg.AssetKey(p)
+    for p in (
+        ["bronze", "cdc_customers"],
+        ["quarantine", "cdc_customers"],
+        ["silver", "customers"],
+        ["silver", "customers_history"],
+        ["quarantine", "customers"],
+    )
+]
+
+
+def _row(n: int, **extra) -> dict:
+    return {
+        "customer_id": f"c-{n:05d}",
+        "email": f"person{n}@example.com",
+        "full_name": f"Person {n}",
+        "country": "DE",
+        "credit": Decimal("10.00"),
+        "signup_date": date(2025, 1, n),
+        "updated_at": datetime(2026, 11, 1, 10, n),
+        "notes": None,
+        **extra,
+    }
+
+
+def _send(settings, values: list[dict]) -> None:
+    topic = SOURCE.resolved_topic(settings.kafka_topic_prefix)
+    producer = KafkaResource().producer()
+    try:
+        for value in values:
+            key = value["payload"]["after"]["customer_id"].encode()
+            producer.send(topic, key=key, value=json.dumps(value).encode())
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def _with_fields(value: dict, fields: list[dict]) -> dict:
+    for part in value["schema"]["fields"]:
+        if part["field"] in ("before", "after"):
+            part["fields"] = fields
+    return value
+
+
+def _run(defs, instance):
+    return defs.resolve_job_def("lakehouse").execute_in_process(
+        instance=instance, asset_selection=SELECTION, raise_on_error=False
+    )
+
+
+@pytest.mark.timeout(900)
+def test_a_new_field_flows_into_silver_and_a_breaking_change_stops_the_source(lakehouse_env, defs):
+    _send(
+        lakehouse_env, [envelope("r", None, _row(n), 100 + n, 1000 + n, 1, True) for n in (1, 2, 3)]
+    )
+    catalog = IcebergCatalogResource().load()
+    with dg.instance_for_test() as instance:
+        assert _run(defs, instance).success
+        table = catalog.load_table("silver.customers")
+        uuid, schema_id = table.metadata.table_uuid, table.schema().schema_id
+
+        # the source adds an optional column: it appears in silver in this run
+        tier = {"field": "loyalty_tier", "type": "string", "optional": True}
+        update = envelope("u", _row(2), _row(2, loyalty_tier="gold"), 200, 2000, 2, True)
+        _send(lakehouse_env, [_with_fields(update, [*FIELDS, tier])])
+        result = _run(defs, instance)
+        assert result.success
+        mat = next(
+            e.event_specific_data.materialization
+            for e in result.get_asset_materialization_events()
+            if e.event_specific_data.materialization.asset_key
+            == dg.AssetKey(["silver", "customers"])
+        )
+        assert mat.metadata["columns_added"].value == {"loyalty_tier": "string"}
+        table = catalog.load_table("silver.customers")
+        assert table.metadata.table_uuid == uuid and table.schema().schema_id > schema_id
+        rows = {r["customer_id"]: r for r in table.scan().to_arrow().to_pylist()}
+        assert rows["c-00002"]["loyalty_tier"] == "gold"
+        assert rows["c-00001"]["loyalty_tier"] is None
+        history = catalog.load_table("silver.customers_history").scan().to_arrow()
+        assert "loyalty_tier" in history.column_names
+        snapshot = table.current_snapshot().snapshot_id
+
+        # the source narrows a type (decimal credit now a double): the source stops
+        double = [
+            {**f, "type": "double", "name": None, "parameters": None}
+            if f["field"] == "credit"
+            else f
+            for f in [*FIELDS, tier]
+        ]
+        narrowed = envelope("u", _row(3), _row(3, credit=12.5), 300, 3000, 3, True)
+        _send(lakehouse_env, [_with_fields(narrowed, double)])
+        failed = _run(defs, instance)
+        assert not failed.success
+        errors = [
+            e.event_specific_data.error.to_string()
+            for e in failed.all_events
+            if e.event_type_value == "STEP_FAILURE"
+        ]
+        assert any("'credit'" in m and "LSN 300" in m for m in errors), errors
+        assert catalog.load_table("silver.customers").current_snapshot().snapshot_id == snapshot
+        assert catalog.load_table("quarantine.customers").scan().to_arrow().num_rows == 0
+        bronze = catalog.load_table("bronze.cdc_customers").scan().to_arrow()
+        assert 300 in bronze["lsn"].to_pylist()  # the raw change is kept in bronze
