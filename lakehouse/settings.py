@@ -69,6 +69,11 @@ class LakehouseSettings(BaseSettings):
     kafka_max_records_per_run: int = 500_000
     kafka_offset_policy: KafkaOffsetPolicy = KafkaOffsetPolicy.FAIL
 
+    # Iceberg maintenance (daily): snapshots older than this are expired, except the
+    # newest few and the position checkpoint (lakehouse/tables/maintenance.py)
+    snapshot_retention_hours: int = 168
+    snapshots_keep_last: int = 5
+
     # S3 / MinIO
     s3_endpoint_url: str | None = None
     s3_port: int = 19000

@@ -37,9 +37,14 @@ def test_sensors_schedules_and_jobs(defs):
         "marketing_spend_landing_sensor",
         "lakehouse_automation",
     }
-    assert {s.name for s in repo.schedule_defs} == {"gold_daily", "gold_daily_partitions"}
+    assert {s.name for s in repo.schedule_defs} == {
+        "gold_daily",
+        "gold_daily_partitions",
+        "iceberg_maintenance_daily",
+    }
     jobs = ("ingest_clickstream", "ingest_marketing_spend", "lakehouse", "build_gold")
-    for name in (*jobs, "build_gold_daily", "ingest_cdc_orders", "ingest_cdc_order_items"):
+    more = ("build_gold_daily", "ingest_cdc_orders", "ingest_cdc_order_items")
+    for name in (*jobs, *more, "iceberg_maintenance"):
         assert repo.get_job(name) is not None
     config = {"ops": {"bronze_clickstream": {"config": {"until_offsets": {"0": 5}}}}}
     assert dg.validate_run_config(repo.get_job("ingest_clickstream"), config)

@@ -18,6 +18,7 @@ from lakehouse.sources import CdcSource, DatabaseSource, LandingSource, Sources,
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
 from lakehouse.tables.metadata import table_metadata
+from lakehouse.tables.rebuilds import superseded_by
 from lakehouse.tables.schemas import (
     QUARANTINE,
     SILVER_PAGE_VIEWS,
@@ -81,24 +82,36 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
         "lakehouse.bronze-snapshot-id": str(bronze_snapshot.snapshot_id if bronze_snapshot else ""),
     }
 
+    built_from = bronze_snapshot.snapshot_id if bronze_snapshot else None
+    newer: list[int] = []
+
     def write() -> tuple[Table, Table]:
         silver = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
-        silver.overwrite(silver_rows, snapshot_properties=properties)
         quarantine = ensure_table(catalog, "quarantine.page_views", QUARANTINE)
+        if (snapshot := superseded_by(silver, bronze, built_from)) is not None:
+            newer.append(snapshot)  # a concurrent run already built from newer bronze
+            return silver, quarantine
+        silver.overwrite(silver_rows, snapshot_properties=properties)
         quarantine.overwrite(quarantine_rows, snapshot_properties=properties)
         return silver, quarantine
 
     silver, quarantine = with_commit_retries(write)
+    if newer:
+        context.log.warning(
+            f"silver.page_views was already rebuilt from bronze snapshot {newer[0]}, newer "
+            f"than this run's {built_from}: nothing written"
+        )
     yield dg.MaterializeResult(
         asset_key=["silver", "page_views"],
         metadata={
             **table_metadata(silver),
             **quality_metadata(contract, enforced, earlier_rejects=len(rejects)),
-            "rows_written": silver_rows.num_rows,
+            "rows_written": 0 if newer else silver_rows.num_rows,
             "bronze_page_view_rows": result.bronze_page_view_rows,
             "duplicates_removed": result.duplicates_removed,
             "rows_quarantined": quarantine_rows.num_rows,
             "bronze_snapshot_id": properties["lakehouse.bronze-snapshot-id"],
+            "superseded_by_bronze_snapshot": str(newer[0]) if newer else "",
         },
     )
     yield dg.MaterializeResult(

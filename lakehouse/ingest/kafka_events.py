@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from kafka import TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 from pyiceberg.catalog import Catalog
@@ -80,9 +82,12 @@ def ingest_kafka_batch(
         bronze = ensure_table(catalog, source.bronze_table, layout)
         quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
         committed = {int(p): int(o) for p, o in (committed_position(bronze, topic) or {}).items()}
+        ingested_at = datetime.now(UTC)
+        rejects = QuarantineBuffer(source.name, run_id, ingested_at)
+        builder = BronzeBuilder(source, layout.arrow_schema(), run_id, ingested_at, rejects)
         consumer = kafka.consumer(auto_offset_reset="none")
         try:
-            batch, messages = _read(
+            batch = _read(
                 consumer,
                 topic,
                 committed,
@@ -90,42 +95,16 @@ def ingest_kafka_batch(
                 max_records,
                 policy,
                 poll_timeout_ms,
+                builder.add,
             )
         finally:
             consumer.close()
-        if batch.next_offsets == committed and not messages:
+        if batch.next_offsets == committed and not batch.records_read:
             return batch
 
-        ingested_at = datetime.now(UTC)
-        rows: list[dict[str, Any]] = []
-        rejects = QuarantineBuffer(source.name, run_id, ingested_at)
-        for message in messages:
-            coordinates = {
-                "_kafka_topic": message.topic,
-                "_kafka_partition": message.partition,
-                "_kafka_offset": message.offset,
-            }
-            try:
-                if message.value is not None and len(message.value) > MAX_PAYLOAD_BYTES:
-                    raise RecordRejected(
-                        "max_size",
-                        f"payload of {len(message.value)} bytes exceeds {MAX_PAYLOAD_BYTES}",
-                    )
-                row = bronze_row(source, message)
-            except RecordRejected as rejected:
-                rejects.add(rejected.rule, rejected.reason, raw_text(message.value), **coordinates)
-                batch.quarantine_rules[rejected.rule] = (
-                    batch.quarantine_rules.get(rejected.rule, 0) + 1
-                )
-                continue
-            row.update(
-                _source=source.name,
-                _kafka_timestamp=_kafka_time(message.timestamp),
-                _ingested_at=ingested_at,
-                _run_id=run_id,
-                **coordinates,
-            )
-            rows.append(row)
+        arrow = builder.table()
+        for row in rejects.rows:
+            batch.quarantine_rules[row["_rule"]] = batch.quarantine_rules.get(row["_rule"], 0) + 1
 
         position = {str(p): o for p, o in batch.next_offsets.items()}
         base = {str(p): o for p, o in committed.items()}
@@ -149,23 +128,144 @@ def ingest_kafka_batch(
         if rejects.rows:
             q_position = {"base": base, "next": position}
             append_with_position(quarantine, rejects.to_arrow(), topic, q_position, run_id)
-        arrow = pa.Table.from_pylist(rows, schema=layout.arrow_schema())
         batch.snapshot_id = append_with_position(bronze, arrow, topic, position, run_id)
-        batch.landed = len(rows)
-        batch.quarantined = len(messages) - len(rows)
+        batch.landed = arrow.num_rows
+        batch.quarantined = batch.records_read - arrow.num_rows
         return batch
 
     return with_commit_retries(attempt)
 
 
-def _kafka_time(timestamp_ms: int | None) -> datetime | None:
-    """The record's Kafka timestamp; a producer's nonsense value is stored as null."""
-    if timestamp_ms is None or timestamp_ms < 0:
-        return None
-    try:
-        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
+class BronzeBuilder:
+    """Bronze rows as Arrow record batches, built from each polled chunk of records.
+
+    Column-wise, and chunk by chunk so that the consumer's records are dropped as
+    soon as they are converted: per-record dicts, ``Table.from_pylist`` and a heap of
+    hundreds of thousands of live records (the garbage collector walks them all)
+    cost more than the Kafka client itself, and ingestion has to keep up with the
+    consumer (bench/kafka_throughput.py). Rejected records go to ``rejects``.
+    """
+
+    def __init__(
+        self,
+        source: KafkaSource | CdcSource,
+        schema: pa.Schema,
+        run_id: str,
+        ingested_at: datetime,
+        rejects: QuarantineBuffer,
+    ) -> None:
+        self.source = source
+        self.schema = schema
+        self.run_id = run_id
+        self.ingested_at = ingested_at
+        self.rejects = rejects
+        self.names = _value_columns(source)
+        self.fast = _EventFastPath(source) if isinstance(source, KafkaSource) else None
+        self.batches: list[pa.RecordBatch] = []
+
+    def add(self, records: list) -> None:
+        source, names, fast = self.source, self.names, self.fast
+        rows: list[tuple] = []
+        kept: list = []
+        for message in records:
+            value = message.value
+            try:
+                if value is not None and len(value) > MAX_PAYLOAD_BYTES:
+                    raise RecordRejected(
+                        "max_size", f"payload of {len(value)} bytes exceeds {MAX_PAYLOAD_BYTES}"
+                    )
+                row = fast(value) if fast is not None else None
+                if row is None:
+                    values = bronze_row(source, message)
+                    row = tuple(values[name] for name in names)
+            except RecordRejected as rejected:
+                self.rejects.add(
+                    rejected.rule,
+                    rejected.reason,
+                    raw_text(value),
+                    _kafka_topic=message.topic,
+                    _kafka_partition=message.partition,
+                    _kafka_offset=message.offset,
+                )
+                continue
+            rows.append(row)
+            kept.append(message)
+        if rows:
+            self.batches.append(self._record_batch(rows, kept))
+
+    def _record_batch(self, rows: list[tuple], kept: list) -> pa.RecordBatch:
+        n = len(rows)
+        columns = {
+            name: pa.array(values, self.schema.field(name).type)
+            for name, values in zip(self.names, zip(*rows, strict=True), strict=True)
+        }
+        columns.update(
+            _source=pa.repeat(pa.scalar(self.source.name, pa.string()), n),
+            _kafka_topic=pa.array([m.topic for m in kept], pa.string()),
+            _kafka_partition=pa.array([m.partition for m in kept], pa.int32()),
+            _kafka_offset=pa.array([m.offset for m in kept], pa.int64()),
+            _kafka_timestamp=kafka_times([m.timestamp for m in kept]),
+            _ingested_at=pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us", "UTC")), n),
+            _run_id=pa.repeat(pa.scalar(self.run_id, pa.string()), n),
+        )
+        return pa.RecordBatch.from_arrays(
+            [columns[f.name].cast(f.type) for f in self.schema], schema=self.schema
+        )
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_batches(self.batches, schema=self.schema)
+
+
+# datetime.max in epoch milliseconds; Kafka timestamps beyond it cannot be stored
+_MAX_TIMESTAMP_MS = 253_402_300_799_999
+
+
+def kafka_times(timestamps_ms: list[int | None]) -> pa.Array:
+    """Records' Kafka timestamps; a producer's nonsense value (negative, past year 9999) is null."""
+    millis = pa.array(timestamps_ms, pa.int64())
+    invalid = pc.or_(pc.less(millis, 0), pc.greater(millis, _MAX_TIMESTAMP_MS))
+    valid = pc.if_else(invalid, pa.scalar(None, pa.int64()), millis)
+    return valid.cast(pa.timestamp("ms", "UTC")).cast(pa.timestamp("us", "UTC"))
+
+
+def _value_columns(source: KafkaSource | CdcSource) -> list[str]:
+    return [f.name for f in source.layout.schema.fields if not f.name.startswith("_")]
+
+
+class _EventFastPath:
+    """Bronze values of a well-formed JSON event via orjson, or None to take the slow path.
+
+    It only answers for records whose result is certain to equal ``bronze_row``'s:
+    orjson accepted the bytes (so valid UTF-8, valid JSON, no lone surrogates), the
+    value is an object with every required field, and the extracted fields are text.
+    Everything else (non-text fields, NaN, huge integers orjson would turn into
+    floats, every reject) goes through ``bronze_row`` with its rules and reasons.
+    """
+
+    def __init__(self, source: KafkaSource) -> None:
+        self.required = tuple(source.required)
+        self.fields = tuple(source.columns.values())
+
+    def __call__(self, value: bytes | None) -> tuple | None:
+        if value is None:
+            return None
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+        if type(event) is not dict:
+            return None
+        for name in self.required:
+            if event.get(name) in (None, ""):
+                return None
+        row = []
+        for name in self.fields:
+            field_value = event.get(name)
+            if field_value is not None and type(field_value) is not str:
+                return None
+            row.append(field_value)
+        row.append(value.decode("utf-8"))
+        return tuple(row)
 
 
 def bronze_row(source: KafkaSource | CdcSource, message) -> dict[str, Any]:
@@ -199,7 +299,8 @@ def _bronze_values(source: KafkaSource | CdcSource, message) -> dict[str, Any]:
     return row
 
 
-def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_timeout_ms):
+def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_timeout_ms, sink):
+    """Poll from the committed offsets, handing each partition's records to ``sink``."""
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
         raise RuntimeError(
@@ -236,8 +337,8 @@ def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_t
     active = {
         tp for tp in tps if batch.start_offsets[tp.partition] < targets.get(tp.partition, 2**62)
     }
-    messages = []
     remaining = max_records
+    read = 0
     resets = 0
     drained = False
     while active and remaining > 0:
@@ -260,15 +361,20 @@ def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_t
             break
         for tp, records in polled.items():
             limit = targets.get(tp.partition)
-            for record in records:
-                if (limit is not None and record.offset >= limit) or remaining == 0:
-                    active.discard(tp)
-                    consumer.pause(tp)
-                    break
-                messages.append(record)
-                batch.next_offsets[tp.partition] = record.offset + 1
-                remaining -= 1
-            if limit is not None and batch.next_offsets[tp.partition] >= limit:
+            take = records
+            stop = False
+            if limit is not None and take and take[-1].offset >= limit:
+                take = [record for record in take if record.offset < limit]
+                stop = True
+            if len(take) >= remaining:
+                stop = stop or len(take) > remaining
+                take = take[:remaining]
+            if take:
+                sink(take)
+                batch.next_offsets[tp.partition] = take[-1].offset + 1
+                remaining -= len(take)
+                read += len(take)
+            if stop or (limit is not None and batch.next_offsets[tp.partition] >= limit):
                 active.discard(tp)
                 consumer.pause(tp)
     if drained:
@@ -288,8 +394,8 @@ def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_t
             and batch.next_offsets[tp.partition] == start
         ):
             _out_of_range(consumer, policy, batch, tp, start, log_start[tp], highwater)
-    batch.records_read = len(messages)
-    return batch, messages
+    batch.records_read = read
+    return batch
 
 
 def _out_of_range(consumer, policy, batch, tp, offset, log_start, highwater=None) -> None:

@@ -1,0 +1,84 @@
+"""Kafka -> bronze throughput against raw kafka-python consumption of the same topic.
+
+Starts its own Tansu broker and catalog, produces N clickstream events, then runs
+``--repeat`` pairs, each pair back to back so both see the same machine load:
+  raw      kafka-python assign/seek/poll of every record, nothing else
+  ingest   lakehouse.ingest.kafka_events.ingest_kafka_batch into a fresh bronze table
+           (parse, quarantine, Arrow, one Iceberg commit carrying the offsets)
+The ratio is the median of the pairs' throughput ratios.
+Usage: python -m bench.kafka_throughput [--events 200000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+
+from kafka import TopicPartition
+
+from bench.common import Figure, create_topic, fresh_catalog, local_services, produce_clickstream
+
+
+def run(events: int = 200_000, repeat: int = 3) -> list[Figure]:
+    from lakehouse.ingest.kafka_events import ingest_kafka_batch
+    from lakehouse.sources import sources
+    from resources.kafka import KafkaResource
+
+    with local_services("kafka") as state:
+        kafka = KafkaResource()
+        topic = f"bench.{uuid.uuid4().hex[:6]}"
+        create_topic(topic)
+        n = produce_clickstream(topic, events)
+
+        def raw() -> float:
+            consumer = kafka.consumer()
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, 0)
+            got = 0
+            start = time.perf_counter()
+            while got < n:
+                for records in consumer.poll(timeout_ms=1000, max_records=50_000).values():
+                    got += len(records)
+            elapsed = time.perf_counter() - start
+            consumer.close()
+            return elapsed
+
+        def ingest() -> float:
+            source = sources().kafka_source("clickstream")
+            catalog = fresh_catalog(state)
+            start = time.perf_counter()
+            batch = ingest_kafka_batch(catalog, kafka, source, topic, "bench", max_records=n + 1)
+            elapsed = time.perf_counter() - start
+            assert batch.records_read == n, (batch.records_read, n)
+            return elapsed
+
+        ingest()  # warm-up: first-use imports and table creation are not throughput
+        pairs = [(raw(), ingest()) for _ in range(repeat)]
+    raw_s = statistics.median(r for r, _ in pairs)
+    ingest_s = statistics.median(i for _, i in pairs)
+    ratio = statistics.median(r / i for r, i in pairs)
+    name = "kafka -> bronze"
+    return [
+        Figure(name, f"events ({repeat} pairs)", f"{n:,}"),
+        Figure(name, "raw kafka-python consume", f"{raw_s:.2f} s ({n / raw_s:,.0f} ev/s)"),
+        Figure(name, "ingest_kafka_batch", f"{ingest_s:.2f} s ({n / ingest_s:,.0f} ev/s)"),
+        Figure(name, "throughput ratio ingest/raw", f"{ratio:.2f}", ">= 0.8"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    from bench.run import print_table
+
+    print_table(run(args.events, args.repeat))
+
+
+if __name__ == "__main__":
+    main()
