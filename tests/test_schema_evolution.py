@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 from pyiceberg.types import DecimalType, IntegerType, LongType, StringType
 
-from lakehouse.demo.cdc import FIELDS, envelope
+from lakehouse.demo.cdc import CUSTOMERS, envelope
 from lakehouse.sources import sources
 from lakehouse.tables.evolution import SchemaBreak, plan
 from resources.iceberg import IcebergCatalogResource
@@ -129,7 +129,7 @@ def test_a_new_field_flows_into_silver_and_a_breaking_change_stops_the_source(la
         # the source adds an optional column: it appears in silver in this run
         tier = {"field": "loyalty_tier", "type": "string", "optional": True}
         update = envelope("u", _row(2), _row(2, loyalty_tier="gold"), 200, 2000, 2, True)
-        _send(lakehouse_env, [_with_fields(update, [*FIELDS, tier])])
+        _send(lakehouse_env, [_with_fields(update, [*CUSTOMERS.fields, tier])])
         result = _run(defs, instance)
         assert result.success
         mat = next(
@@ -153,7 +153,7 @@ def test_a_new_field_flows_into_silver_and_a_breaking_change_stops_the_source(la
             {**f, "type": "double", "name": None, "parameters": None}
             if f["field"] == "credit"
             else f
-            for f in [*FIELDS, tier]
+            for f in [*CUSTOMERS.fields, tier]
         ]
         narrowed = envelope("u", _row(3), _row(3, credit=12.5), 300, 3000, 3, True)
         _send(lakehouse_env, [_with_fields(narrowed, double)])

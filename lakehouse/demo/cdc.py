@@ -134,8 +134,6 @@ create table if not exists order_items (
     ],
 )
 TABLES = {t.name: t for t in (CUSTOMERS, ORDERS, ORDER_ITEMS)}
-# kept for callers that only know the customers table
-TABLE, KEY, DDL, FIELDS = CUSTOMERS.name, CUSTOMERS.key, CUSTOMERS.ddl, CUSTOMERS.fields
 
 
 @dataclass(frozen=True)
