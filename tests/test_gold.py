@@ -69,6 +69,7 @@ def test_every_gold_model_matches_its_business_rule(lakehouse_env, defs):
             *daily.get_asset_materialization_events(),
         ]
         assert len({e.asset_key for e in materialized}) == 7  # daily: one per partition
+        lineages = {}
         for event in materialized:  # what the UI shows: the Iceberg table as built
             metadata = event.materialization.metadata
             table = catalog.load_table(".".join(event.asset_key.path))
@@ -76,10 +77,27 @@ def test_every_gold_model_matches_its_business_rule(lakehouse_env, defs):
             assert metadata["snapshot_id"].value == str(table.current_snapshot().snapshot_id)
             columns = metadata["dagster/column_schema"].schema.columns
             assert all(c.description for c in columns), event.asset_key
+            lineage = metadata["dagster/column_lineage"].column_lineage.deps_by_column
+            assert set(lineage) == {c.name for c in columns}, event.asset_key
+            lineages[event.asset_key.path[-1]] = {
+                column: {(".".join(d.asset_key.path), d.column_name) for d in deps}
+                for column, deps in lineage.items()
+            }
         checks = [*result.get_asset_check_evaluations(), *daily.get_asset_check_evaluations()]
         assert checks and all(c.passed for c in checks), [
             c.check_name for c in checks if not c.passed
         ]
+
+    # column lineage reaches through the ephemeral staging CTEs to silver columns,
+    # and from one mart to another; count(*) depends on no column
+    revenue = {("silver.order_items", "quantity"), ("silver.order_items", "unit_price")}
+    assert revenue <= lineages["daily_revenue"]["revenue"]
+    assert lineages["daily_revenue"]["order_date"] == {("silver.orders", "order_ts")}
+    assert lineages["customer_segments"]["revenue"] == {
+        ("gold.customer_lifetime_value", "lifetime_revenue")
+    }
+    assert lineages["marketing_roi"]["roas"] == {("silver.marketing_spend", "spend")} | revenue
+    assert lineages["daily_page_views"]["page_views"] == set()
 
     want = expected.daily_revenue(rows)
     assert set(want) == {date(2026, 11, d) for d in (1, 2, 3)}

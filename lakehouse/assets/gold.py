@@ -13,10 +13,14 @@ import dagster as dg
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
     DbtCliResource,
     dbt_assets,
 )
+from pyiceberg.catalog import Catalog
+from sqlglot.errors import SqlglotError
 
+from lakehouse.dbt_lineage import column_lineage
 from lakehouse.k8s import k8s_tags
 from lakehouse.tables.metadata import table_metadata
 from resources.dbt import dbt_project
@@ -96,16 +100,17 @@ translator = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable
 
 
 def with_iceberg_metadata(
-    context: dg.AssetExecutionContext, events: Iterator, iceberg: IcebergCatalogResource
+    context: dg.AssetExecutionContext, invocation: DbtCliInvocation, iceberg: IcebergCatalogResource
 ) -> Iterator:
     """Each built model's materialization gains what its Iceberg table now holds.
 
-    dagster-dbt's own row-count and column fetchers open a second DuckDB connection,
-    which cannot see the in-memory session; the Iceberg snapshot is the truth anyway:
-    rows, files, bytes, snapshot id and column types (with the dbt descriptions).
+    dagster-dbt's own row-count, column and column-lineage fetchers open a second
+    DuckDB connection, which cannot see the in-memory session; the Iceberg snapshot is
+    the truth anyway: rows, files, bytes, snapshot id, column types (with the dbt
+    descriptions) and the column lineage of the compiled SQL (``lakehouse/dbt_lineage.py``).
     """
     catalog = iceberg.load()
-    for event in events:
+    for event in invocation.stream():
         if isinstance(event, dg.Output):
             key = context.asset_key_for_output(event.output_name)
             identifier = ".".join(key.path)
@@ -123,8 +128,40 @@ def with_iceberg_metadata(
                         for column in metadata["dagster/column_schema"].columns
                     ]
                 )
+                lineage = _column_lineage(context, invocation, catalog, event.metadata)
+                if lineage is not None:
+                    metadata["dagster/column_lineage"] = lineage
                 event = event.with_metadata({**event.metadata, **metadata})
         yield event
+
+
+def _column_lineage(
+    context: dg.AssetExecutionContext,
+    invocation: DbtCliInvocation,
+    catalog: Catalog,
+    output_metadata: Mapping[str, Any],
+) -> dg.TableColumnLineage | None:
+    """Lineage is an aid, not a result: SQL sqlglot cannot resolve only logs a warning."""
+    unique_id = getattr(output_metadata.get("unique_id"), "value", None)
+    node = invocation.manifest["nodes"].get(unique_id or "")
+    if node is None:
+        return None
+    compiled = invocation.target_path.joinpath(
+        "compiled", node["package_name"], node["original_file_path"]
+    )
+
+    def columns_of(namespace: str, table: str) -> list[str] | None:
+        identifier = f"{namespace}.{table}"
+        if not catalog.table_exists(identifier):
+            return None
+        return [field.name for field in catalog.load_table(identifier).schema().fields]
+
+    try:
+        dialect = invocation.manifest["metadata"]["adapter_type"]
+        return column_lineage(compiled.read_text(), columns_of, dialect)
+    except (OSError, SqlglotError) as error:
+        context.log.warning(f"no column lineage for {node['name']}: {error}")
+        return None
 
 
 def _descriptions(spec: dg.AssetSpec) -> dict[str, str]:
@@ -150,8 +187,7 @@ GOLD_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2026-11-01", timezone
 def gold_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource
 ):
-    events = dbt.cli(["build"], context=context).stream()
-    yield from with_iceberg_metadata(context, events, iceberg)
+    yield from with_iceberg_metadata(context, dbt.cli(["build"], context=context), iceberg)
 
 
 @dbt_assets(
@@ -174,5 +210,5 @@ def gold_daily_dbt_models(
         "max_date": window.end.date().isoformat(),
     }
     context.log.info(f"building days [{window_vars['min_date']}, {window_vars['max_date']})")
-    events = dbt.cli(["build", "--vars", json.dumps(window_vars)], context=context).stream()
-    yield from with_iceberg_metadata(context, events, iceberg)
+    invocation = dbt.cli(["build", "--vars", json.dumps(window_vars)], context=context)
+    yield from with_iceberg_metadata(context, invocation, iceberg)
