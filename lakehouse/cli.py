@@ -206,9 +206,9 @@ def run_graph(settings: LakehouseSettings) -> str:
     prepare_dagster_home(settings)
     import dagster as dg
 
-    from lakehouse.assets.gold import GOLD_PARTITIONS
     from lakehouse.definitions import defs
     from lakehouse.demo.shop import postgres_reachable
+    from lakehouse.partitions import DAILY
     from lakehouse.sources import sources
     from lakehouse.summary import summarize
 
@@ -219,7 +219,7 @@ def run_graph(settings: LakehouseSettings) -> str:
         selection = [k for k in job.asset_layer.executable_asset_keys if k not in database]
         typer.echo("PostgreSQL not reachable: the database extraction assets are skipped")
     daily = defs.resolve_job_def("build_gold_daily")
-    partitions = GOLD_PARTITIONS.get_partition_keys()
+    partitions = DAILY.get_partition_keys()
     backfill = {
         "dagster/asset_partition_range_start": partitions[0],
         "dagster/asset_partition_range_end": partitions[-1],

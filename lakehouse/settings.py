@@ -6,6 +6,7 @@ port or path is decided in exactly one place and at run time, never at import.
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -68,6 +69,12 @@ class LakehouseSettings(BaseSettings):
     kafka_topic_partitions: int = 3
     kafka_max_records_per_run: int = 500_000
     kafka_offset_policy: KafkaOffsetPolicy = KafkaOffsetPolicy.FAIL
+
+    # Daily partitions (Spark silver assets, daily gold models): the first day with data.
+    # Fixed when the code location loads; earlier days are not offered for backfill.
+    partitions_start: date = Field(
+        default=date(2026, 11, 1), description="First day of the daily partitions (the demo's)."
+    )
 
     # Iceberg maintenance (daily): snapshots older than this are expired, except the
     # newest few and the position checkpoint (lakehouse/tables/maintenance.py)

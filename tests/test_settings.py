@@ -95,3 +95,13 @@ def test_every_setting_is_documented_in_env_example():
         if f"LAKEHOUSE_{name.upper()}=" not in documented
     ]
     assert not missing, f"add to .env.example: {missing}"
+
+
+def test_daily_partitions_start_where_the_settings_say(monkeypatch):
+    from lakehouse.partitions import daily_partitions
+
+    assert daily_partitions().get_first_partition_key() == "2026-11-01"
+    monkeypatch.setenv("LAKEHOUSE_PARTITIONS_START", "2025-01-15")
+    partitions = daily_partitions()
+    assert partitions.get_first_partition_key() == "2025-01-15"
+    assert partitions.timezone == "UTC"

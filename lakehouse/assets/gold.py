@@ -22,6 +22,7 @@ from sqlglot.errors import SqlglotError
 
 from lakehouse.dbt_lineage import column_lineage
 from lakehouse.k8s import k8s_tags
+from lakehouse.partitions import DAILY as DAILY_PARTITIONS
 from lakehouse.tables.metadata import table_metadata
 from resources.dbt import dbt_project
 from resources.iceberg import IcebergCatalogResource
@@ -172,8 +173,6 @@ def _descriptions(spec: dg.AssetSpec) -> dict[str, str]:
 
 
 DAILY = "tag:daily"
-# The first day of order data the shop has; earlier partitions would be empty.
-GOLD_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2026-11-01", timezone="UTC")
 
 
 @dbt_assets(
@@ -196,7 +195,7 @@ def gold_dbt_models(
     project=dbt_project,
     name="gold_daily_dbt_models",
     select=DAILY,
-    partitions_def=GOLD_PARTITIONS,
+    partitions_def=DAILY_PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),
     op_tags=k8s_tags("dbt"),
 )

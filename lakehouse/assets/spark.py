@@ -14,6 +14,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from lakehouse.k8s import k8s_tags
+from lakehouse.partitions import DAILY
 from lakehouse.quality.pii import pii_key
 from lakehouse.settings import get_settings
 from lakehouse.sources import CdcSource, Sources
@@ -31,8 +32,6 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
 
 ENGINE_TAG = "lakehouse/engine"
 SPARK_TAGS = {ENGINE_TAG: "spark"}
-# The demo's clickstream and changelog start on 2026-11-01.
-DAILY = dg.DailyPartitionsDefinition(start_date="2026-11-01", timezone="UTC")
 SPARK_TABLE_PROPERTIES = {
     "format-version": "2",
     "write.parquet.compression-codec": "zstd",
