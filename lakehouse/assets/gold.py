@@ -118,20 +118,20 @@ def with_iceberg_metadata(
             if catalog.table_exists(identifier):
                 metadata = table_metadata(catalog.load_table(identifier))
                 described = _descriptions(context.assets_def.specs_by_key[key])
+                lineage = _column_lineage(context, invocation, catalog, event.metadata)
+                if lineage is not None:
+                    metadata["dagster/column_lineage"] = lineage
                 metadata["dagster/column_schema"] = dg.TableSchema(
                     columns=[
                         dg.TableColumn(
                             name=column.name,
                             type=column.type,
-                            description=described.get(column.name),
+                            description=_with_inputs(described.get(column.name), column, lineage),
                             constraints=column.constraints,
                         )
                         for column in metadata["dagster/column_schema"].columns
                     ]
                 )
-                lineage = _column_lineage(context, invocation, catalog, event.metadata)
-                if lineage is not None:
-                    metadata["dagster/column_lineage"] = lineage
                 event = event.with_metadata({**event.metadata, **metadata})
         yield event
 
@@ -163,6 +163,20 @@ def _column_lineage(
     except (OSError, SqlglotError) as error:
         context.log.warning(f"no column lineage for {node['name']}: {error}")
         return None
+
+
+def _with_inputs(
+    description: str | None, column: dg.TableColumn, lineage: dg.TableColumnLineage | None
+) -> str | None:
+    """The dbt description, then the input columns (OSS Dagster does not draw column lineage)."""
+    deps = lineage.deps_by_column.get(column.name) if lineage is not None else None
+    if not deps:
+        return description
+    by_table: dict[str, list[str]] = {}
+    for dep in deps:
+        by_table.setdefault("/".join(dep.asset_key.path), []).append(dep.column_name)
+    inputs = "; ".join(f"{table}: {', '.join(cols)}" for table, cols in by_table.items())
+    return f"{description or ''} (from {inputs})".strip()
 
 
 def _descriptions(spec: dg.AssetSpec) -> dict[str, str]:
