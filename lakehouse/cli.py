@@ -67,7 +67,7 @@ def stack_session(settings: LakehouseSettings):
     signal.signal(signal.SIGHUP, _interrupt)
     started = start_stack(settings)
     try:
-        yield
+        yield started
     finally:
         stop_stack(settings, started)
 
@@ -85,11 +85,26 @@ def prepare_dagster_home(settings: LakehouseSettings) -> None:
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
 
 
+def restore_demo_data(settings: LakehouseSettings, started: list[str]) -> None:
+    """Fresh in-memory services lost the demo's inputs; bronze still holds them."""
+    if not started:
+        return
+    from lakehouse.demo.load import restore_demo
+
+    restored = restore_demo(settings)
+    if restored is not None:
+        typer.echo(
+            f"  restored the demo data on the fresh {' and '.join(started)} (memory storage): "
+            f"{restored.events_produced} events, {restored.changes_produced} change events, "
+            f"{restored.files_uploaded} files, at the same offsets as the demo's first publish"
+        )
+
+
 @app.command()
 def up() -> None:
     """Start Tansu (Kafka) and moto (S3), create topics, bucket and namespaces."""
     settings = get_settings()
-    start_stack(settings)
+    restore_demo_data(settings, start_stack(settings))
     typer.echo(f"stack up; state in {settings.state_path}")
 
 
@@ -273,7 +288,8 @@ def dev(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
     settings = get_settings()
     prepare_dbt()
     prepare_dagster_home(settings)
-    with stack_session(settings):
+    with stack_session(settings) as started:
+        restore_demo_data(settings, started)
         typer.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops it and the stack)")
         command = [
             sys.executable,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -66,3 +67,39 @@ def test_a_taken_port_is_reported_with_the_setting_to_change(cli_env):
     assert "is taken by another process" in result.stderr
     assert "LAKEHOUSE_KAFKA_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_restarted_stack_gets_the_demo_data_back_at_the_same_offsets(cli_env):
+    """The broker keeps data in memory; bronze's offsets must stay valid after `up`."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    cli_env["LAKEHOUSE_POSTGRES_DSN"] = f"postgresql://postgres@127.0.0.1:{free_port()}/shop"
+    demo = _cli(["demo", "--no-run"], cli_env)
+    assert demo.returncode == 0, demo.stderr
+    assert "stopped kafka" in demo.stdout
+    produced = re.search(r"(\d+) events and (\d+) change events", demo.stdout)
+    events, changes = int(produced[1]), int(produced[2])
+
+    up = _cli(["up"], cli_env)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "restored the demo data on the fresh kafka and s3" in up.stdout, up.stdout
+        assert f"{events} events, {changes} change events" in up.stdout, up.stdout
+        consumer = KafkaConsumer(
+            bootstrap_servers=f"127.0.0.1:{cli_env['LAKEHOUSE_KAFKA_PORT']}",
+            enable_auto_commit=False,
+            consumer_timeout_ms=3000,
+        )
+        partitions = [TopicPartition("events.clickstream", p) for p in range(3)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        offsets = [(m.partition, m.offset) for m in consumer]
+        consumer.close()
+        assert len(offsets) == events
+        for p in range(3):  # the same dense offsets as the first publish: 0..n-1
+            mine = sorted(o for q, o in offsets if q == p)
+            assert mine == list(range(len(mine)))
+        again = _cli(["up"], cli_env)  # already running: nothing republished
+        assert "restored" not in again.stdout
+    finally:
+        _cli(["down"], cli_env)

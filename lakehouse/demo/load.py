@@ -2,11 +2,19 @@
 
 Idempotent per service lifetime: a topic that already holds records and files
 that already exist are left alone, so running the demo twice adds nothing.
+
+The local broker and S3 server keep data in memory, while the Iceberg tables persist.
+So that a restarted stack (``lakehouse up`` or ``dev`` after ``demo``) does not look
+like a recreated topic to ingestion (bronze's committed offsets beyond the broker's
+end), the demo records its scale and the stack republishes the same deterministic
+data when it starts its services fresh: it lands at the same offsets and keys.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kafka import TopicPartition
 
@@ -97,15 +105,31 @@ def publish_landing_files(settings: LakehouseSettings, scale: int = 1) -> int:
     return uploaded
 
 
-def publish_demo(settings: LakehouseSettings, scale: int = 1) -> DemoLoad:
+def demo_marker(settings: LakehouseSettings) -> Path:
+    return settings.state_path / "demo.json"
+
+
+def restore_demo(settings: LakehouseSettings) -> DemoLoad | None:
+    """Republish the demo's data to freshly started local services (None: no demo loaded)."""
+    marker = demo_marker(settings)
+    if not marker.exists():
+        return None
+    scale = json.loads(marker.read_text())["scale"]
+    return publish_demo(settings, scale, database=False)  # PostgreSQL keeps its rows
+
+
+def publish_demo(settings: LakehouseSettings, scale: int = 1, database: bool = True) -> DemoLoad:
+    marker = demo_marker(settings)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"scale": scale}))
     result = DemoLoad()
     result.events_produced = publish_clickstream(settings, scale)
     if not result.events_produced:
         result.notes.append("the clickstream topic already holds records: not produced again")
     result.changes_produced = publish_cdc(settings, scale)
     result.files_uploaded = publish_landing_files(settings, scale)
-    if postgres_reachable(settings.postgres_dsn):
+    if database and postgres_reachable(settings.postgres_dsn):
         result.postgres = seed_shop(settings.postgres_dsn)
-    else:
+    elif database:
         result.notes.append("PostgreSQL not reachable: shop database skipped (Kafka and S3 only)")
     return result
