@@ -13,7 +13,9 @@ import dagster as dg
 import pytest
 from pyiceberg.types import DecimalType, IntegerType, LongType, StringType
 
+from lakehouse.assets.silver import NEW_COLUMNS_CHECK
 from lakehouse.demo.cdc import CUSTOMERS, envelope
+from lakehouse.quality.pii import Masker
 from lakehouse.sources import sources
 from lakehouse.tables.evolution import SchemaBreak, plan
 from resources.iceberg import IcebergCatalogResource
@@ -169,3 +171,176 @@ def test_a_new_field_flows_into_silver_and_a_breaking_change_stops_the_source(la
         assert catalog.load_table("quarantine.customers").scan().to_arrow().num_rows == 0
         bronze = catalog.load_table("bronze.cdc_customers").scan().to_arrow()
         assert 300 in bronze["lsn"].to_pylist()  # the raw change is kept in bronze
+
+
+def _check(result, asset: list[str]):
+    """The new-columns check evaluation of ``asset`` in a run."""
+    return next(
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey(asset) and e.check_name == NEW_COLUMNS_CHECK
+    )
+
+
+def _step_errors(result) -> list[str]:
+    return [
+        e.event_specific_data.error.to_string()
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    ]
+
+
+def _data_files(table) -> set[str]:
+    return set(table.inspect.files()["file_path"].to_pylist())
+
+
+def test_adding_a_column_commits_metadata_only_and_retype_replaces_a_silver_column(
+    lakehouse_env,
+):
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField
+
+    from lakehouse.tables.evolution import apply, retype
+
+    catalog = IcebergCatalogResource().load()
+    catalog.create_namespace_if_not_exists("silver")
+    table = catalog.create_table(
+        "silver.evolving", Schema(NestedField(1, "id", StringType(), required=False))
+    )
+    table.append(pa.table({"id": pa.array(["a", "b"], pa.string())}))
+    snapshots, files = len(table.snapshots()), _data_files(table)
+    table = apply(table, {"score": LongType()})
+    assert len(table.snapshots()) == snapshots and _data_files(table) == files
+    assert table.scan().to_arrow().column("score").to_pylist() == [None, None]
+    table = retype(table, {"score": StringType()})  # not a promotion: replaced, metadata only
+    assert table.schema().find_field("score").field_type == StringType()
+    assert len(table.snapshots()) == snapshots
+    table = apply(table, {"n": IntegerType()})
+    table = retype(table, {"n": LongType()})  # a promotion: in place
+    assert table.schema().find_field("n").field_type == LongType()
+
+
+# --- Kafka events: bronze.clickstream -> silver.page_views ----------------------
+
+CLICKSTREAM = sources().kafka_source("clickstream")
+
+
+def _event(n: int, **extra) -> dict:
+    return {
+        "event_id": f"ev-{n}",
+        "event_type": "page_view",
+        "user_id": f"u-{n:05d}",
+        "session_id": f"s-u-{n:05d}-1",
+        "page": "/",
+        "ts": f"2026-11-01T10:{n:02d}:00Z",
+        **extra,
+    }
+
+
+def _publish(settings, events: list) -> str:
+    topic = CLICKSTREAM.resolved_topic(settings.kafka_topic_prefix)
+    producer = KafkaResource().producer()
+    try:
+        for event in events:
+            producer.send(topic, value=json.dumps(event).encode())
+        producer.flush()
+    finally:
+        producer.close()
+    return topic
+
+
+def _ingest_events(settings, events: list, run_id: str):
+    from lakehouse.ingest.kafka_events import ingest_kafka_batch
+
+    topic = _publish(settings, events)
+    catalog = IcebergCatalogResource().load()
+    return ingest_kafka_batch(catalog, KafkaResource(), CLICKSTREAM, topic, run_id)
+
+
+def _page_views(instance):
+    from lakehouse.assets.silver import silver_page_views
+
+    return dg.materialize(
+        [silver_page_views],
+        resources={"iceberg": IcebergCatalogResource()},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+@pytest.mark.timeout(600)
+def test_a_new_event_field_is_withheld_until_classified_then_flows(lakehouse_env, monkeypatch):
+    catalog = IcebergCatalogResource().load()
+    with dg.instance_for_test() as instance:
+        _ingest_events(lakehouse_env, [_event(n) for n in range(1, 4)], "run-1")
+        assert _page_views(instance).success
+        table = catalog.load_table("silver.page_views")
+        uuid, schema_id = table.metadata.table_uuid, table.schema().schema_id
+        bronze_files = _data_files(catalog.load_table("bronze.clickstream"))
+
+        # producers add two optional fields; clickstream carries PII, so they are
+        # unclassified: columns added, values withheld, the check names them
+        new = [_event(n, referrer=f"https://ref.example/{n}", score=n * 10) for n in (4, 5)]
+        _ingest_events(lakehouse_env, new, "run-2")
+        result = _page_views(instance)
+        assert result.success
+        table = catalog.load_table("silver.page_views")
+        assert table.metadata.table_uuid == uuid and table.schema().schema_id > schema_id
+        assert table.schema().find_field("score").field_type == LongType()
+        rows = {r["event_id"]: r for r in table.scan().to_arrow().to_pylist()}
+        assert len(rows) == 5
+        assert all(r["referrer"] is None and r["score"] is None for r in rows.values())
+        check = _check(result, ["silver", "page_views"])
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert check.metadata["unclassified_columns"].value == ["referrer", "score"]
+        assert check.metadata["withheld_values"].value == 4
+        bronze = catalog.load_table("bronze.clickstream")
+        assert bronze_files <= _data_files(bronze)  # bronze is never rewritten
+        payloads = bronze.scan().to_arrow()["payload"].to_pylist()
+        assert sum("https://ref.example/4" in p for p in payloads) == 1  # the raw is kept
+
+        # the user classifies them: referrer is plain, score is PII (hashed: now text)
+        classified = CLICKSTREAM.model_copy(
+            update={"plain": ("referrer",), "pii": {**CLICKSTREAM.pii, "score": "hash"}}
+        )
+        patched = sources().model_copy(update={"kafka": (classified,)})
+        monkeypatch.setattr("lakehouse.assets.silver.sources", lambda: patched)
+        result = _page_views(instance)
+        assert result.success and _check(result, ["silver", "page_views"]).passed
+        table = catalog.load_table("silver.page_views")
+        assert table.metadata.table_uuid == uuid
+        rows = {r["event_id"]: r for r in table.scan().to_arrow().to_pylist()}
+        assert rows["ev-4"]["referrer"] == "https://ref.example/4"
+        assert rows["ev-1"]["referrer"] is None  # older events never had it
+        masker = Masker.from_settings()
+        assert rows["ev-5"]["score"] == masker.hash("50") and rows["ev-1"]["score"] is None
+
+
+@pytest.mark.timeout(600)
+def test_a_required_event_field_gone_or_retyped_stops_page_views_naming_it(lakehouse_env):
+    catalog = IcebergCatalogResource().load()
+    with dg.instance_for_test() as instance:
+        _ingest_events(lakehouse_env, [_event(n) for n in range(1, 4)], "run-1")
+        assert _page_views(instance).success
+        snapshot = catalog.load_table("silver.page_views").current_snapshot().snapshot_id
+
+        # a whole batch without "ts": bronze quarantines each event, silver stops
+        gone = [{k: v for k, v in _event(n).items() if k != "ts"} for n in (4, 5)]
+        batch = _ingest_events(lakehouse_env, gone, "run-2")
+        assert (batch.landed, batch.quarantined) == (0, 2)
+        failed = _page_views(instance)
+        assert not failed.success
+        assert any("required field 'ts'" in m and "run-2" in m for m in _step_errors(failed))
+        assert catalog.load_table("silver.page_views").current_snapshot().snapshot_id == snapshot
+
+        # the producer is fixed, but now sends user_id as an object: stops, naming it
+        retyped = _event(6, user_id={"id": "u-00006"})
+        _ingest_events(lakehouse_env, [_event(7), retyped], "run-3")
+        failed = _page_views(instance)
+        assert not failed.success
+        errors = _step_errors(failed)
+        assert any("'user_id'" in m and "JSON object" in m for m in errors), errors
+        assert catalog.load_table("silver.page_views").current_snapshot().snapshot_id == snapshot
+        quarantined = catalog.load_table("quarantine.page_views").scan().to_arrow()
+        assert quarantined.num_rows == 0  # nothing set aside silently

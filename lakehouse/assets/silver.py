@@ -93,6 +93,15 @@ def _withhold(rows: pa.Table, columns: list[str]) -> tuple[pa.Table, dict[str, i
     return rows, counts
 
 
+def _pii_as_text(rows: pa.Table, pii) -> pa.Table:
+    """PII columns as Arrow's text of each value (pandas would turn 50 into 50.0)."""
+    for column in pii:
+        if column in rows.column_names and not pa.types.is_string(rows.schema.field(column).type):
+            index = rows.schema.get_field_index(column)
+            rows = rows.set_column(index, column, rows[column].cast(pa.string()))
+    return rows
+
+
 def _evolve(table: Table, additions: dict, retyped: dict) -> Table:
     """New columns added and reclassified ones retyped: metadata-only commits."""
     return evolution.retype(evolution.apply(table, additions), retyped)
@@ -196,6 +205,7 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
     if result.additions:
         context.log.info(f"schema evolved: added {sorted(result.additions)} to silver.page_views")
     unmasked, withheld_values = _withhold(result.silver, withheld)
+    unmasked = _pii_as_text(unmasked, source.pii)
     enforced = enforce(contract, mask_frame(unmasked.to_pandas(), source.pii, masker))
     silver_rows = pa.Table.from_pandas(
         enforced.passed, schema=silver_table.schema().as_arrow(), preserve_index=False
@@ -488,7 +498,8 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
         silver_rows, withheld_values = _withhold(result.silver, withheld)
         schema = table.schema().as_arrow()
         if source.pii:  # masked on entry to silver, like every other silver table
-            masked = mask_frame(silver_rows.to_pandas(), source.pii, Masker.from_settings())
+            unmasked = _pii_as_text(silver_rows, source.pii)
+            masked = mask_frame(unmasked.to_pandas(), source.pii, Masker.from_settings())
             silver_rows = pa.Table.from_pandas(masked, schema=schema, preserve_index=False)
         else:
             silver_rows = conform(silver_rows, schema)
