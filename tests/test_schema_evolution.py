@@ -13,10 +13,10 @@ import dagster as dg
 import pytest
 from pyiceberg.types import DecimalType, IntegerType, LongType, StringType
 
-from lakehouse.assets.silver import NEW_COLUMNS_CHECK
+from lakehouse.assets.silver import NEW_COLUMNS_CHECK, cdc_silver_asset, typed_silver_asset
 from lakehouse.demo.cdc import CUSTOMERS, envelope
 from lakehouse.quality.pii import Masker
-from lakehouse.sources import sources
+from lakehouse.sources import DatabaseSource, LandingSource, sources
 from lakehouse.tables.evolution import SchemaBreak, plan
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
@@ -143,11 +143,25 @@ def test_a_new_field_flows_into_silver_and_a_breaking_change_stops_the_source(la
         assert mat.metadata["columns_added"].value == {"loyalty_tier": "string"}
         table = catalog.load_table("silver.customers")
         assert table.metadata.table_uuid == uuid and table.schema().schema_id > schema_id
+        # customers carries PII: the unclassified column is there, its values withheld
+        rows = {r["customer_id"]: r for r in table.scan().to_arrow().to_pylist()}
+        assert {r["loyalty_tier"] for r in rows.values()} == {None}
+        check = _check(result, ["silver", "customers"])
+        assert not check.passed and check.metadata["withheld_values"].value == 1
+        assert check.metadata["unclassified_columns"].value == ["loyalty_tier"]
+        history = catalog.load_table("silver.customers_history").scan().to_arrow()
+        assert set(history["loyalty_tier"].to_pylist()) == {None}
+
+        # classified as plain in sources.yml: the next build from bronze fills it
+        plain = cdc_silver_asset(SOURCE.model_copy(update={"plain": ("loyalty_tier",)}))
+        rebuilt = dg.materialize(
+            [plain], resources={"iceberg": IcebergCatalogResource()}, instance=instance
+        )
+        assert _check(rebuilt, ["silver", "customers"]).passed
+        table = catalog.load_table("silver.customers")
         rows = {r["customer_id"]: r for r in table.scan().to_arrow().to_pylist()}
         assert rows["c-00002"]["loyalty_tier"] == "gold"
         assert rows["c-00001"]["loyalty_tier"] is None
-        history = catalog.load_table("silver.customers_history").scan().to_arrow()
-        assert "loyalty_tier" in history.column_names
         snapshot = table.current_snapshot().snapshot_id
 
         # the source narrows a type (decimal credit now a double): the source stops
@@ -344,3 +358,162 @@ def test_a_required_event_field_gone_or_retyped_stops_page_views_naming_it(lakeh
         assert catalog.load_table("silver.page_views").current_snapshot().snapshot_id == snapshot
         quarantined = catalog.load_table("quarantine.page_views").scan().to_arrow()
         assert quarantined.num_rows == 0  # nothing set aside silently
+
+
+# --- database extraction: PostgreSQL -> bronze.items -> silver.items -------------
+
+ITEMS = DatabaseSource(
+    name="items",
+    table="public.items",
+    watermark="updated_at",
+    keys=("item_id",),
+    columns={
+        "item_id": "int",
+        "label": "string",
+        "price": "decimal(8,2)",
+        "updated_at": "timestamp",
+    },
+)
+
+
+def _typed_silver(source, instance):
+    return dg.materialize(
+        [typed_silver_asset(source)],
+        resources={"iceberg": IcebergCatalogResource()},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+@pytest.mark.timeout(600)
+def test_a_new_database_column_flows_typed_and_a_dropped_or_narrowed_one_stops(
+    lakehouse_env, make_database
+):
+    import psycopg
+
+    from lakehouse.ingest.database import extract_batch
+
+    dsn = make_database("evolve")
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "create table items (item_id int primary key, label text, price numeric(8,2), "
+            "updated_at timestamptz not null)"
+        )
+        conn.execute(
+            "insert into items select i, 'item ' || i, i * 1.25, "
+            "timestamptz '2026-11-01 00:00:00+00' + i * interval '1 minute' "
+            "from generate_series(1, 3) i"
+        )
+    catalog = IcebergCatalogResource().load()
+    with dg.instance_for_test() as instance:
+        assert extract_batch(catalog, dsn, ITEMS, "run-1").landed == 3
+        assert _typed_silver(ITEMS, instance).success
+        bronze = catalog.load_table("bronze.items")
+        files = _data_files(bronze)
+        uuid = catalog.load_table("silver.items").metadata.table_uuid
+
+        with psycopg.connect(dsn) as conn:
+            conn.execute("alter table items add column weight numeric(6,3), add column color text")
+            conn.execute(
+                "update items set weight = 1.5, color = 'red', "
+                "updated_at = timestamptz '2026-11-02 00:00:00+00' where item_id = 2"
+            )
+        assert extract_batch(catalog, dsn, ITEMS, "run-2").landed == 1
+        bronze = catalog.load_table("bronze.items")
+        assert files <= _data_files(bronze)  # the old files stay: metadata-only evolution
+        assert bronze.schema().find_field("weight").doc == "lakehouse.type=decimal(6,3)"
+        result = _typed_silver(ITEMS, instance)
+        assert result.success and _check(result, ["silver", "items"]).passed  # no PII: allowed
+        table = catalog.load_table("silver.items")
+        assert table.metadata.table_uuid == uuid
+        assert table.schema().find_field("weight").field_type == DecimalType(6, 3)
+        rows = {r["item_id"]: r for r in table.scan().to_arrow().to_pylist()}
+        assert rows[2]["weight"] == Decimal("1.500") and rows[2]["color"] == "red"
+        assert rows[1]["weight"] is None and rows[1]["color"] is None
+
+        snapshot = catalog.load_table("bronze.items").current_snapshot().snapshot_id
+        with psycopg.connect(dsn) as conn:
+            conn.execute("alter table items alter column price type numeric(12,4)")
+            conn.execute("update items set updated_at = now() where item_id = 3")
+        with pytest.raises(SchemaBreak, match=r"'price' .* numeric\(12,4\).*decimal\(8,2\)"):
+            extract_batch(catalog, dsn, ITEMS, "run-3")
+        with psycopg.connect(dsn) as conn:
+            conn.execute("alter table items alter column price type numeric(8,2)")
+            conn.execute("alter table items drop column label")
+        with pytest.raises(SchemaBreak, match="declared column 'label' is missing"):
+            extract_batch(catalog, dsn, ITEMS, "run-4")
+        bronze = catalog.load_table("bronze.items")
+        assert bronze.current_snapshot().snapshot_id == snapshot  # nothing written
+        assert not catalog.table_exists("quarantine.items")  # nothing set aside either
+
+
+# --- landing files: s3://landing/<source>/ -> bronze -> silver -----------------
+
+SPEND = LandingSource(
+    name="spend",
+    format="csv",
+    columns={"day": "date", "channel": "string", "spend": "decimal(8,2)"},
+    keys=("day", "channel"),
+)
+
+
+@pytest.mark.timeout(600)
+def test_a_new_landing_column_flows_and_a_dropped_one_stops_the_source(lakehouse_env):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lakehouse.ingest.landing_files import ingest_files
+    from resources.s3 import S3Resource
+
+    catalog = IcebergCatalogResource().load()
+    s3, bucket = S3Resource().client(), lakehouse_env.landing_bucket
+    s3.put_object(Bucket=bucket, Key="spend/1.csv", Body="day,channel,spend\n2026-11-01,ads,1.50\n")
+    ingest = lambda key, source=SPEND: ingest_files(  # noqa: E731
+        catalog, s3, bucket, source, [key], "run-" + key
+    )
+    with dg.instance_for_test() as instance:
+        assert ingest("spend/1.csv").landed == 1
+        assert _typed_silver(SPEND, instance).success
+        files = _data_files(catalog.load_table("bronze.spend"))
+
+        # a partner adds a column (and reorders the header): it lands as text
+        body = "region,day,channel,spend\nEU,2026-11-02,ads,2.00\nUS,2026-11-02,mail,3.00\n"
+        s3.put_object(Bucket=bucket, Key="spend/2.csv", Body=body)
+        assert ingest("spend/2.csv").landed == 2
+        buffer = io.BytesIO()
+        pq.write_table(
+            pa.table({"day": ["2026-11-03"], "channel": ["tv"], "spend": ["4.00"], "clicks": [7]}),
+            buffer,
+        )
+        parquet = SPEND.model_copy(update={"format": "parquet"})
+        s3.put_object(Bucket=bucket, Key="spend/3.parquet", Body=buffer.getvalue())
+        assert ingest("spend/3.parquet", parquet).landed == 1
+        bronze = catalog.load_table("bronze.spend")
+        assert files <= _data_files(bronze)
+        assert {"region", "clicks"} <= set(bronze.schema().column_names)
+        result = _typed_silver(SPEND, instance)
+        assert result.success and _check(result, ["silver", "spend"]).passed
+        rows = {
+            (str(r["day"]), r["channel"]): r
+            for r in catalog.load_table("silver.spend").scan().to_arrow().to_pylist()
+        }
+        assert rows[("2026-11-02", "ads")]["region"] == "EU"
+        assert rows[("2026-11-03", "tv")]["clicks"] == "7"  # text until declared
+        assert rows[("2026-11-01", "ads")]["region"] is None
+
+        # declared with a type in sources.yml: silver retypes the column
+        typed = SPEND.model_copy(update={"columns": {**SPEND.columns, "clicks": "long"}})
+        assert _typed_silver(typed, instance).success
+        table = catalog.load_table("silver.spend")
+        assert table.schema().find_field("clicks").field_type == LongType()
+        assert 7 in table.scan().to_arrow()["clicks"].to_pylist()
+
+        # a file without a declared column: the source stops, naming it, nothing lands
+        snapshot = catalog.load_table("bronze.spend").current_snapshot().snapshot_id
+        s3.put_object(Bucket=bucket, Key="spend/4.csv", Body="day,channel\n2026-11-04,ads\n")
+        with pytest.raises(SchemaBreak, match=r"\['spend'\] missing from s3://.*/spend/4.csv"):
+            ingest("spend/4.csv")
+        assert catalog.load_table("bronze.spend").current_snapshot().snapshot_id == snapshot
+        assert catalog.load_table("quarantine.spend").scan().to_arrow().num_rows == 0
