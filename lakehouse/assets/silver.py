@@ -478,7 +478,12 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
             f.name: evolution.text_type(f) for f in bronze.schema().fields if f.name not in known
         }
         columns = {**source.columns, **extras}
-        rows = bronze.scan(selected_fields=(*columns, *order_by)).to_arrow()
+        in_bronze = set(bronze.schema().column_names)
+        rows = bronze.scan(
+            selected_fields=(*(c for c in columns if c in in_bronze), *order_by)
+        ).to_arrow()
+        for column in columns.keys() - in_bronze:  # declared before any row carried it
+            rows = rows.append_column(column, pa.nulls(rows.num_rows, pa.string()))
         result = latest_typed(rows, columns, source.keys, order_by)
         table = ensure_table(catalog, f"silver.{source.name}", layout)
         present = set(table.schema().column_names)

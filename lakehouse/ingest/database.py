@@ -182,7 +182,8 @@ def extract_batch(
         batch = ExtractBatch(start=start, end=start)
         if not rows:
             return batch
-        bronze = evolution.add_text_columns(bronze, new_columns)
+        # new columns, and declared ones bronze predates, join bronze (metadata only)
+        bronze = evolution.add_text_columns(bronze, {c: new_columns.get(c) for c in columns})
         last = rows[-1]
         batch.end = {
             "watermark": _json_value(last[source.watermark]),
