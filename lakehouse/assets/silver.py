@@ -1,4 +1,10 @@
-"""Silver: typed, validated, deduplicated Iceberg tables."""
+"""Silver: typed, validated, deduplicated Iceberg tables.
+
+Each build evolves its table first (columns the source started sending, added
+metadata-only; breaking changes stop it naming the field) and withholds unclassified
+new columns of a PII-bearing source, which the WARN check `new_columns_classified`
+names: a column nobody reviewed must not reach silver or gold raw.
+"""
 
 import json
 from datetime import UTC, datetime
