@@ -8,6 +8,7 @@ buckets stay run-time settings.
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -37,6 +38,11 @@ def _check_types(columns: dict[str, str]) -> dict[str, str]:
     return columns
 
 
+class NewColumns(StrEnum):
+    WITHHOLD = "withhold"
+    ALLOW = "allow"
+
+
 class _Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,6 +50,11 @@ class _Source(BaseModel):
     keys: tuple[str, ...] = ()
     # column -> masking policy; the plain list form ``[a, b]`` means ``hash`` for each
     pii: dict[str, PiiPolicy] = Field(default_factory=dict)
+    # columns the source starts sending that sources.yml does not name: withheld (null
+    # in silver until classified) or allowed; None = withhold when the source has PII
+    new_columns: NewColumns | None = None
+    # columns reviewed as not personal: they flow to silver as they arrive
+    plain: tuple[str, ...] = ()
 
     @field_validator("pii", mode="before")
     @classmethod
@@ -58,6 +69,27 @@ class _Source(BaseModel):
         if not NAME.match(value):
             raise ValueError(f"source name {value!r} must be lower_snake_case (it names tables)")
         return value
+
+    @property
+    def new_column_policy(self) -> NewColumns:
+        """Withhold by default where a source carries PII: an unreviewed column might too."""
+        if self.new_columns is not None:
+            return self.new_columns
+        return NewColumns.WITHHOLD if self.pii else NewColumns.ALLOW
+
+    @property
+    def classified(self) -> frozenset[str]:
+        """Columns sources.yml names: declared, under ``pii`` or under ``plain``."""
+        declared = getattr(self, "columns", {})
+        # a Kafka source maps bronze columns to event fields: both are names it knows
+        fields = declared.values() if isinstance(self, KafkaSource) else ()
+        return frozenset((*declared, *fields, *self.pii, *self.plain))
+
+    def withheld(self, columns) -> list[str]:
+        """Of ``columns`` (evolved into silver), those that must stay null there."""
+        if self.new_column_policy is NewColumns.ALLOW:
+            return []
+        return sorted(c for c in columns if c not in self.classified)
 
     @property
     def bronze_name(self) -> str:

@@ -1,15 +1,18 @@
 """PII masking: the keyed hash, reversible tokens and redaction (pure), and a scan of every
-silver and gold Iceberg table for the raw PII values the demo generated (none may appear)."""
+silver and gold Iceberg table for the raw PII values the demo generated (none may appear),
+including values in columns the sources start sending that sources.yml does not classify."""
 
 from __future__ import annotations
 
 import json
+from datetime import date, datetime
+from decimal import Decimal
 
 import dagster as dg
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from lakehouse.demo.cdc import generate_shop_changes
+from lakehouse.demo.cdc import envelope, generate_shop_changes
 from lakehouse.demo.clickstream import generate
 from lakehouse.demo.load import publish_cdc, publish_clickstream, publish_landing_files
 from lakehouse.quality.pii import (
@@ -23,6 +26,7 @@ from lakehouse.quality.pii import (
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import load_sources
 from resources.iceberg import IcebergCatalogResource
+from resources.kafka import KafkaResource
 
 
 def test_hash_is_keyed_and_deterministic_tokens_reverse_only_with_the_key():
@@ -96,20 +100,71 @@ def _raw_pii_values() -> set[str]:
     return users | people
 
 
+def _publish_evolved(settings) -> set[str]:
+    """Columns the sources start sending, undeclared, holding PII: a page view with the
+    visitor's e-mail, a customer with a phone number. Their raw values are returned."""
+    declared = load_sources()
+    emails = [f"evolved{n}@example.org" for n in range(3)]
+    events = [
+        {
+            "event_id": f"ev-pii-{n}",
+            "event_type": "page_view",
+            "user_id": "u-00001",
+            "session_id": "s-u-00001-1",
+            "page": "/",
+            "ts": "2026-11-02T12:00:00Z",
+            "contact_email": email,
+        }
+        for n, email in enumerate(emails)
+    ]
+    phone = "+49 170 5550123"
+    customer = {
+        "customer_id": "c-99999",
+        "email": "evolved-customer@example.org",
+        "full_name": "Evolved Customer",
+        "country": "DE",
+        "credit": Decimal("1.00"),
+        "signup_date": date(2026, 11, 1),
+        "updated_at": datetime(2026, 11, 2, 12, 0),
+        "notes": None,
+        "phone": phone,
+    }
+    change = envelope("c", None, customer, 10**12, 1_793_000_000_000, 9, False)
+    producer = KafkaResource().producer()
+    try:
+        topic = declared.kafka_source("clickstream").resolved_topic(settings.kafka_topic_prefix)
+        for event in events:
+            producer.send(topic, value=json.dumps(event).encode())
+        topic = declared.cdc_source("customers").resolved_topic(settings.kafka_topic_prefix)
+        producer.send(topic, key=b"c-99999", value=json.dumps(change).encode())
+        producer.flush()
+    finally:
+        producer.close()
+    return {*emails, phone, customer["email"], customer["full_name"]}
+
+
 @pytest.mark.timeout(900)
 def test_no_raw_pii_value_appears_in_any_silver_or_gold_table(lakehouse_env, defs):
     assert publish_clickstream(lakehouse_env) and publish_cdc(lakehouse_env)
     assert publish_landing_files(lakehouse_env)
+    evolved = _publish_evolved(lakehouse_env)  # new, unclassified columns carrying PII
     with dg.instance_for_test() as instance:  # the whole graph, as the demo runs it
         result = defs.resolve_job_def("lakehouse").execute_in_process(instance=instance)
         assert result.success
+    withheld = {
+        e.asset_key.path[-1]: e.metadata["unclassified_columns"].value
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "new_columns_classified" and not e.passed
+    }
+    assert withheld == {"page_views": ["contact_email"], "customers": ["phone"]}
 
     catalog = IcebergCatalogResource().load()
     tables = [".".join(t) for ns in ("silver", "gold") for t in catalog.list_tables(ns)]
     assert {"silver.page_views", "silver.customers", "silver.customers_history"} <= set(tables)
     assert "gold.daily_page_views" in tables
     assert catalog.load_table("gold.daily_page_views").scan().to_arrow().num_rows
-    raw = _raw_pii_values()
+    raw = _raw_pii_values() | evolved
+    assert catalog.load_table("silver.customers").schema().find_field("phone")  # evolved
     for name in tables:
         arrow = catalog.load_table(name).scan().to_arrow()
         text = "\n".join(

@@ -1,34 +1,159 @@
-"""Silver: typed, validated, deduplicated Iceberg tables."""
+"""Silver: typed, validated, deduplicated Iceberg tables.
 
+Each build evolves its table first (columns the source started sending, added
+metadata-only; breaking changes stop it naming the field) and withholds unclassified
+new columns of a PII-bearing source, which the WARN check `new_columns_classified`
+names: a column nobody reviewed must not reach silver or gold raw.
+"""
+
+import json
 from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
+from pyiceberg.types import StringType
 
 from lakehouse.ingest.debezium import UNAVAILABLE, parse_change
 from lakehouse.k8s import k8s_tags
 from lakehouse.quality.contracts import contract_for
-from lakehouse.quality.pii import Masker, mask_frame, mask_rows
+from lakehouse.quality.pii import Masker, PiiPolicy, mask_frame, mask_rows
 from lakehouse.quality.policy import enforce
 from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
 from lakehouse.quality.score import quality_metadata
-from lakehouse.sources import CdcSource, DatabaseSource, LandingSource, Sources, sources
+from lakehouse.sources import (
+    CdcSource,
+    DatabaseSource,
+    KafkaSource,
+    LandingSource,
+    Source,
+    Sources,
+    sources,
+)
 from lakehouse.tables import evolution
-from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, with_commit_retries
+from lakehouse.tables.commits import RUN_ID_KEY, conform, ensure_table, with_commit_retries
+from lakehouse.tables.evolution import SchemaBreak
 from lakehouse.tables.metadata import table_metadata
 from lakehouse.tables.rebuilds import superseded_by
 from lakehouse.tables.schemas import (
     QUARANTINE,
     SILVER_PAGE_VIEWS,
     cdc_silver_layouts,
+    iceberg_type,
     typed_silver_layout,
 )
 from lakehouse.transforms.cdc import OrderedChange, apply_changes
-from lakehouse.transforms.page_views import build_page_views
+from lakehouse.transforms.page_views import build_page_views, vanished_fields
 from lakehouse.transforms.typed import latest_typed
 from resources.iceberg import IcebergCatalogResource
+
+NEW_COLUMNS_CHECK = "new_columns_classified"
+
+
+def _new_columns_spec(key: list[str]) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        NEW_COLUMNS_CHECK,
+        asset=key,
+        description="Columns the source started sending that sources.yml does not classify "
+        "(as a declared column, under `plain` or under `pii`). Where the source carries PII "
+        "(or says `new_columns: withhold`) they are withheld: added to this table but null "
+        "until classified; bronze keeps the raw values. WARN while any is withheld.",
+    )
+
+
+def _new_columns_result(
+    key: list[str], source: Source, evolved: list[str], withheld: dict[str, int]
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=NEW_COLUMNS_CHECK,
+        passed=not withheld,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"withheld until classified in sources.yml: {', '.join(withheld)}"
+            if withheld
+            else "every column is classified or allowed"
+        ),
+        metadata={
+            "policy": str(source.new_column_policy),
+            "evolved_columns": dg.MetadataValue.json(sorted(evolved)),
+            "unclassified_columns": dg.MetadataValue.json(sorted(withheld)),
+            "withheld_values": sum(withheld.values()),
+            "withheld_values_per_column": dg.MetadataValue.json(withheld),
+        },
+    )
+
+
+def _withhold(rows: pa.Table, columns: list[str]) -> tuple[pa.Table, dict[str, int]]:
+    """``rows`` with ``columns`` nulled, and how many values each held."""
+    counts = {}
+    for column in columns:
+        if column not in rows.column_names:
+            continue
+        index = rows.schema.get_field_index(column)
+        field = rows.schema.field(index)
+        counts[column] = rows.num_rows - rows[column].null_count
+        rows = rows.set_column(index, field, pa.nulls(rows.num_rows, field.type))
+    return rows, counts
+
+
+def _pii_as_text(rows: pa.Table, pii) -> pa.Table:
+    """PII columns as Arrow's text of each value (pandas would turn 50 into 50.0)."""
+    for column in pii:
+        if column in rows.column_names and not pa.types.is_string(rows.schema.field(column).type):
+            index = rows.schema.get_field_index(column)
+            rows = rows.set_column(index, column, rows[column].cast(pa.string()))
+    return rows
+
+
+def _evolve(table: Table, additions: dict, retyped: dict) -> Table:
+    """New columns added and reclassified ones retyped: metadata-only commits."""
+    return evolution.retype(evolution.apply(table, additions), retyped)
+
+
+def _evolution_metadata(additions: dict, withheld: list[str], counts: dict[str, int]) -> dict:
+    return {
+        "columns_added": dg.MetadataValue.json({n: str(t) for n, t in additions.items()}),
+        "columns_withheld": dg.MetadataValue.json(withheld),
+        "withheld_values": sum(counts.values()),
+    }
+
+
+def _check_required_fields(catalog, bronze: Table, source: KafkaSource) -> None:
+    """A required field that no event of the newest bronze batch carries any more.
+
+    Bronze quarantines each event without a required field, one by one; when a whole
+    batch lacks it, the producer dropped the field: the source stops, naming it.
+    """
+    snapshot = bronze.current_snapshot()
+    run_id = snapshot.summary.additional_properties.get(RUN_ID_KEY) if snapshot else None
+    if not run_id or not source.required:
+        return
+    batch = EqualTo("_run_id", run_id)
+    events = [
+        json.loads(p)
+        for p in bronze.scan(row_filter=batch, selected_fields=("payload",))
+        .to_arrow()["payload"]
+        .to_pylist()
+    ]
+    quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
+    for raw in quarantine.scan(row_filter=batch, selected_fields=("_raw",)).to_arrow()["_raw"]:
+        try:
+            events.append(json.loads(raw.as_py()))
+        except (TypeError, ValueError):
+            continue  # not JSON at all: quarantined for that, says nothing of fields
+    objects = [e for e in events if isinstance(e, dict)]
+    carried = [{k for k, v in e.items() if v not in (None, "")} for e in objects]
+    gone = vanished_fields(carried, source.required)
+    if gone:
+        raise SchemaBreak(
+            f"silver.page_views: required field {gone[0]!r} is missing from all "
+            f"{len(objects)} events of the newest bronze batch (run {run_id}; they are in "
+            f"{source.quarantine_table}): the producer dropped it? Nothing was written; "
+            "restore the field, or make it optional in sources.yml and replay the quarantine."
+        )
 
 
 @dg.multi_asset(
@@ -52,6 +177,7 @@ from resources.iceberg import IcebergCatalogResource
             automation_condition=dg.AutomationCondition.eager(),
         ),
     ],
+    check_specs=[_new_columns_spec(["silver", "page_views"])],
 )
 def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
     catalog = iceberg.load()
@@ -60,18 +186,35 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
     masker = Masker.from_settings()
     bronze = ensure_table(catalog, source.bronze_table, source.layout)
     bronze_snapshot = bronze.current_snapshot()
-    result = build_page_views(bronze.scan().to_arrow())
+    # breaking changes stop here, before anything is written, naming the field
+    _check_required_fields(catalog, bronze, source)
+    result = build_page_views(
+        bronze.scan().to_arrow(),
+        declared=source.columns.values(),
+        current=_existing_schema(catalog, "silver.page_views"),
+    )
+    withheld = source.withheld(result.evolved)
+    raw_policy = {**source.pii, **{c: PiiPolicy.REDACT for c in withheld}}
 
     # PII is masked before anything is stored, quarantine included
     rejects = result.rejects.assign(
         _source="clickstream",
-        _raw=[masker.mask_json_text(t, source.pii) for t in result.rejects["_raw"]],
+        _raw=[masker.mask_json_text(t, raw_policy) for t in result.rejects["_raw"]],
         _ingested_at=datetime.now(UTC),
         _run_id=context.run.run_id,
     )
-    enforced = enforce(contract, mask_frame(result.silver.to_pandas(), source.pii, masker))
+    silver_table = _evolve(
+        ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS),
+        result.additions,
+        {c: StringType() for c in result.evolved if c in source.pii},
+    )
+    if result.additions:
+        context.log.info(f"schema evolved: added {sorted(result.additions)} to silver.page_views")
+    unmasked, withheld_values = _withhold(result.silver, withheld)
+    unmasked = _pii_as_text(unmasked, source.pii)
+    enforced = enforce(contract, mask_frame(unmasked.to_pandas(), source.pii, masker))
     silver_rows = pa.Table.from_pandas(
-        enforced.passed, schema=SILVER_PAGE_VIEWS.arrow_schema(), preserve_index=False
+        enforced.passed, schema=silver_table.schema().as_arrow(), preserve_index=False
     )
     quarantine_rows = quarantine_table(
         rejects, quarantine_frame(enforced, "clickstream", context.run.run_id)
@@ -112,12 +255,14 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
             "rows_quarantined": quarantine_rows.num_rows,
             "bronze_snapshot_id": properties["lakehouse.bronze-snapshot-id"],
             "superseded_by_bronze_snapshot": str(newer[0]) if newer else "",
+            **_evolution_metadata(result.additions, withheld, withheld_values),
         },
     )
     yield dg.MaterializeResult(
         asset_key=["quarantine", "page_views"],
         metadata={**table_metadata(quarantine), "rows_quarantined": quarantine_rows.num_rows},
     )
+    yield _new_columns_result(["silver", "page_views"], source, result.evolved, withheld_values)
 
 
 def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
@@ -158,6 +303,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
                 automation_condition=dg.AutomationCondition.eager(),
             ),
         ],
+        check_specs=[_new_columns_spec(["silver", source.name])],
     )
     def _asset(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
         catalog = iceberg.load()
@@ -177,17 +323,31 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
             skip=UNAVAILABLE,
         )
         applied = apply_changes(changes, source.keys)
-        current_table = evolution.apply(
-            ensure_table(catalog, f"silver.{source.name}", current_layout), additions
+        existing = _existing_schema(catalog, f"silver.{source.name}")
+        evolved = [
+            c
+            for c in (*(existing.column_names if existing else ()), *additions)
+            if c not in current_layout.schema.column_names
+        ]
+        # declared types win (a column classified after it evolved), masked PII is text
+        retyped = {
+            **{c: iceberg_type(t) for c, t in source.columns.items()},
+            **{c: StringType() for c in evolved if c in source.pii},
+        }
+        current_table = _evolve(
+            ensure_table(catalog, f"silver.{source.name}", current_layout), additions, retyped
         )
-        history_table = evolution.apply(
-            ensure_table(catalog, f"silver.{source.name}_history", history_layout), additions
+        history_table = _evolve(
+            ensure_table(catalog, f"silver.{source.name}_history", history_layout),
+            additions,
+            retyped,
         )
         if additions:
             context.log.info(f"schema evolved: added {sorted(additions)} to silver.{source.name}")
         undeclared = set(current_table.schema().column_names) - set(
             current_layout.schema.column_names
         )
+        withheld = source.withheld(undeclared)
         properties = {
             RUN_ID_KEY: context.run.run_id,
             "lakehouse.bronze-snapshot-id": str(snapshot.snapshot_id if snapshot else ""),
@@ -195,9 +355,12 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         masker = Masker.from_settings()
         contract = contract_for(f"silver.{source.name}")
         current_schema = current_table.schema().as_arrow()
-        masked = pa.Table.from_pylist(
-            _storable(mask_rows(applied.current, source.pii, masker), undeclared),
-            schema=current_schema,
+        masked, withheld_values = _withhold(
+            pa.Table.from_pylist(
+                _storable(mask_rows(applied.current, source.pii, masker), undeclared),
+                schema=current_schema,
+            ),
+            withheld,
         )
         enforced = enforce(contract, masked.to_pandas())
         current_rows = pa.Table.from_pandas(
@@ -206,9 +369,12 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         quarantine_rows = quarantine_table(
             quarantine_frame(enforced, source.name, context.run.run_id)
         )
-        history_rows = pa.Table.from_pylist(
-            _storable(mask_rows(applied.history, source.pii, masker), undeclared),
-            schema=history_table.schema().as_arrow(),
+        history_rows, _ = _withhold(
+            pa.Table.from_pylist(
+                _storable(mask_rows(applied.history, source.pii, masker), undeclared),
+                schema=history_table.schema().as_arrow(),
+            ),
+            withheld,
         )
 
         def write() -> tuple[Table, Table, Table]:
@@ -226,9 +392,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
             metadata={
                 **table_metadata(current),
                 **quality_metadata(contract, enforced),
-                "columns_added": dg.MetadataValue.json(
-                    {name: str(ftype) for name, ftype in additions.items()}
-                ),
+                **_evolution_metadata(additions, withheld, withheld_values),
                 "rows_quarantined": quarantine_rows.num_rows,
                 "changes_in_log": len(changes),
                 "changes_applied": applied.events_applied,
@@ -245,6 +409,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
             asset_key=["quarantine", source.name],
             metadata={**table_metadata(quarantine), "rows_quarantined": quarantine_rows.num_rows},
         )
+        yield _new_columns_result(["silver", source.name], source, evolved, withheld_values)
 
     return _asset
 
@@ -306,19 +471,49 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
         automation_condition=dg.AutomationCondition.eager(),
         metadata={"lakehouse/keys": list(source.keys)},
         op_tags=k8s_tags("arrow"),
+        check_specs=[_new_columns_spec(["silver", source.name])],
     )
     def _asset(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
         catalog = iceberg.load()
         bronze = ensure_table(catalog, source.bronze_table, source.layout)
         snapshot = bronze.current_snapshot()
-        rows = bronze.scan(selected_fields=(*source.columns, *order_by)).to_arrow()
-        result = latest_typed(rows, source.columns, source.keys, order_by)
-        silver_rows = result.silver
-        if source.pii:  # masked on entry to silver, like every other silver table
-            masked = mask_frame(silver_rows.to_pandas(), source.pii, Masker.from_settings())
-            silver_rows = pa.Table.from_pandas(
-                masked, schema=result.silver.schema, preserve_index=False
+        # columns ingestion added to bronze (the source started sending them): typed by
+        # the source's own type where it told one, else kept as the text that arrived
+        known = set(source.layout.schema.column_names)
+        extras = {
+            f.name: evolution.text_type(f) for f in bronze.schema().fields if f.name not in known
+        }
+        columns = {**source.columns, **extras}
+        in_bronze = set(bronze.schema().column_names)
+        rows = bronze.scan(
+            selected_fields=(*(c for c in columns if c in in_bronze), *order_by)
+        ).to_arrow()
+        for column in columns.keys() - in_bronze:  # declared before any row carried it
+            rows = rows.append_column(column, pa.nulls(rows.num_rows, pa.string()))
+        result = latest_typed(rows, columns, source.keys, order_by)
+        table = ensure_table(catalog, f"silver.{source.name}", layout)
+        present = set(table.schema().column_names)
+        table = _evolve(
+            table,
+            {c: iceberg_type(t) for c, t in extras.items() if c not in present},
+            {
+                **{c: iceberg_type(t) for c, t in columns.items()},
+                **{c: StringType() for c in source.pii},
+            },
+        )
+        if extras.keys() - present:
+            context.log.info(
+                f"schema evolved: added {sorted(extras.keys() - present)} to silver.{source.name}"
             )
+        withheld = source.withheld(extras)
+        silver_rows, withheld_values = _withhold(result.silver, withheld)
+        schema = table.schema().as_arrow()
+        if source.pii:  # masked on entry to silver, like every other silver table
+            unmasked = _pii_as_text(silver_rows, source.pii)
+            masked = mask_frame(unmasked.to_pandas(), source.pii, Masker.from_settings())
+            silver_rows = pa.Table.from_pandas(masked, schema=schema, preserve_index=False)
+        else:
+            silver_rows = conform(silver_rows, schema)
         properties = {
             RUN_ID_KEY: context.run.run_id,
             "lakehouse.bronze-snapshot-id": str(snapshot.snapshot_id if snapshot else ""),
@@ -330,13 +525,20 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
             return table
 
         table = with_commit_retries(write)
+        key = ["silver", source.name]
         return dg.MaterializeResult(
             metadata={
                 **table_metadata(table),
                 "bronze_rows": result.bronze_rows,
                 "superseded_versions": result.superseded,
                 "bronze_snapshot_id": properties["lakehouse.bronze-snapshot-id"],
-            }
+                **_evolution_metadata(
+                    {c: iceberg_type(t) for c, t in extras.items() if c not in present},
+                    withheld,
+                    withheld_values,
+                ),
+            },
+            check_results=[_new_columns_result(key, source, list(extras), withheld_values)],
         )
 
     return _asset

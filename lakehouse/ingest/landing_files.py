@@ -27,6 +27,7 @@ from pyiceberg.catalog import Catalog
 from lakehouse.ingest.records import QuarantineBuffer
 from lakehouse.ingest.values import DECIMAL, value_error
 from lakehouse.sources import LandingSource
+from lakehouse.tables import evolution
 from lakehouse.tables.commits import (
     append_with_position,
     committed_positions,
@@ -104,6 +105,7 @@ def ingest_files(
         bronze = ensure_table(catalog, source.bronze_table, layout)
         quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
         done = {k for pos in committed_positions(bronze, source.name) for k in pos}
+        known = set(bronze.schema().column_names)
         batch = FileBatch(files=[])
         ingested_at = datetime.now(UTC)
         rows = LandedRows()
@@ -150,7 +152,9 @@ def ingest_files(
         if fresh:
             rejects.rows = fresh
             append_with_position(quarantine, rejects.to_arrow(), source.name, todo, run_id)
-        arrow = rows.to_arrow(layout.arrow_schema(), source.name, ingested_at, run_id)
+        # columns the files started carrying join bronze as text (metadata-only add)
+        bronze = evolution.add_text_columns(bronze, dict.fromkeys(rows.columns() - known))
+        arrow = rows.to_arrow(bronze.schema().as_arrow(), source.name, ingested_at, run_id)
         batch.snapshot_id = append_with_position(bronze, arrow, source.name, todo, run_id)
         batch.landed = arrow.num_rows
         batch.quarantined = batch.records_in - batch.landed
@@ -183,11 +187,16 @@ class LandedRows:
     def __len__(self) -> int:
         return len(self.dicts) + sum(t.num_rows for t in self.tables)
 
+    def columns(self) -> set[str]:
+        return {k for d in self.dicts for k in d} | {c for t in self.tables for c in t.column_names}
+
     def to_arrow(
         self, schema: pa.Schema, source: str, ingested_at: datetime, run_id: str
     ) -> pa.Table:
         """All good rows in the bronze layout, with the batch's lineage columns."""
-        parts = [pa.Table.from_pylist(self.dicts)] if self.dicts else []
+        # every key of every row (a file's new column is not in the first row's file)
+        names = {k: pa.int64() if k == "_row" else pa.string() for d in self.dicts for k in d}
+        parts = [pa.Table.from_pylist(self.dicts, pa.schema(names))] if self.dicts else []
         out = []
         for table in parts + self.tables:
             n = table.num_rows
@@ -241,13 +250,17 @@ def _check_row(values: dict[str, Any], line: int, raw: str, uri, source, rows, r
         rejects.add("schema", "; ".join(problems), raw, _file=uri, _row=line)
         return
     row = {c: _text(values.get(c)) for c in source.columns}
-    rows.append({**row, "_file": uri, "_row": line})
+    # undeclared columns flow as text; names starting "_" are lineage's
+    extra = {c: _text(v) for c, v in values.items() if c not in row and not c.startswith("_")}
+    rows.append({**row, **extra, "_file": uri, "_row": line})
 
 
 def _parse_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(reader)]
     expected = list(source.columns)
+    if header != expected and _declared_in(header, source, uri):
+        return _parse_csv_by_name(reader, header, uri, source, rows, rejects)
     if header != expected:
         rejects.add(
             "header",
@@ -281,6 +294,39 @@ def _parse_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int
         columns = [pa.array(c, pa.string()) for c in zip(*records, strict=True)]
         line_numbers = pa.array(lines, pa.int64())
         _land_columns(columns, line_numbers, records.__getitem__, uri, source, rows, rejects)
+    return count
+
+
+def _declared_in(names: list[str], source: LandingSource, uri: str) -> bool:
+    """Whether a file's columns hold every declared one (then read by name, extras too).
+
+    A file sharing no column with the declaration is not this source's: quarantined
+    whole. One that shares some but lacks a declared column is a dropped column: the
+    source stops, naming it (evolution.SchemaBreak), with nothing committed.
+    """
+    missing = [c for c in source.columns if c not in names]
+    if missing and set(names) & set(source.columns):
+        raise evolution.SchemaBreak(
+            f"source {source.name!r}: declared column(s) {missing} missing from {uri} (it has "
+            f"{names}): dropped or renamed? Nothing was ingested; remove them from sources.yml "
+            "if the drop is intended, or replace the file, then run again."
+        )
+    return not missing
+
+
+def _parse_csv_by_name(reader, header, uri, source, rows, rejects) -> int:
+    """Rows of a file whose header reorders the declared columns or adds new ones."""
+    count = 0
+    for line, values in enumerate(reader, start=2):
+        if not values:
+            continue
+        count += 1
+        if len(values) != len(header):
+            reason = f"expected {len(header)} fields, found {len(values)}"
+            rejects.add("column_count", reason, ",".join(values), _file=uri, _row=line)
+            continue
+        record = dict(zip(header, values, strict=True))
+        _check_row(record, line, ",".join(values), uri, source, rows, rejects)
     return count
 
 
@@ -378,6 +424,7 @@ def _certain_pattern(declared: str) -> str | None:
 
 def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
     count = 0
+    keys: set[str] = set()
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -391,7 +438,10 @@ def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> i
             kind = type(record).__name__
             rejects.add("json_object", f"a JSON {kind}, not an object", raw, _file=uri, _row=line)
             continue
+        keys.update(record)
         _check_row(record, line, raw[:4096], uri, source, rows, rejects)
+    if keys:
+        _declared_in(sorted(keys), source, uri)  # a declared key no record carries: dropped
     return count
 
 
@@ -401,12 +451,12 @@ def _parse_parquet(body: bytes, uri: str, source: LandingSource, rows, rejects) 
     except (pa.ArrowInvalid, OSError) as exc:
         rejects.add("parquet", f"unreadable Parquet file: {exc}", None, _file=uri, _row=None)
         return 0
-    missing = [c for c in source.columns if c not in table.column_names]
-    if missing:
+    if not _declared_in(table.column_names, source, uri):
+        missing = [c for c in source.columns if c not in table.column_names]
         reason = f"missing declared columns {missing}; file has {table.column_names}"
         rejects.add("header", reason, None, _file=uri, _row=None)
         return 0
-    for line, record in enumerate(table.select(list(source.columns)).to_pylist(), start=1):
+    for line, record in enumerate(table.to_pylist(), start=1):
         raw = json.dumps(record, default=str)
         _check_row(record, line, raw, uri, source, rows, rejects)
     return table.num_rows
@@ -428,4 +478,6 @@ def _text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str, sort_keys=True)
     return str(value)

@@ -128,7 +128,9 @@ def mask_frame(df, pii: Mapping[str, PiiPolicy], masker: Masker):
     out = df.copy()
     for column, policy in pii.items():
         if column in out.columns:
-            out[column] = masker.mask_column(out[column].tolist(), policy)
+            # pandas' string dtype reads nulls as NaN: they must stay null, not hash "nan"
+            values = [None if v is None or v != v else v for v in out[column].tolist()]
+            out[column] = masker.mask_column(values, policy)
     return out
 
 

@@ -157,3 +157,64 @@ def apply(table: Table, additions: Mapping[str, IcebergType]) -> Table:
     with table.update_schema() as update:
         update.union_by_name(Schema(*fields))
     return table.refresh()
+
+
+def promotable(old: IcebergType, new: IcebergType) -> bool:
+    """Iceberg's widening promotions: applied in place, no data file rewritten."""
+    if old == new:
+        return True
+    if isinstance(old, IntegerType) and isinstance(new, LongType):
+        return True
+    if isinstance(old, DecimalType) and isinstance(new, DecimalType):
+        return old.scale == new.scale and old.precision <= new.precision
+    return False
+
+
+def retype(table: Table, wanted: Mapping[str, IcebergType]) -> Table:
+    """Give columns of a rebuilt-every-run table (silver) the type sources.yml now declares.
+
+    A widening is promoted in place. Anything else (a string column, evolved before the
+    user classified it, now declared a decimal or hashed as PII) is dropped and added
+    again under a new field id: metadata only, and the run's full overwrite then
+    replaces every data file that held the old column.
+    """
+    current = {f.name: f.field_type for f in table.schema().fields}
+    promote = {c: t for c, t in wanted.items() if c in current and current[c] != t}
+    if not promote:
+        return table
+    replace = {c: t for c, t in promote.items() if not promotable(current[c], t)}
+    with table.update_schema() as update:
+        for column, ftype in promote.items():
+            if column in replace:
+                update.delete_column(column)
+            else:
+                update.update_column(column, field_type=ftype)
+    if replace:
+        with table.update_schema() as update:
+            for column, ftype in replace.items():
+                update.add_column(column, ftype, required=False)
+    return table.refresh()
+
+
+# Bronze keeps values as text; the type a column had in the source (when the source
+# says, e.g. PostgreSQL's catalog) travels in the bronze field's doc, for silver.
+TYPE_DOC = "lakehouse.type="
+
+
+def add_text_columns(table: Table, columns: Mapping[str, str | None]) -> Table:
+    """Add raw-text columns to a bronze table (metadata only), each with its source type."""
+    existing = set(table.schema().column_names)
+    fresh = {c: t for c, t in columns.items() if c not in existing}
+    if not fresh:
+        return table
+    with table.update_schema() as update:
+        for column, declared in fresh.items():
+            doc = f"{TYPE_DOC}{declared}" if declared else None
+            update.add_column(column, StringType(), doc=doc, required=False)
+    return table.refresh()
+
+
+def text_type(field: NestedField) -> str:
+    """The declared type of an evolved bronze text column: its source type, else string."""
+    doc = field.doc or ""
+    return doc[len(TYPE_DOC) :] if doc.startswith(TYPE_DOC) else "string"

@@ -1,14 +1,32 @@
-"""bronze.clickstream -> silver.page_views: type, validate, deduplicate."""
+"""bronze.clickstream -> silver.page_views: type, validate, deduplicate, evolve.
+
+Bronze keeps each event whole in ``payload``; silver takes its columns from there,
+so a field the producers start sending becomes a silver column in the same run
+(``evolution.plan`` types it from the values) without touching bronze or its
+ingestion. Declared fields are text: a declared field that arrives as another JSON
+type (``user_id`` as an object), or that no event of the newest batch carries any
+more, is a breaking change and stops the source naming the field.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
+from pyiceberg.schema import Schema
+from pyiceberg.types import IcebergType, NestedField
 
+from lakehouse.tables import evolution
+from lakehouse.tables.evolution import SchemaBreak
 from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
+
+TABLE = "silver.page_views"
+# silver columns read from the event by name, leniently (a number lands as its text)
+DETAIL_FIELDS = ("session_id", "page", "product_id")
+BASE_COLUMNS = frozenset(SILVER_PAGE_VIEWS.schema.column_names)
 
 
 @dataclass
@@ -17,13 +35,21 @@ class PageViewsResult:
     rejects: pd.DataFrame  # columns: _rule, _reason, _raw, _kafka_partition, _kafka_offset
     bronze_page_view_rows: int
     duplicates_removed: int
+    # columns new in this run (to add to the table before writing), by Iceberg type
+    additions: dict[str, IcebergType] = field(default_factory=dict)
+    # every column beyond the base layout that ``silver`` carries (earlier and new)
+    evolved: list[str] = field(default_factory=list)
 
 
-def build_page_views(bronze: pa.Table) -> PageViewsResult:
+def build_page_views(
+    bronze: pa.Table, declared: Iterable[str] = (), current: Schema | None = None
+) -> PageViewsResult:
     """Page views typed and deduplicated on ``event_id`` (first by Kafka position wins).
 
     A producer that retries re-sends the same event; the copy with the lowest
     (partition, offset) is the one the business saw first, so it is kept.
+    ``declared`` are the event fields sources.yml names (text); ``current`` is the
+    silver table's schema, whose evolved columns keep their type.
     """
     df = bronze.select(
         [
@@ -56,6 +82,28 @@ def build_page_views(bronze: pa.Table) -> PageViewsResult:
     good = good.sort_values(["_kafka_partition", "_kafka_offset"])
     deduped = good.drop_duplicates(subset=["event_id"], keep="first")
     details = [json.loads(p) for p in deduped["payload"]]
+    positions = [
+        f"kafka {p}/{o}"
+        for p, o in zip(deduped["_kafka_partition"], deduped["_kafka_offset"], strict=True)
+    ]
+    declared = tuple(declared)
+    _check_declared_text(details, positions, declared)
+    ignored = BASE_COLUMNS | set(DETAIL_FIELDS) | set(declared)
+    additions = evolution.plan(
+        TABLE,
+        {},
+        current,
+        (
+            (at, {k: v for k, v in d.items() if k not in ignored})
+            for at, d in zip(positions, details, strict=True)
+        ),
+    )
+    earlier = [f for f in (current.fields if current else ()) if f.name not in BASE_COLUMNS]
+    new_fields = [
+        NestedField(1000 + i, name, ftype, required=False)
+        for i, (name, ftype) in enumerate(additions.items())
+    ]
+    extra = [*earlier, *new_fields]
     out = pd.DataFrame(
         {
             "event_id": deduped["event_id"].to_numpy(),
@@ -70,16 +118,55 @@ def build_page_views(bronze: pa.Table) -> PageViewsResult:
     )
     out["event_ts"] = pd.to_datetime(out["event_ts"], utc=True)
     out["event_date"] = out["event_ts"].dt.date
-    out = out.sort_values(["event_ts", "event_id"]).reset_index(drop=True)
+    order = out.sort_values(["event_ts", "event_id"]).index.to_numpy()
+    out = out.loc[order].reset_index(drop=True)
+    schema = Schema(*SILVER_PAGE_VIEWS.schema.fields, *extra).as_arrow()
     silver = pa.Table.from_pandas(
         out, schema=SILVER_PAGE_VIEWS.arrow_schema(), preserve_index=False
     )
+    for f in extra:  # older events without the field read null
+        target = schema.field(f.name)
+        values = [evolution.to_storable(details[i].get(f.name)) for i in order]
+        silver = silver.append_column(target, pa.array(values, target.type))
     return PageViewsResult(
         silver=silver,
         rejects=rejects.reset_index(drop=True),
         bronze_page_view_rows=total,
         duplicates_removed=len(good) - len(deduped),
+        additions=additions,
+        evolved=[f.name for f in extra],
     )
+
+
+def _check_declared_text(details: list[dict], positions: list[str], declared: tuple[str, ...]):
+    for at, event in zip(positions, details, strict=True):
+        for name in declared:
+            value = event.get(name)
+            if value is not None and not isinstance(value, str):
+                raise SchemaBreak(
+                    f"{TABLE}: declared event field {name!r} is text but the event at {at} "
+                    f"sent a JSON {_json_kind(value)} {json.dumps(value)[:60]!r} (type changed). "
+                    "Nothing was written; fix the producer, or map the field differently in "
+                    "sources.yml, then run again."
+                )
+
+
+def vanished_fields(events: Iterable[dict], declared: Iterable[str]) -> list[str]:
+    """Declared fields that no event of a batch carries (none for an empty batch)."""
+    seen: set[str] = set()
+    any_event = False
+    for event in events:
+        any_event = True
+        seen.update(event)
+    return [] if not any_event else [f for f in declared if f not in seen]
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {dict: "object", list: "array"}.get(type(value), type(value).__name__)
 
 
 def _text(value) -> str | None:
