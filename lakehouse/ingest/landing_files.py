@@ -255,24 +255,19 @@ class LandedRows:
         """All good rows in the bronze layout, with the batch's lineage columns."""
         parts = [pa.Table.from_pylist(self.dicts)] if self.dicts else []
         out = []
+        values = {"_source": source, "_ingested_at": ingested_at, "_run_id": run_id}
         for table in parts + self.tables:
             n = table.num_rows
-            lineage = {
-                "_source": pa.repeat(pa.scalar(source, pa.string()), n),
-                "_ingested_at": pa.repeat(pa.scalar(ingested_at, pa.timestamp("us", "UTC")), n),
-                "_run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
-            }
-            columns = [
-                table[f.name]
-                if f.name in table.column_names
-                else lineage.get(f.name, pa.nulls(n, f.type))
-                for f in schema
-            ]
-            out.append(
-                pa.Table.from_arrays(
-                    [c.cast(f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
-                )
-            )
+            columns = []
+            for f in schema:
+                if f.name in table.column_names:
+                    column = table[f.name]
+                    columns.append(column if column.type == f.type else column.cast(f.type))
+                elif f.name in values:  # built in the bronze type: no cast of n values
+                    columns.append(pa.repeat(pa.scalar(values[f.name], f.type), n))
+                else:
+                    columns.append(pa.nulls(n, f.type))
+            out.append(pa.Table.from_arrays(columns, schema=schema))
         return pa.concat_tables(out) if out else schema.empty_table()
 
 
@@ -383,7 +378,10 @@ def _parse_plain_csv(text: str, uri: str, source: LandingSource, rows, rejects) 
             column_names=expected, use_threads=False, block_size=1 << 24
         ),
         parse_options=pacsv.ParseOptions(quote_char=False, invalid_row_handler=skip),
-        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(expected, pa.string())),
+        # large_string: bronze's string type, so the text is never copied by a cast
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(expected, pa.large_string())
+        ),
     )
     for row in invalid:
         rejects.add(
@@ -476,7 +474,7 @@ def _fits(declared: str, column: pa.Array) -> pa.Array | None:
     unsure = pc.unique(column.filter(pc.invert(fits)))
     bad = [v for v in unsure.to_pylist() if value_error(declared, v)]
     if bad:
-        return pc.invert(pc.is_in(column, pa.array(bad, pa.string())))
+        return pc.invert(pc.is_in(column, pa.array(bad, column.type)))
     return None
 
 
