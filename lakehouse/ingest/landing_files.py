@@ -371,11 +371,13 @@ def _parse_plain_csv(text: str, uri: str, source: LandingSource, rows, rejects) 
         invalid.append(row)
         return "skip"
 
+    data = body.encode("utf-8")
     table = pacsv.read_csv(
-        io.BytesIO(body.encode("utf-8")),
-        # single-threaded: the reader numbers invalid rows only then
+        io.BytesIO(data),
+        # single-threaded: the reader numbers invalid rows only then; one block, so no
+        # line is too long for a block (the csv module path has no such limit)
         read_options=pacsv.ReadOptions(
-            column_names=expected, use_threads=False, block_size=1 << 24
+            column_names=expected, use_threads=False, block_size=len(data) + 1
         ),
         parse_options=pacsv.ParseOptions(quote_char=False, invalid_row_handler=skip),
         # large_string: bronze's string type, so the text is never copied by a cast
