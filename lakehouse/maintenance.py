@@ -1,5 +1,6 @@
 """Daily Iceberg maintenance: expire old snapshots of every lakehouse table, keeping
-the committed source positions (see ``lakehouse/tables/maintenance.py``)."""
+the committed source positions, then remove the files no snapshot references any
+more (see ``lakehouse/tables/maintenance.py``)."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -7,7 +8,7 @@ import dagster as dg
 
 from lakehouse.k8s import k8s_tags
 from lakehouse.settings import get_settings
-from lakehouse.tables.maintenance import expire_snapshots
+from lakehouse.tables.maintenance import expire_snapshots, remove_orphan_files
 from resources.iceberg import IcebergCatalogResource
 
 NAMESPACES = ("bronze", "quarantine", "silver", "gold")
@@ -16,8 +17,7 @@ NAMESPACES = ("bronze", "quarantine", "silver", "gold")
 @dg.op(
     tags=k8s_tags("light"),
     description="Checkpoint each table's source positions, then expire snapshots older than "
-    "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS except the newest LAKEHOUSE_SNAPSHOTS_KEEP_LAST. "
-    "Orphan files are not removed (pyiceberg 0.12 cannot); use Spark's remove_orphan_files.",
+    "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS except the newest LAKEHOUSE_SNAPSHOTS_KEEP_LAST.",
 )
 def expire_table_snapshots(
     context: dg.OpExecutionContext, iceberg: IcebergCatalogResource
@@ -27,16 +27,13 @@ def expire_table_snapshots(
     catalog = iceberg.load()
     expired = 0
     report = {}
-    for namespace in NAMESPACES:
-        if (namespace,) not in catalog.list_namespaces():
-            continue
-        for identifier in catalog.list_tables(namespace):
-            result = expire_snapshots(
-                catalog.load_table(identifier), cutoff, settings.snapshots_keep_last
-            )
-            expired += result.expired
-            report[result.table] = f"expired {result.expired}, kept {result.kept}"
-            context.log.info(f"{result.table}: {report[result.table]}")
+    for identifier in _tables(catalog):
+        result = expire_snapshots(
+            catalog.load_table(identifier), cutoff, settings.snapshots_keep_last
+        )
+        expired += result.expired
+        report[result.table] = f"expired {result.expired}, kept {result.kept}"
+        context.log.info(f"{result.table}: {report[result.table]}")
     return dg.Output(
         expired,
         metadata={
@@ -47,13 +44,73 @@ def expire_table_snapshots(
     )
 
 
+def _tables(catalog) -> list[tuple[str, ...]]:
+    return [
+        identifier
+        for namespace in NAMESPACES
+        if (namespace,) in catalog.list_namespaces()
+        for identifier in catalog.list_tables(namespace)
+    ]
+
+
+class OrphanFilesConfig(dg.Config):
+    """A dry run lists what would be deleted (in the run's metadata) and deletes nothing."""
+
+    dry_run: bool = False
+
+
+@dg.op(
+    tags=k8s_tags("light"),
+    ins={"after_expiry": dg.In(dg.Nothing)},
+    description="Delete files under each table's location that no snapshot references "
+    "(left by killed runs, or by snapshots just expired) and older than "
+    "LAKEHOUSE_ORPHAN_FILE_MIN_AGE_HOURS, so that a write in flight is never touched.",
+)
+def remove_table_orphan_files(
+    context: dg.OpExecutionContext, config: OrphanFilesConfig, iceberg: IcebergCatalogResource
+) -> dg.Output[int]:
+    settings = get_settings()
+    cutoff = datetime.now(UTC) - timedelta(hours=settings.orphan_file_min_age_hours)
+    catalog = iceberg.load()
+    report = {}
+    orphans = orphan_bytes = deleted = too_young = 0
+    for identifier in _tables(catalog):
+        result = remove_orphan_files(catalog.load_table(identifier), cutoff, config.dry_run)
+        orphans += result.orphans
+        orphan_bytes += result.orphan_bytes
+        deleted += result.deleted
+        too_young += result.too_young
+        if result.orphans or result.too_young:
+            report[result.table] = {
+                "orphans": result.orphans,
+                "bytes": result.orphan_bytes,
+                "deleted": result.deleted,
+                "kept, younger than the cutoff": result.too_young,
+                "paths": result.paths[:50],
+            }
+            context.log.info(f"{result.table}: {report[result.table]}")
+    return dg.Output(
+        deleted,
+        metadata={
+            "orphan files": orphans,
+            "orphan bytes": orphan_bytes,
+            "files deleted": deleted,
+            "unreferenced files kept (younger than the cutoff)": too_young,
+            "dry run": config.dry_run,
+            "cutoff": cutoff.isoformat(),
+            "tables": dg.MetadataValue.json(report),
+        },
+    )
+
+
 @dg.job(
     name="iceberg_maintenance",
-    description="Expire old Iceberg snapshots, never the committed source positions.",
+    description="Expire old Iceberg snapshots, never the committed source positions; then "
+    "delete the files no snapshot references any more.",
     tags={"dagster/max_retries": "1"},
 )
 def iceberg_maintenance_job() -> None:
-    expire_table_snapshots()
+    remove_table_orphan_files(expire_table_snapshots())
 
 
 iceberg_maintenance_schedule = dg.ScheduleDefinition(
@@ -62,5 +119,6 @@ iceberg_maintenance_schedule = dg.ScheduleDefinition(
     cron_schedule="30 3 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily snapshot expiry (retention from LAKEHOUSE_SNAPSHOT_RETENTION_HOURS).",
+    description="Daily snapshot expiry (retention from LAKEHOUSE_SNAPSHOT_RETENTION_HOURS) and "
+    "orphan-file removal (files older than LAKEHOUSE_ORPHAN_FILE_MIN_AGE_HOURS).",
 )

@@ -80,6 +80,9 @@ class LakehouseSettings(BaseSettings):
     # newest few and the position checkpoint (lakehouse/tables/maintenance.py)
     snapshot_retention_hours: int = 168
     snapshots_keep_last: int = 5
+    # files no snapshot references are deleted only once older than this: a run
+    # writes its data files before it commits them
+    orphan_file_min_age_hours: int = 72
 
     # S3 / MinIO
     s3_endpoint_url: str | None = None

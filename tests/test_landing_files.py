@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from lakehouse.ingest import landing_files
 from lakehouse.ingest.landing_files import (
+    LandedRows,
     ingest_files,
     ingested_files,
     list_new_files,
+    parse_file,
     split_version,
 )
+from lakehouse.ingest.records import QuarantineBuffer
 from lakehouse.sources import sources
 from resources.iceberg import IcebergCatalogResource
 from resources.s3 import S3Resource
@@ -169,3 +178,55 @@ def test_a_file_uploaded_again_with_new_content_is_ingested_again(lakehouse_env)
     assert ingest_files(catalog, s3, bucket, MARKETING_SPEND, latest, "run-3").landed == 1
     table = catalog.load_table(MARKETING_SPEND.bronze_table)
     assert sorted(table.scan().to_arrow()["spend"].to_pylist()) == ["1.50", "3.50"]
+
+
+VALUES = {
+    "spend_date": ["2026-11-01", "2026-02-30", "yesterday", "", " 2026-11-01"],
+    "channel": ["email", "", " search ", "social media", "é"],
+    "campaign": ["c-1", "", "c 2", "NULL", "NA"],
+    "spend": ["1.5", "12", "-0.25", "n/a", "1.234", "1e3", "", "9999999999.99", "99999999999"],
+    "currency": ["EUR", "", "usd"],
+}
+
+
+def _plain_csv(rng: random.Random, blank_lines: bool) -> str:
+    lines = [HEADER.rstrip("\n")]
+    for _ in range(rng.randint(0, 40)):
+        roll = rng.random()
+        if roll < 0.05:
+            lines.append(" ")
+        elif roll < 0.1:
+            lines.append(",".join(rng.choice(VALUES["spend"]) for _ in range(rng.randint(1, 7))))
+        elif roll < 0.15 and blank_lines:
+            lines.append("")
+        else:
+            lines.append(",".join(rng.choice(options) for options in VALUES.values()))
+    return "\n".join(lines) + rng.choice(["", "\n"])
+
+
+def _parse(text: str) -> tuple[int, list[dict], list[dict]]:
+    rows = LandedRows()
+    at = datetime(2026, 11, 23, tzinfo=UTC)
+    rejects = QuarantineBuffer("marketing_spend", "run", at)
+    count = parse_file(text.encode(), "s3://landing/x.csv", MARKETING_SPEND, rows, rejects)
+    schema = MARKETING_SPEND.layout.arrow_schema()
+    landed = rows.to_arrow(schema, "marketing_spend", at, "run").to_pylist()
+    return count, landed, rejects.rows
+
+
+@pytest.mark.parametrize("blank_lines", [False, True], ids=["arrow-reader", "line-split"])
+def test_plain_csv_paths_agree_with_the_csv_module(monkeypatch, blank_lines):
+    """Arrow's CSV reader (and the line-split path a file with blank lines takes)
+    land, count and quarantine exactly what the per-row csv-module path does: same
+    rows, line numbers, rules, reasons and raw text."""
+    rng = random.Random(7 if blank_lines else 3)
+    texts = [_plain_csv(rng, blank_lines) for _ in range(300)]
+    assert all(landing_files._plain(t) for t in texts)
+    if blank_lines:
+        assert sum("\n\n" in t for t in texts) > 100
+    fast = [_parse(t) for t in texts]
+    monkeypatch.setattr(landing_files, "_plain", lambda text: False)
+    reference = [_parse(t) for t in texts]
+    assert sum(len(r[2]) for r in reference) > 500  # the cases do exercise quarantine
+    for text, got, want in zip(texts, fast, reference, strict=True):
+        assert got == want, text

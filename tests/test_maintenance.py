@@ -4,16 +4,30 @@ and every record is in bronze (or quarantine) exactly once."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pyarrow as pa
 
 from lakehouse.ingest.kafka_events import ingest_kafka_batch, read_committed_offsets
 from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
 from lakehouse.maintenance import iceberg_maintenance_job
 from lakehouse.sources import sources
-from lakehouse.tables.commits import append_with_position, committed_position, ensure_table
-from lakehouse.tables.maintenance import expire_snapshots, merged_positions
+from lakehouse.tables.commits import (
+    append_with_position,
+    commit_data_files,
+    committed_position,
+    ensure_table,
+    write_data_files,
+)
+from lakehouse.tables.maintenance import (
+    expire_snapshots,
+    merged_positions,
+    referenced_files,
+    remove_orphan_files,
+)
 from lakehouse.tables.schemas import QUARANTINE
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
@@ -145,3 +159,119 @@ def test_maintenance_job_runs_over_the_catalog(lakehouse_env, monkeypatch):
     table = catalog.load_table("bronze.maintenance_probe")
     assert committed_position(table, "t") == {"0": 3}
     assert len(table.metadata.snapshots) == 1
+
+
+def _local(uri: str) -> str:
+    return uri.removeprefix("file://")
+
+
+def _age(path: str, days: float) -> None:
+    then = time.time() - days * 86400
+    os.utime(path, (then, then))
+
+
+def _files_under(location: str) -> list[str]:
+    root = _local(location)
+    return [os.path.join(d, f) for d, _, names in os.walk(root) for f in names]
+
+
+def test_orphan_files_are_removed_and_a_write_in_flight_is_kept(lakehouse_env):
+    """A data file a killed run wrote but never committed is deleted once old; one a
+    running ingest has just written is kept and still commits; every referenced file,
+    however old, stays and the table reads back whole."""
+    settings = lakehouse_env
+    s3 = S3Resource().client()
+    bucket = settings.landing_bucket
+    catalog = IcebergCatalogResource().load()
+    for n in range(3):
+        body = HEADER + f"2026-11-02,search,o{n},2.00,EUR\n2026-11-02,search,o{n}-bad,?,EUR\n"
+        s3.put_object(Bucket=bucket, Key=f"marketing_spend/orphan{n}.csv", Body=body)
+    keys = list_new_files(s3, bucket, MARKETING_SPEND, ingested_files(catalog, MARKETING_SPEND), 9)
+    ingest_files(catalog, s3, bucket, MARKETING_SPEND, keys, "r")
+    bronze = catalog.load_table(MARKETING_SPEND.bronze_table)
+    rows_before = bronze.scan().to_arrow().num_rows
+    for path in _files_under(bronze.location()):
+        _age(path, 10)  # committed files are old too: age alone must not doom them
+
+    rows = bronze.scan().to_arrow().slice(0, 2)
+    (killed,) = write_data_files(bronze, rows)  # what a run killed before its commit leaves
+    _age(_local(killed.file_path), 4)
+    (in_flight,) = write_data_files(bronze, rows)  # a run between write and commit, now
+    assert _local(killed.file_path) not in {_local(f) for f in referenced_files(bronze)}
+
+    cutoff = datetime.now(UTC) - timedelta(days=3)
+    dry = remove_orphan_files(bronze, cutoff, dry_run=True)
+    assert (dry.orphans, dry.deleted, dry.too_young) == (1, 0, 1), dry
+    assert dry.paths == [_local(killed.file_path)]
+    assert dry.orphan_bytes == os.path.getsize(_local(killed.file_path))
+    assert os.path.exists(_local(killed.file_path))
+
+    result = remove_orphan_files(catalog.load_table(MARKETING_SPEND.bronze_table), cutoff)
+    assert (result.orphans, result.deleted, result.too_young) == (1, 1, 1), result
+    assert not os.path.exists(_local(killed.file_path))
+    assert os.path.exists(_local(in_flight.file_path))
+    bronze = catalog.load_table(MARKETING_SPEND.bronze_table)
+    assert bronze.scan().to_arrow().num_rows == rows_before  # every data file still there
+    commit_data_files(bronze, [in_flight], "orphan-probe", ["in-flight"], "r")
+    assert catalog.load_table(MARKETING_SPEND.bronze_table).scan().to_arrow().num_rows == (
+        rows_before + 2
+    )
+
+
+def test_files_of_expired_snapshots_become_orphans(lakehouse_env):
+    """pyiceberg's expiry leaves the manifest lists of expired snapshots behind: they
+    are orphans, and removing them keeps the positions and the rows."""
+    catalog = IcebergCatalogResource().load()
+    table = ensure_table(catalog, "quarantine.orphan_expiry_probe", QUARANTINE)
+    row = QUARANTINE.arrow_schema().empty_table()
+    for n in range(4):
+        append_with_position(table, row, "t", {"0": n}, "r")
+    before = set(_files_under(table.location()))
+    expire_snapshots(catalog.load_table("quarantine.orphan_expiry_probe"), _soon(), 1)
+    table = catalog.load_table("quarantine.orphan_expiry_probe")
+    result = remove_orphan_files(table, _soon())
+    assert result.orphans >= 3 and result.deleted == result.orphans, result
+    assert set(result.paths) <= before
+    assert not any(os.path.exists(p) for p in result.paths)
+    table = catalog.load_table("quarantine.orphan_expiry_probe")
+    assert committed_position(table, "t") == {"0": 3}
+    assert all(os.path.exists(_local(f)) for f in referenced_files(table))
+
+
+def test_maintenance_job_reports_orphans_and_a_dry_run_deletes_nothing(lakehouse_env, monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_ORPHAN_FILE_MIN_AGE_HOURS", "0")
+    catalog = IcebergCatalogResource().load()
+    table = ensure_table(catalog, "bronze.orphan_job_probe", QUARANTINE)
+    row = pa.Table.from_pylist(
+        [{"_source": "t", "_rule": "r", "_reason": "probe", "_ingested_at": datetime.now(UTC)}],
+        schema=QUARANTINE.arrow_schema(),
+    )
+    append_with_position(table, row, "t", {"0": 1}, "r")
+    (orphan,) = write_data_files(table, row)
+    path = _local(orphan.file_path)
+
+    def run(dry_run: bool) -> dict:
+        result = iceberg_maintenance_job.execute_in_process(
+            run_config={"ops": {"remove_table_orphan_files": {"config": {"dry_run": dry_run}}}},
+            resources={"iceberg": IcebergCatalogResource()},
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+        assert result.success
+        (materialization,) = [
+            e
+            for e in result.all_node_events
+            if e.step_key == "remove_table_orphan_files" and e.is_successful_output
+        ]
+        return materialization.event_specific_data.metadata
+
+    dry = run(dry_run=True)
+    assert dry["dry run"].value is True
+    assert dry["files deleted"].value == 0
+    probe = dry["tables"].value["bronze.orphan_job_probe"]
+    assert probe["paths"] == [path] and probe["bytes"] == os.path.getsize(path)
+    assert os.path.exists(path)
+
+    done = run(dry_run=False)
+    assert done["files deleted"].value >= 1
+    assert not os.path.exists(path)
+    assert catalog.load_table("bronze.orphan_job_probe").scan().to_arrow().num_rows == 1

@@ -14,12 +14,17 @@ import csv
 import io
 import json
 import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 from pyiceberg.catalog import Catalog
@@ -30,14 +35,23 @@ from lakehouse.sources import LandingSource
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import (
     append_with_position,
+    commit_data_files,
     committed_positions,
     ensure_table,
     with_commit_retries,
+    write_data_files,
 )
 from lakehouse.tables.schemas import QUARANTINE
 
 # Partner files can carry large free-text fields; the csv module's default is 128 KiB.
 csv.field_size_limit(64 * 1024 * 1024)
+
+# Files fetched and parsed ahead of the one being added to the batch: S3 latency
+# and Arrow's GIL-free parsing overlap; at most this many parsed files wait in memory.
+READ_AHEAD = 4
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -91,6 +105,67 @@ def list_new_files(
     return sorted(new)[:limit]
 
 
+@dataclass
+class FileRead:
+    """One landing file fetched and parsed, not yet part of a batch."""
+
+    key: str
+    version: str
+    rows_read: int
+    rows: LandedRows
+    rejects: list[dict[str, Any]]
+
+
+def read_file(
+    s3_client, bucket: str, source: LandingSource, requested: str, batch: QuarantineBuffer
+) -> FileRead | None:
+    """Fetch and parse one file version; None if it changed since it was listed.
+
+    Runs in a worker thread: it fills its own buffers (``batch`` only lends the
+    quarantine row defaults), and the batch takes them over in key order.
+    """
+    key, etag = split_version(requested)
+    try:
+        # IfMatch: the file read is exactly the version the sensor listed
+        extra = {"IfMatch": etag} if etag else {}
+        response = s3_client.get_object(Bucket=bucket, Key=key, **extra)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("PreconditionFailed", "412"):
+            return None
+        raise
+    version = file_version(key, response["ETag"])
+    body = response["Body"].read()
+    uri = f"s3://{bucket}/{key}"
+    rows = LandedRows()
+    rejects = QuarantineBuffer(batch.source, batch.run_id, batch.ingested_at)
+    try:
+        count = parse_file(body, uri, source, rows, rejects)
+    except (csv.Error, ValueError) as exc:
+        # a file the reader gives up on mid-way is quarantined whole
+        rows = LandedRows()
+        rejects.rows.clear()
+        reason = f"unreadable {source.format} file: {exc}"
+        rejects.add(source.format, reason, None, _file=uri, _row=None)
+        count = 0
+    return FileRead(key, version, count, rows, rejects.rows)
+
+
+def prefetched(function: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
+    """``map(function, items)`` in order, with up to ``depth`` calls running ahead."""
+    with ThreadPoolExecutor(depth) as pool:
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) > depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def ingest_files(
     catalog: Catalog,
     s3_client,
@@ -111,51 +186,45 @@ def ingest_files(
         rows = LandedRows()
         rejects = QuarantineBuffer(source.name, run_id, ingested_at)
         reject_versions: list[str] = []
-        for requested in keys:
-            key, etag = split_version(requested)
-            try:
-                # IfMatch: the file read is exactly the version the sensor listed
-                extra = {"IfMatch": etag} if etag else {}
-                response = s3_client.get_object(Bucket=bucket, Key=key, **extra)
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] in ("PreconditionFailed", "412"):
-                    batch.files_changed.append(key)  # re-uploaded since listing: next tick
-                    continue
-                raise
-            version = file_version(key, response["ETag"])
-            if version in done:
+
+        def read(requested: str) -> FileRead | None:
+            return read_file(s3_client, bucket, source, requested, rejects)
+
+        # files are fetched and parsed ahead by worker threads, taken in key order
+        for requested, got in zip(keys, prefetched(read, keys, READ_AHEAD), strict=True):
+            if got is None:
+                batch.files_changed.append(split_version(requested)[0])  # next tick
                 continue
-            body = response["Body"].read()
-            batch.files.append(version)
-            uri = f"s3://{bucket}/{key}"
-            before, mark = len(rejects), rows.mark()
-            try:
-                read = parse_file(body, uri, source, rows, rejects)
-            except (csv.Error, ValueError) as exc:
-                # a file the reader gives up on mid-way is quarantined whole
-                rows.rollback(mark)
-                del rejects.rows[before:]
-                reason = f"unreadable {source.format} file: {exc}"
-                rejects.add(source.format, reason, None, _file=uri, _row=None)
-                read = 0
-            batch.rows_read += read
-            reject_versions += [version] * (len(rejects) - before)
-            if read == 0 and len(rejects) > before:
-                batch.files_quarantined.append(key)
+            if got.version in done:
+                continue
+            batch.files.append(got.version)
+            batch.rows_read += got.rows_read
+            rows.extend(got.rows)
+            rejects.rows += got.rejects
+            reject_versions += [got.version] * len(got.rejects)
+            if got.rows_read == 0 and got.rejects:
+                batch.files_quarantined.append(got.key)
         todo = batch.files
         if not todo:
             return batch
         # Quarantine first, with its own position: after a crash between the two
         # commits the retry skips the files quarantine already holds.
-        q_done = {k for pos in committed_positions(quarantine, source.name) for k in pos}
-        fresh = [r for r, v in zip(rejects.rows, reject_versions, strict=True) if v not in q_done]
-        if fresh:
-            rejects.rows = fresh
-            append_with_position(quarantine, rejects.to_arrow(), source.name, todo, run_id)
         # columns the files started carrying join bronze as text (metadata-only add)
         bronze = evolution.add_text_columns(bronze, dict.fromkeys(rows.columns() - known))
+        # The bronze Parquet files are written while quarantine commits; they stay
+        # invisible until the bronze commit below names them with the position.
         arrow = rows.to_arrow(bronze.schema().as_arrow(), source.name, ingested_at, run_id)
-        batch.snapshot_id = append_with_position(bronze, arrow, source.name, todo, run_id)
+        with ThreadPoolExecutor(1) as writer:
+            data_files = writer.submit(write_data_files, bronze, arrow)
+            q_done = {k for pos in committed_positions(quarantine, source.name) for k in pos}
+            fresh = [
+                r for r, v in zip(rejects.rows, reject_versions, strict=True) if v not in q_done
+            ]
+            if fresh:
+                rejects.rows = fresh
+                append_with_position(quarantine, rejects.to_arrow(), source.name, todo, run_id)
+            written = data_files.result()
+        batch.snapshot_id = commit_data_files(bronze, written, source.name, todo, run_id)
         batch.landed = arrow.num_rows
         batch.quarantined = batch.records_in - batch.landed
         return batch
@@ -177,12 +246,9 @@ class LandedRows:
     def add_table(self, table: pa.Table) -> None:
         self.tables.append(table)
 
-    def mark(self) -> tuple[int, int]:
-        return len(self.dicts), len(self.tables)
-
-    def rollback(self, mark: tuple[int, int]) -> None:
-        del self.dicts[mark[0] :]
-        del self.tables[mark[1] :]
+    def extend(self, other: LandedRows) -> None:
+        self.dicts += other.dicts
+        self.tables += other.tables
 
     def __len__(self) -> int:
         return len(self.dicts) + sum(t.num_rows for t in self.tables)
@@ -198,24 +264,19 @@ class LandedRows:
         names = {k: pa.int64() if k == "_row" else pa.string() for d in self.dicts for k in d}
         parts = [pa.Table.from_pylist(self.dicts, pa.schema(names))] if self.dicts else []
         out = []
+        values = {"_source": source, "_ingested_at": ingested_at, "_run_id": run_id}
         for table in parts + self.tables:
             n = table.num_rows
-            lineage = {
-                "_source": pa.repeat(pa.scalar(source, pa.string()), n),
-                "_ingested_at": pa.repeat(pa.scalar(ingested_at, pa.timestamp("us", "UTC")), n),
-                "_run_id": pa.repeat(pa.scalar(run_id, pa.string()), n),
-            }
-            columns = [
-                table[f.name]
-                if f.name in table.column_names
-                else lineage.get(f.name, pa.nulls(n, f.type))
-                for f in schema
-            ]
-            out.append(
-                pa.Table.from_arrays(
-                    [c.cast(f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
-                )
-            )
+            columns = []
+            for f in schema:
+                if f.name in table.column_names:
+                    column = table[f.name]
+                    columns.append(column if column.type == f.type else column.cast(f.type))
+                elif f.name in values:  # built in the bronze type: no cast of n values
+                    columns.append(pa.repeat(pa.scalar(values[f.name], f.type), n))
+                else:
+                    columns.append(pa.nulls(n, f.type))
+            out.append(pa.Table.from_arrays(columns, schema=schema))
         return pa.concat_tables(out) if out else schema.empty_table()
 
 
@@ -342,6 +403,61 @@ def _plain(text: str) -> bool:
 
 
 def _parse_plain_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
+    """A plain CSV read by Arrow's CSV reader; the reader skips blank lines without
+    saying where they were, so a file with any takes ``_parse_split_csv``."""
+    if "\n\n" in text:
+        return _parse_split_csv(text, uri, source, rows, rejects)
+    expected = list(source.columns)
+    body = text.partition("\n")[2]  # the header is checked already; line 2 on
+    if not body:
+        return 0
+    invalid: list[pacsv.InvalidRow] = []
+
+    def skip(row: pacsv.InvalidRow) -> str:
+        invalid.append(row)
+        return "skip"
+
+    data = body.encode("utf-8")
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        # single-threaded: the reader numbers invalid rows only then; one block, so no
+        # line is too long for a block (the csv module path has no such limit)
+        read_options=pacsv.ReadOptions(
+            column_names=expected, use_threads=False, block_size=len(data) + 1
+        ),
+        parse_options=pacsv.ParseOptions(quote_char=False, invalid_row_handler=skip),
+        # large_string: bronze's string type, so the text is never copied by a cast
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(expected, pa.large_string())
+        ),
+    )
+    for row in invalid:
+        rejects.add(
+            "column_count",
+            f"expected {len(expected)} fields, found {row.actual_columns}",
+            row.text,
+            _file=uri,
+            _row=row.number + 1,
+        )
+    count = table.num_rows + len(invalid)
+    if table.num_rows:
+        good = np.ones(count, dtype=bool)
+        good[np.array([row.number for row in invalid], dtype=np.int64) - 1] = False
+        line_numbers = pa.array(np.arange(2, count + 2, dtype=np.int64)[good])
+        columns = [column.combine_chunks() for column in table.columns]
+        _land_columns(
+            columns,
+            line_numbers,
+            lambda i: [column[i].as_py() for column in columns],
+            uri,
+            source,
+            rows,
+            rejects,
+        )
+    return count
+
+
+def _parse_split_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
     expected = list(source.columns)
     body = pa.array(text.split("\n")[1:], pa.string())
     nonblank = pc.not_equal(body, "")
@@ -377,23 +493,28 @@ def _land_columns(columns, line_numbers, record, uri, source, rows, rejects) -> 
     ok = None
     for declared, column in zip(source.columns.values(), columns, strict=True):
         fits = _fits(declared, column)
-        ok = fits if ok is None else pc.and_(ok, fits)
-    for index in pc.indices_nonzero(pc.invert(ok)).to_pylist():
-        values = record(index)
-        raw = ",".join(values)
-        line = line_numbers[index].as_py()
-        _check_row(dict(zip(expected, values, strict=True)), line, raw, uri, source, rows, rejects)
-    good = pa.table(dict(zip(expected, columns, strict=True))).filter(ok)
+        if fits is not None:
+            ok = fits if ok is None else pc.and_(ok, fits)
+    good = pa.table(dict(zip(expected, columns, strict=True)))
+    if ok is not None:
+        for index in pc.indices_nonzero(pc.invert(ok)).to_pylist():
+            values = record(index)
+            raw = ",".join(values)
+            line = line_numbers[index].as_py()
+            row = dict(zip(expected, values, strict=True))
+            _check_row(row, line, raw, uri, source, rows, rejects)
+        good, line_numbers = good.filter(ok), line_numbers.filter(ok)
     good = good.append_column("_file", pa.repeat(pa.scalar(uri, pa.string()), good.num_rows))
-    good = good.append_column("_row", line_numbers.filter(ok))
+    good = good.append_column("_row", line_numbers)
     rows.add_table(good)
 
 
-def _fits(declared: str, column: pa.Array) -> pa.Array:
-    """Which text values of ``column`` fit ``declared``, exactly as ``value_error`` says."""
+def _fits(declared: str, column: pa.Array) -> pa.Array | None:
+    """Which text values of ``column`` fit ``declared``, exactly as ``value_error`` says
+    (None: all of them)."""
     declared = declared.strip()
     if declared == "string":
-        return pa.array([True] * len(column), pa.bool_())
+        return None
     pattern = _certain_pattern(declared)
     fits = pc.equal(column, "")
     if pattern is not None:
@@ -401,8 +522,8 @@ def _fits(declared: str, column: pa.Array) -> pa.Array:
     unsure = pc.unique(column.filter(pc.invert(fits)))
     bad = [v for v in unsure.to_pylist() if value_error(declared, v)]
     if bad:
-        return pc.invert(pc.is_in(column, pa.array(bad, pa.string())))
-    return pa.array([True] * len(column), pa.bool_())
+        return pc.invert(pc.is_in(column, pa.array(bad, column.type)))
+    return None
 
 
 def _certain_pattern(declared: str) -> str | None:

@@ -9,18 +9,23 @@ the union for a position that is a set of items (landing files). Only snapshots
 older than that checkpoint are expired, so whatever the retention, every position
 is still readable by the usual ancestry walk.
 
-pyiceberg 0.12 has no orphan-file removal and its expiry does not delete data
-files: storage is reclaimed by Spark's ``remove_orphan_files`` procedure (or a
-later pyiceberg), not here.
+pyiceberg 0.12 has no orphan-file removal (a pull request for one, apache/iceberg-python
+#3358, was closed unmerged) and its expiry does not delete the files of expired
+snapshots. ``remove_orphan_files`` does it the way Iceberg's Spark procedure does:
+everything under the table location that no snapshot still in the metadata
+references, older than a safety age so that a write in flight (data files written,
+commit not yet made) is never touched.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.fs as pafs
+from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
@@ -109,3 +114,77 @@ def expire_snapshots(table: Table, older_than: datetime, keep_last: int) -> Expi
         table.maintenance.expire_snapshots().by_ids(doomed).commit()
     table.refresh()
     return ExpiryResult(name, checkpoint, len(doomed), len(table.metadata.snapshots))
+
+
+@dataclass
+class OrphanResult:
+    table: str
+    orphans: int  # unreferenced files older than the cutoff
+    orphan_bytes: int
+    deleted: int  # 0 in a dry run
+    too_young: int  # unreferenced files kept because a write may still commit them
+    paths: list[str] = field(default_factory=list)
+
+
+def referenced_files(table: Table) -> set[str]:
+    """Every file the table's metadata reaches: metadata JSON (current and logged),
+    each snapshot's manifest list, manifests, data and delete files, statistics."""
+    metadata = table.metadata
+    files = {table.metadata_location, *(e.metadata_file for e in metadata.metadata_log)}
+    files |= {s.statistics_path for s in metadata.statistics}
+    files |= {s.statistics_path for s in metadata.partition_statistics}
+    manifests = {}
+    for snapshot in metadata.snapshots:
+        files.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(table.io):
+            manifests[manifest.manifest_path] = manifest
+    for path, manifest in manifests.items():
+        files.add(path)
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+            files.add(entry.data_file.file_path)
+    return files
+
+
+def remove_orphan_files(table: Table, older_than: datetime, dry_run: bool = False) -> OrphanResult:
+    """Delete files under the table location that no snapshot references and that were
+    last modified before ``older_than``; with ``dry_run``, only report them.
+
+    The referenced set is read again just before deleting, so a commit that lands
+    while the location is listed protects its files even if they are old.
+    """
+    name = ".".join(table.name())
+    if not isinstance(table.io, PyArrowFileIO):
+        raise TypeError(
+            f"{name}: orphan-file removal lists the table location with PyArrowFileIO, "
+            f"the table uses {type(table.io).__name__}"
+        )
+    scheme, netloc, root = PyArrowFileIO.parse_location(table.location())
+    fs = table.io.fs_by_scheme(scheme, netloc)
+
+    def fs_path(location: str) -> str:
+        return PyArrowFileIO.parse_location(location)[2]
+
+    referenced = {fs_path(f) for f in referenced_files(table)}
+    listed = fs.get_file_info(pafs.FileSelector(root.rstrip("/"), recursive=True))
+    unreferenced = [
+        info for info in listed if info.type == pafs.FileType.File and info.path not in referenced
+    ]
+    cutoff = older_than.timestamp()
+    old = [info for info in unreferenced if info.mtime.timestamp() < cutoff]
+    too_young = len(unreferenced) - len(old)
+    table.refresh()
+    still_referenced = {fs_path(f) for f in referenced_files(table)}
+    old = [info for info in old if info.path not in still_referenced]
+    deleted = 0
+    if not dry_run:
+        for info in old:
+            fs.delete_file(info.path)
+            deleted += 1
+    return OrphanResult(
+        table=name,
+        orphans=len(old),
+        orphan_bytes=sum(info.size for info in old),
+        deleted=deleted,
+        too_young=too_young,
+        paths=sorted(info.path for info in old),
+    )
