@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
-from pyiceberg.table import Table
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.utils.properties import property_as_bool
 
 from lakehouse.tables.schemas import TableLayout
 
@@ -102,6 +104,38 @@ def append_with_position(
     if partition_key:
         properties[PARTITION_KEY] = partition_key
     table.append(conform(rows, table.schema().as_arrow()), snapshot_properties=properties)
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
+def append_files_with_position(
+    table: Table,
+    data_files: list[DataFile],
+    source: str,
+    position: Any,
+    run_id: str,
+    partition_key: str | None = None,
+) -> int | None:
+    """Add already written ``data_files`` and record ``position`` in the same snapshot.
+
+    The files were written against ``table``'s metadata as loaded (see
+    ``lakehouse.tables.data_files``); if another commit won meanwhile this raises
+    ``CommitFailedException`` like ``append_with_position``, and the files stay
+    unreferenced. With no files it still commits the position (a batch of rejects).
+    """
+    properties = {position_key(source): json.dumps(position, sort_keys=True), RUN_ID_KEY: run_id}
+    if partition_key:
+        properties[PARTITION_KEY] = partition_key
+    merge = property_as_bool(
+        table.metadata.properties,
+        TableProperties.MANIFEST_MERGE_ENABLED,
+        TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT,
+    )
+    with table.transaction() as tx:
+        update = tx.update_snapshot(snapshot_properties=properties)
+        with update.merge_append() if merge else update.fast_append() as append:
+            for data_file in data_files:
+                append.append_data_file(data_file)
     snapshot = table.current_snapshot()
     return snapshot.snapshot_id if snapshot else None
 
