@@ -526,6 +526,9 @@ def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_t
             if stop or (limit is not None and batch.next_offsets[tp.partition] >= limit):
                 active.discard(tp)
                 consumer.pause(tp)
+        if remaining > 0 and _caught_up(consumer, active):
+            drained = True
+            break
     if drained:
         # Every returned record was taken, so the consumer's position is exact and may
         # be past transaction markers and aborted records, which never come back as
@@ -545,6 +548,22 @@ def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_t
             _out_of_range(consumer, policy, batch, tp, start, log_start[tp], highwater)
     batch.records_read = read
     return batch
+
+
+def _caught_up(consumer, active) -> bool:
+    """Every partition still read has reached the high-water mark of its latest fetch.
+
+    Without this the loop ends only on an empty poll, which waits out the whole
+    ``poll_timeout_ms`` (1 s, several % of a 200k-event batch) to learn what the
+    fetch responses already said. Records produced later belong to the next batch,
+    as they would after an empty poll. Under read_committed an open transaction
+    keeps the position below the high-water mark, and the empty poll decides.
+    """
+    for tp in active:
+        highwater = consumer.highwater(tp)
+        if highwater is None or consumer.position(tp) < highwater:
+            return False
+    return True
 
 
 def _out_of_range(consumer, policy, batch, tp, offset, log_start, highwater=None) -> None:

@@ -32,7 +32,7 @@ from lakehouse.tables.commits import conform
 # Rows are handed to the writer thread once this much Arrow data is pending: large
 # enough that a 500k-event batch makes a handful of files, small enough that most
 # of the write overlaps the reading.
-GROUP_BYTES = 32 * 1024 * 1024
+GROUP_BYTES = 16 * 1024 * 1024
 
 
 class BackgroundDataFiles:
