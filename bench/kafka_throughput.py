@@ -4,14 +4,18 @@ Starts its own Tansu broker and catalog, produces N clickstream events, then run
 ``--repeat`` pairs, each pair back to back so both see the same machine load:
   raw      kafka-python assign/seek/poll of every record, nothing else
   ingest   lakehouse.ingest.kafka_events.ingest_kafka_batch into a fresh bronze table
-           (parse, quarantine, Arrow, one Iceberg commit carrying the offsets)
-The ratio is the median of the pairs' throughput ratios.
+           (parse, quarantine, Arrow, data files written while polling, one Iceberg
+           commit carrying the offsets)
+The ratio is the median of the pairs' throughput ratios. Both sides spend most of
+their time in kafka-python; which CRC32C it uses (the C ``crc32c`` package, a
+dependency, or its pure-Python fallback) is printed, since it changes both by ~3x.
 Usage: python -m bench.kafka_throughput [--events 200000] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 import uuid
@@ -62,8 +66,10 @@ def run(events: int = 200_000, repeat: int = 3) -> list[Figure]:
     ingest_s = statistics.median(i for _, i in pairs)
     ratio = statistics.median(r / i for r, i in pairs)
     name = "kafka -> bronze"
+    crc = "crc32c (C)" if importlib.util.find_spec("crc32c") else "pure Python"
     return [
         Figure(name, f"events ({repeat} pairs)", f"{n:,}"),
+        Figure(name, "kafka-python CRC32C", crc),
         Figure(name, "raw kafka-python consume", f"{raw_s:.2f} s ({n / raw_s:,.0f} ev/s)"),
         Figure(name, "ingest_kafka_batch", f"{ingest_s:.2f} s ({n / ingest_s:,.0f} ev/s)"),
         Figure(name, "throughput ratio ingest/raw", f"{ratio:.2f}", ">= 0.8"),

@@ -3,8 +3,9 @@
 Run as ``python -m tests.crash_worker <path> <batch size>`` with the LAKEHOUSE_*
 environment of the test, where path is ``kafka`` (the clickstream topic),
 ``landing`` (the marketing_spend prefix; batch size in files) or ``database`` (the
-items table of ``tests.test_crash_safety``, DSN in CRASH_WORKER_DSN). Prints one line
-per committed batch.
+items table of ``tests.test_crash_safety``, DSN in CRASH_WORKER_DSN). For ``kafka`` an
+optional third argument is the Arrow bytes per bronze data file, small so that files
+are written while polling, before the commit. Prints one line per committed batch.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ ITEMS = DatabaseSource(
 )
 
 
-def kafka(size: int) -> None:
+def kafka(size: int, data_file_bytes: int | None = None) -> None:
     from lakehouse.ingest.kafka_events import ingest_kafka_batch
     from resources.kafka import KafkaResource
 
@@ -33,8 +34,9 @@ def kafka(size: int) -> None:
     topic = source.resolved_topic(get_settings().kafka_topic_prefix)
     catalog = IcebergCatalogResource().load()
     while True:
+        options = {"data_file_bytes": data_file_bytes} if data_file_bytes else {}
         batch = ingest_kafka_batch(
-            catalog, KafkaResource(), source, topic, "crash-worker", max_records=size
+            catalog, KafkaResource(), source, topic, "crash-worker", max_records=size, **options
         )
         print(f"landed {batch.landed} quarantined {batch.quarantined}", flush=True)
         if batch.records_read == 0:
@@ -69,8 +71,8 @@ def database(size: int) -> None:
 
 
 def main() -> None:
-    path, size = sys.argv[1], int(sys.argv[2])
-    {"kafka": kafka, "landing": landing, "database": database}[path](size)
+    path, size, *extra = sys.argv[1:]
+    {"kafka": kafka, "landing": landing, "database": database}[path](int(size), *map(int, extra))
 
 
 if __name__ == "__main__":

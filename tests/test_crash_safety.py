@@ -28,7 +28,8 @@ def _kill_repeatedly(worker: list[str], seed: int, env: dict | None = None) -> N
     """Start ``worker`` KILLS times and SIGKILL it at a random moment, then run it clean.
 
     Start-up takes ~2-3 s, so the window covers kills before the first commit,
-    while files are written, and between a data file and its catalog commit.
+    while files are written (for Kafka, while polling goes on), and between a data
+    file and its catalog commit.
     """
     rng = random.Random(seed)
     kills = 0
@@ -51,7 +52,8 @@ def test_killed_ingestion_lands_every_record_exactly_once(lakehouse_env):
     settings = lakehouse_env
     messages = generate(scale=2)
     assert publish_clickstream(settings, scale=2) == len(messages)
-    _kill_repeatedly([sys.executable, "-m", "tests.crash_worker", "kafka", "40"], 1234)
+    # 1 KiB data files: several per batch, written while polling, before the commit
+    _kill_repeatedly([sys.executable, "-m", "tests.crash_worker", "kafka", "40", "1024"], 1234)
 
     source = sources().kafka_source("clickstream")
     catalog = IcebergCatalogResource().load()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import pytest
@@ -233,3 +234,63 @@ def test_a_transactional_topic_is_read_past_its_commit_markers(lakehouse_env):
     assert batch.landed == 4
     highwater = kafka_highwater(KafkaResource(), topic, batch.next_offsets)
     assert batch.next_offsets == highwater == {0: 6}  # 4 records + 2 commit markers
+
+
+def test_files_written_while_polling_are_committed_once_and_a_lost_commit_leaves_none(
+    lakehouse_env, monkeypatch
+):
+    """Bronze data files are written during the poll loop and committed with the offsets.
+    Another writer commits in the middle of the read: the first attempt loses, its files
+    are deleted (no snapshot ever referenced them), the retry re-reads and lands each
+    record once; DuckDB reads the committed files back."""
+    import duckdb
+
+    from lakehouse.dbt_duckdb_iceberg import load_iceberg_extension
+    from lakehouse.ingest.kafka_events import BronzeBuilder
+
+    settings = lakehouse_env
+    source = sources().kafka_source("clickstream")
+    topic = source.resolved_topic(settings.kafka_topic_prefix)
+    _produce(settings, [_event(i) for i in range(300)] + [b"{broken"])
+    catalog = IcebergCatalogResource().load()
+    ensure_table(catalog, source.bronze_table, source.layout)
+    chunks: list[int] = []
+    real_add = BronzeBuilder.add
+
+    def add_then_another_writer_commits(self, records):
+        real_add(self, records)
+        chunks.append(len(records))
+        if len(chunks) == 2:  # first attempt, a file already written, partitions unread
+            other = IcebergCatalogResource().load().load_table(source.bronze_table)
+            empty = source.layout.arrow_schema().empty_table()
+            append_with_position(other, empty, "another.topic", {"0": 1}, "another-run")
+
+    monkeypatch.setattr(BronzeBuilder, "add", add_then_another_writer_commits)
+    batch = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-1", data_file_bytes=1)
+
+    assert sum(chunks) > 301  # the first attempt's records were read again
+    assert batch.records_read == 301 and batch.landed == 300 and batch.reconciled
+    offsets = _bronze_offsets(catalog, source)
+    assert len(offsets) == 300 == len(set(offsets))
+    table = catalog.load_table(source.bronze_table)
+    assert table.current_snapshot().summary["lakehouse.run-id"] == "run-1"
+    referenced = {_local(t.file.file_path) for t in table.scan().plan_files()}
+    assert len(referenced) >= 3  # one file per polled chunk at this file size
+    on_disk = {
+        os.path.join(root, name)
+        for root, _, names in os.walk(_local(table.location()))
+        for name in names
+        if name.endswith(".parquet")
+    }
+    assert on_disk == referenced  # the losing attempt's files are gone
+    conn = duckdb.connect()
+    load_iceberg_extension(conn)
+    duck = conn.execute(
+        f"select count(*), count(distinct _kafka_partition || ':' || _kafka_offset) "
+        f"from iceberg_scan('{table.metadata_location}')"
+    ).fetchone()
+    assert duck == (300, 300)
+
+
+def _local(uri: str) -> str:
+    return uri.removeprefix("file://")

@@ -16,12 +16,12 @@ from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_ne
 from lakehouse.maintenance import iceberg_maintenance_job
 from lakehouse.sources import sources
 from lakehouse.tables.commits import (
+    append_files_with_position,
     append_with_position,
-    commit_data_files,
     committed_position,
     ensure_table,
-    write_data_files,
 )
+from lakehouse.tables.data_files import write_data_files
 from lakehouse.tables.maintenance import (
     expire_snapshots,
     merged_positions,
@@ -212,7 +212,7 @@ def test_orphan_files_are_removed_and_a_write_in_flight_is_kept(lakehouse_env):
     assert os.path.exists(_local(in_flight.file_path))
     bronze = catalog.load_table(MARKETING_SPEND.bronze_table)
     assert bronze.scan().to_arrow().num_rows == rows_before  # every data file still there
-    commit_data_files(bronze, [in_flight], "orphan-probe", ["in-flight"], "r")
+    append_files_with_position(bronze, [in_flight], "orphan-probe", ["in-flight"], "r")
     assert catalog.load_table(MARKETING_SPEND.bronze_table).scan().to_arrow().num_rows == (
         rows_before + 2
     )

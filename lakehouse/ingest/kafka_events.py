@@ -8,8 +8,10 @@ its rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -18,17 +20,20 @@ import pyarrow.compute as pc
 from kafka import TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
 
 from lakehouse.ingest.debezium import parse_change
 from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, parse_json_event, raw_text
 from lakehouse.settings import KafkaOffsetPolicy
 from lakehouse.sources import CdcSource, KafkaSource
 from lakehouse.tables.commits import (
+    append_files_with_position,
     append_with_position,
     committed_position,
     ensure_table,
     with_commit_retries,
 )
+from lakehouse.tables.data_files import GROUP_BYTES, BackgroundDataFiles
 from lakehouse.tables.schemas import QUARANTINE
 from resources.kafka import KafkaResource
 
@@ -74,8 +79,12 @@ def ingest_kafka_batch(
     max_records: int = 500_000,
     policy: KafkaOffsetPolicy = KafkaOffsetPolicy.FAIL,
     poll_timeout_ms: int = 1_000,
+    data_file_bytes: int = GROUP_BYTES,
 ) -> KafkaBatch:
-    """Read ``topic`` from the committed offsets (up to ``until_offsets``), commit the batch."""
+    """Read ``topic`` from the committed offsets (up to ``until_offsets``), commit the batch.
+
+    ``data_file_bytes``: Arrow bytes per bronze data file written while reading.
+    """
     layout = source.layout
 
     def attempt() -> KafkaBatch:
@@ -84,56 +93,92 @@ def ingest_kafka_batch(
         committed = {int(p): int(o) for p, o in (committed_position(bronze, topic) or {}).items()}
         ingested_at = datetime.now(UTC)
         rejects = QuarantineBuffer(source.name, run_id, ingested_at)
-        builder = BronzeBuilder(source, layout.arrow_schema(), run_id, ingested_at, rejects)
-        consumer = kafka.consumer(auto_offset_reset="none")
+        # Bronze data files are written while polling goes on and committed with the
+        # offsets at the end; until then no snapshot references them.
+        files = BackgroundDataFiles(bronze, data_file_bytes)
+        builder = BronzeBuilder(
+            source, layout.arrow_schema(), run_id, ingested_at, rejects, sink=files.add
+        )
         try:
-            batch = _read(
-                consumer,
+            batch = _consume(
+                kafka,
                 topic,
                 committed,
                 until_offsets,
                 max_records,
                 policy,
                 poll_timeout_ms,
-                builder.add,
+                builder,
             )
-        finally:
-            consumer.close()
-        if batch.next_offsets == committed and not batch.records_read:
-            return batch
-
-        arrow = builder.table()
-        for row in rejects.rows:
-            batch.quarantine_rules[row["_rule"]] = batch.quarantine_rules.get(row["_rule"], 0) + 1
-
+            if batch.next_offsets == committed and not batch.records_read:
+                files.discard()
+                return batch
+            data_files = files.finish()
+            _commit_rejects(quarantine, rejects, batch, topic, committed, run_id)
+        except BaseException:
+            files.discard()
+            raise
         position = {str(p): o for p, o in batch.next_offsets.items()}
-        base = {str(p): o for p, o in committed.items()}
-        # Quarantine first, recording the bronze position it was based on. A crash
-        # between the two commits leaves bronze at that base: the retry then skips the
-        # rejects that quarantine already holds (those in [base, next) of that commit).
-        # After an offset reset bronze's base differs, and every reject is written.
-        previous = committed_position(quarantine, topic) or {}
-        if previous.get("base") == base:
-            done_next = {int(p): o for p, o in previous.get("next", {}).items()}
-            done_base = {int(p): o for p, o in base.items()}
-            rejects.rows = [
-                r
-                for r in rejects.rows
-                if not (
-                    done_base.get(r["_kafka_partition"], 0)
-                    <= r["_kafka_offset"]
-                    < done_next.get(r["_kafka_partition"], 0)
-                )
-            ]
-        if rejects.rows:
-            q_position = {"base": base, "next": position}
-            append_with_position(quarantine, rejects.to_arrow(), topic, q_position, run_id)
-        batch.snapshot_id = append_with_position(bronze, arrow, topic, position, run_id)
-        batch.landed = arrow.num_rows
-        batch.quarantined = batch.records_read - arrow.num_rows
+        try:
+            batch.snapshot_id = append_files_with_position(
+                bronze, data_files, topic, position, run_id
+            )
+        except CommitFailedException:
+            files.discard()  # another commit won: these files are referenced by nothing
+            raise
+        # any other error leaves the files alone: the commit's outcome is unknown
+        batch.landed = files.rows
+        batch.quarantined = batch.records_read - files.rows
         return batch
 
     return with_commit_retries(attempt)
+
+
+def _consume(kafka, topic, committed, until_offsets, max_records, policy, poll_timeout_ms, builder):
+    consumer = kafka.consumer(auto_offset_reset="none")
+    try:
+        return _read(
+            consumer,
+            topic,
+            committed,
+            until_offsets,
+            max_records,
+            policy,
+            poll_timeout_ms,
+            builder.add,
+        )
+    finally:
+        consumer.close()
+
+
+def _commit_rejects(quarantine, rejects, batch, topic, committed, run_id) -> None:
+    """Quarantine first, recording the bronze position it was based on.
+
+    A crash between this commit and bronze's leaves bronze at that base: the retry
+    then skips the rejects that quarantine already holds (those in [base, next) of
+    that commit). After an offset reset bronze's base differs, and every reject is
+    written.
+    """
+    for row in rejects.rows:
+        batch.quarantine_rules[row["_rule"]] = batch.quarantine_rules.get(row["_rule"], 0) + 1
+    position = {str(p): o for p, o in batch.next_offsets.items()}
+    base = {str(p): o for p, o in committed.items()}
+    previous = committed_position(quarantine, topic) or {}
+    if previous.get("base") == base:
+        done_next = {int(p): o for p, o in previous.get("next", {}).items()}
+        done_base = {int(p): o for p, o in base.items()}
+        rejects.rows = [
+            r
+            for r in rejects.rows
+            if not (
+                done_base.get(r["_kafka_partition"], 0)
+                <= r["_kafka_offset"]
+                < done_next.get(r["_kafka_partition"], 0)
+            )
+        ]
+    if rejects.rows:
+        q_position = {"base": base, "next": position}
+        append_with_position(quarantine, rejects.to_arrow(), topic, q_position, run_id)
 
 
 class BronzeBuilder:
@@ -143,7 +188,11 @@ class BronzeBuilder:
     soon as they are converted: per-record dicts, ``Table.from_pylist`` and a heap of
     hundreds of thousands of live records (the garbage collector walks them all)
     cost more than the Kafka client itself, and ingestion has to keep up with the
-    consumer (bench/kafka_throughput.py). Rejected records go to ``rejects``.
+    consumer (bench/kafka_throughput.py). Each record batch goes to ``sink`` (by
+    default kept in ``batches``); rejected records go to ``rejects``.
+
+    A per-chunk hook (e.g. the columns seen) belongs in ``add``, which sees every
+    chunk once, before and after conversion.
     """
 
     def __init__(
@@ -153,6 +202,7 @@ class BronzeBuilder:
         run_id: str,
         ingested_at: datetime,
         rejects: QuarantineBuffer,
+        sink: Callable[[pa.RecordBatch], None] | None = None,
     ) -> None:
         self.source = source
         self.schema = schema
@@ -161,9 +211,36 @@ class BronzeBuilder:
         self.rejects = rejects
         self.names = _value_columns(source)
         self.fast = _EventFastPath(source) if isinstance(source, KafkaSource) else None
+        self.columns = _EventColumns(source) if isinstance(source, KafkaSource) else None
         self.batches: list[pa.RecordBatch] = []
+        self.sink = sink or self.batches.append
 
     def add(self, records: list) -> None:
+        if self.columns is not None:
+            converted = self.columns.convert(records)
+            if converted is not None:
+                values, leftovers = converted
+                self._emit(values, leftovers)
+                return
+        self._emit(None, records)
+
+    def _emit(self, values: dict[str, pa.Array] | None, leftovers: list) -> None:
+        """One record batch of the vectorised rows and the per-record ones, in offset order."""
+        batches = [self._record_batch(values)] if values is not None else []
+        slow = self._per_record(leftovers) if leftovers else None
+        if slow is not None:
+            batches.append(slow)
+        if len(batches) > 1:
+            merged = pa.Table.from_batches(batches).sort_by(
+                [("_kafka_partition", "ascending"), ("_kafka_offset", "ascending")]
+            )
+            batches = merged.combine_chunks().to_batches()
+        for batch in batches:
+            if batch.num_rows:
+                self.sink(batch)
+
+    def _per_record(self, records: list) -> pa.RecordBatch | None:
+        """Records the vectorised path could not vouch for: every rule, every reason."""
         source, names, fast = self.source, self.names, self.fast
         rows: list[tuple] = []
         kept: list = []
@@ -190,21 +267,19 @@ class BronzeBuilder:
                 continue
             rows.append(row)
             kept.append(message)
-        if rows:
-            self.batches.append(self._record_batch(rows, kept))
-
-    def _record_batch(self, rows: list[tuple], kept: list) -> pa.RecordBatch:
-        n = len(rows)
+        if not rows:
+            return None
         columns = {
             name: pa.array(values, self.schema.field(name).type)
             for name, values in zip(self.names, zip(*rows, strict=True), strict=True)
         }
+        columns.update(_coordinates(kept))
+        return self._record_batch(columns)
+
+    def _record_batch(self, columns: dict[str, pa.Array]) -> pa.RecordBatch:
+        n = len(columns["_kafka_offset"])
         columns.update(
             _source=pa.repeat(pa.scalar(self.source.name, pa.string()), n),
-            _kafka_topic=pa.array([m.topic for m in kept], pa.string()),
-            _kafka_partition=pa.array([m.partition for m in kept], pa.int32()),
-            _kafka_offset=pa.array([m.offset for m in kept], pa.int64()),
-            _kafka_timestamp=kafka_times([m.timestamp for m in kept]),
             _ingested_at=pa.repeat(pa.scalar(self.ingested_at, pa.timestamp("us", "UTC")), n),
             _run_id=pa.repeat(pa.scalar(self.run_id, pa.string()), n),
         )
@@ -214,6 +289,22 @@ class BronzeBuilder:
 
     def table(self) -> pa.Table:
         return pa.Table.from_batches(self.batches, schema=self.schema)
+
+
+_TOPIC = attrgetter("topic")
+_PARTITION = attrgetter("partition")
+_OFFSET = attrgetter("offset")
+_TIMESTAMP = attrgetter("timestamp")
+_VALUE = attrgetter("value")
+
+
+def _coordinates(records: list) -> dict[str, pa.Array]:
+    return {
+        "_kafka_topic": pa.array(list(map(_TOPIC, records)), pa.string()),
+        "_kafka_partition": pa.array(list(map(_PARTITION, records)), pa.int32()),
+        "_kafka_offset": pa.array(list(map(_OFFSET, records)), pa.int64()),
+        "_kafka_timestamp": kafka_times(list(map(_TIMESTAMP, records))),
+    }
 
 
 # datetime.max in epoch milliseconds; Kafka timestamps beyond it cannot be stored
@@ -266,6 +357,64 @@ class _EventFastPath:
             row.append(field_value)
         row.append(value.decode("utf-8"))
         return tuple(row)
+
+
+class _EventColumns:
+    """Bronze columns of a whole chunk of JSON events, in Arrow, and the records left over.
+
+    The per-record Python left is one ``orjson.loads`` per value; field extraction,
+    the required-field rule, the size limit, UTF-8 text and the lineage columns are
+    Arrow kernels over the chunk. Like ``_EventFastPath`` it only keeps records
+    whose result is certain to equal ``bronze_row``'s: orjson parsed an object,
+    every extracted and required field is text or absent (Arrow refuses to convert
+    anything else to a string, and then the whole chunk takes the per-record path),
+    required fields are non-empty and the payload is within the limit. The rest is
+    returned, in order, for the per-record path and its rules and reasons.
+    """
+
+    def __init__(self, source: KafkaSource) -> None:
+        self.required = tuple(source.required)
+        self.columns = dict(source.columns)
+        fields = dict.fromkeys([*source.columns.values(), *source.required])
+        self.struct = pa.struct([(name, pa.string()) for name in fields])
+
+    def convert(self, records: list) -> tuple[dict[str, pa.Array], list] | None:
+        values = list(map(_VALUE, records))
+        events: list = []
+        append, loads = events.append, orjson.loads
+        for value in values:
+            try:
+                event = loads(value)
+            except orjson.JSONDecodeError:  # also None: not bytes
+                append(None)
+                continue
+            append(event if type(event) is dict else None)
+        try:
+            parsed = pa.array(events, self.struct)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            return None  # a field that is not text: bronze_row decides, record by record
+        del events
+        raw = pa.array(values, pa.binary())
+        too_big = pc.fill_null(pc.greater(pc.binary_length(raw), MAX_PAYLOAD_BYTES), True)
+        bad = pc.or_(pc.is_null(parsed), too_big)
+        for name in self.required:
+            field_values = pc.struct_field(parsed, name)
+            empty = pc.or_kleene(pc.is_null(field_values), pc.equal(field_values, ""))
+            bad = pc.or_kleene(bad, empty)
+        bad = pc.fill_null(bad, True)
+        leftovers = [records[i] for i in pc.indices_nonzero(bad).to_pylist()]
+        good = pc.invert(bad)
+
+        def keep(array: pa.Array) -> pa.Array:
+            return pc.filter(array, good) if leftovers else array
+
+        columns = {
+            column: keep(pc.struct_field(parsed, name)) for column, name in self.columns.items()
+        }
+        # orjson accepted every kept payload, so it is UTF-8 (the cast checks it again)
+        columns["payload"] = keep(raw).cast(pa.string())
+        columns.update({name: keep(array) for name, array in _coordinates(records).items()})
+        return columns, leftovers
 
 
 def bronze_row(source: KafkaSource | CdcSource, message) -> dict[str, Any]:
@@ -377,6 +526,9 @@ def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_t
             if stop or (limit is not None and batch.next_offsets[tp.partition] >= limit):
                 active.discard(tp)
                 consumer.pause(tp)
+        if remaining > 0 and _caught_up(consumer, active):
+            drained = True
+            break
     if drained:
         # Every returned record was taken, so the consumer's position is exact and may
         # be past transaction markers and aborted records, which never come back as
@@ -396,6 +548,22 @@ def _read(consumer, topic, committed, until_offsets, max_records, policy, poll_t
             _out_of_range(consumer, policy, batch, tp, start, log_start[tp], highwater)
     batch.records_read = read
     return batch
+
+
+def _caught_up(consumer, active) -> bool:
+    """Every partition still read has reached the high-water mark of its latest fetch.
+
+    Without this the loop ends only on an empty poll, which waits out the whole
+    ``poll_timeout_ms`` (1 s, several % of a 200k-event batch) to learn what the
+    fetch responses already said. Records produced later belong to the next batch,
+    as they would after an empty poll. Under read_committed an open transaction
+    keeps the position below the high-water mark, and the empty poll decides.
+    """
+    for tp in active:
+        highwater = consumer.highwater(tp)
+        if highwater is None or consumer.position(tp) < highwater:
+            return False
+    return True
 
 
 def _out_of_range(consumer, policy, batch, tp, offset, log_start, highwater=None) -> None:

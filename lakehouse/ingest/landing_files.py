@@ -34,13 +34,13 @@ from lakehouse.ingest.values import DECIMAL, value_error
 from lakehouse.sources import LandingSource
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import (
+    append_files_with_position,
     append_with_position,
-    commit_data_files,
     committed_positions,
     ensure_table,
     with_commit_retries,
-    write_data_files,
 )
+from lakehouse.tables.data_files import write_data_files
 from lakehouse.tables.schemas import QUARANTINE
 
 # Partner files can carry large free-text fields; the csv module's default is 128 KiB.
@@ -224,7 +224,7 @@ def ingest_files(
                 rejects.rows = fresh
                 append_with_position(quarantine, rejects.to_arrow(), source.name, todo, run_id)
             written = data_files.result()
-        batch.snapshot_id = commit_data_files(bronze, written, source.name, todo, run_id)
+        batch.snapshot_id = append_files_with_position(bronze, written, source.name, todo, run_id)
         batch.landed = arrow.num_rows
         batch.quarantined = batch.records_in - batch.landed
         return batch

@@ -12,27 +12,16 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
-from pyiceberg.io.pyarrow import (
-    _check_pyarrow_schema_compatible,
-    _dataframe_to_data_files,
-    bin_pack_arrow_table,
-    pyarrow_to_schema,
-    write_file,
-)
 from pyiceberg.manifest import DataFile
-from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
-from pyiceberg.schema import Schema
-from pyiceberg.table import Table, TableProperties, WriteTask
+from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.snapshots import ancestors_of
-from pyiceberg.utils.properties import property_as_int
+from pyiceberg.utils.properties import property_as_bool
 
 from lakehouse.tables.schemas import TableLayout
 
@@ -119,6 +108,38 @@ def append_with_position(
     return snapshot.snapshot_id if snapshot else None
 
 
+def append_files_with_position(
+    table: Table,
+    data_files: list[DataFile],
+    source: str,
+    position: Any,
+    run_id: str,
+    partition_key: str | None = None,
+) -> int | None:
+    """Add already written ``data_files`` and record ``position`` in the same snapshot.
+
+    The files were written against ``table``'s metadata as loaded (see
+    ``lakehouse.tables.data_files``); if another commit won meanwhile this raises
+    ``CommitFailedException`` like ``append_with_position``, and the files stay
+    unreferenced. With no files it still commits the position (a batch of rejects).
+    """
+    properties = {position_key(source): json.dumps(position, sort_keys=True), RUN_ID_KEY: run_id}
+    if partition_key:
+        properties[PARTITION_KEY] = partition_key
+    merge = property_as_bool(
+        table.metadata.properties,
+        TableProperties.MANIFEST_MERGE_ENABLED,
+        TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT,
+    )
+    with table.transaction() as tx:
+        update = tx.update_snapshot(snapshot_properties=properties)
+        with update.merge_append() if merge else update.fast_append() as append:
+            for data_file in data_files:
+                append.append_data_file(data_file)
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
 def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
     """``rows`` with the table's columns, by name and in its order; missing ones null.
 
@@ -151,87 +172,3 @@ def with_commit_retries(attempt: Callable[[], T], retries: int = 8) -> T:
                 raise
             time.sleep(min(0.05 * 2**n, 2.0))
     raise AssertionError("unreachable")
-
-
-def write_data_files(table: Table, rows: pa.Table) -> list[DataFile]:
-    """Write ``rows`` as data files of ``table`` without committing them.
-
-    Split from the commit so a caller can write while it does other work (another
-    table's commit) and then commit the files with its position
-    (``commit_data_files``). Files written by a run that never commits are orphans:
-    invisible to readers, removed by maintenance. A batch whose rows all fall in one
-    partition (bronze: one ingestion time per batch) skips pyiceberg's group-by and
-    filter copy of the whole batch.
-    """
-    rows = conform(rows, table.schema().as_arrow())
-    if rows.num_rows == 0:
-        return []
-    metadata = table.metadata
-    _check_pyarrow_schema_compatible(
-        metadata.schema(), provided_schema=rows.schema, format_version=metadata.format_version
-    )
-    key = _single_partition(metadata.spec(), metadata.schema(), rows)
-    if key is None:
-        return list(_dataframe_to_data_files(metadata, rows, table.io))
-    schema = pyarrow_to_schema(
-        rows.schema,
-        name_mapping=metadata.schema().name_mapping,
-        format_version=metadata.format_version,
-    )
-    target = property_as_int(
-        metadata.properties,
-        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
-        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,
-    )
-    write_uuid = uuid.uuid4()
-    tasks = (
-        WriteTask(write_uuid, n, schema, batches, partition_key=None if key is True else key)
-        for n, batches in enumerate(bin_pack_arrow_table(rows, target))
-    )
-    return list(write_file(table.io, metadata, tasks))
-
-
-def _single_partition(
-    spec: PartitionSpec, schema: Schema, rows: pa.Table
-) -> PartitionKey | bool | None:
-    """The partition every row falls in (True: unpartitioned), or None if several."""
-    if spec.is_unpartitioned():
-        return True
-    values = []
-    for field in spec.fields:
-        source = schema.find_field(field.source_id)
-        column = rows[schema.find_column_name(field.source_id)]
-        transformed = field.transform.pyarrow_transform(source.field_type)(column)
-        if transformed.null_count:
-            return None
-        low, high = pc.min_max(transformed).values()
-        if low != high:
-            return None
-        values.append(PartitionFieldValue(field=field, value=low.as_py()))
-    return PartitionKey(field_values=values, partition_spec=spec, schema=schema)
-
-
-def commit_data_files(
-    table: Table,
-    data_files: list[DataFile],
-    source: str,
-    position: Any,
-    run_id: str,
-    partition_key: str | None = None,
-) -> int | None:
-    """Commit written data files with ``position`` in one snapshot; return its id.
-
-    The same snapshot ``append_with_position`` makes, for files ``write_data_files``
-    wrote against the same table metadata.
-    """
-    properties = {position_key(source): json.dumps(position, sort_keys=True), RUN_ID_KEY: run_id}
-    if partition_key:
-        properties[PARTITION_KEY] = partition_key
-    with (
-        table.transaction() as tx,
-        tx.update_snapshot(snapshot_properties=properties).fast_append() as append,
-    ):
-        for data_file in data_files:
-            append.append_data_file(data_file)
-    snapshot = table.current_snapshot()
-    return snapshot.snapshot_id if snapshot else None
