@@ -7,8 +7,10 @@
 - ``silver.<cdc table>``: the table's state is the changelog applied again, from
   bronze, independently of the asset: same keys at the same LSN, counting rows the
   contract quarantined.
+- ``silver.<cdc table>_history``: its current versions are ``silver.<cdc table>`` (same
+  keys, same LSN and values), counting rows the contract quarantined.
 
-Both are blocking: silver that does not reconcile with bronze must not feed gold.
+All are blocking: silver that does not reconcile with bronze must not feed gold.
 """
 
 import json
@@ -16,6 +18,7 @@ from collections import Counter, defaultdict
 
 import dagster as dg
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import EqualTo
 
 from lakehouse.assets.silver import read_changelog
 from lakehouse.quality.pii import Masker, mask_rows
@@ -133,5 +136,75 @@ def cdc_reconcile_check(source: CdcSource) -> dg.AssetChecksDefinition:
     return _check
 
 
+def history_reconcile_check(source: CdcSource) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=["silver", f"{source.name}_history"],
+        name="history_matches_current",
+        blocking=True,
+        description=f"The is_current versions of silver.{source.name}_history are "
+        f"silver.{source.name} (keys, LSN and every declared column), counting rows the "
+        "contract quarantined.",
+    )
+    def _check(iceberg: IcebergCatalogResource) -> dg.AssetCheckResult:
+        catalog = iceberg.load()
+        columns = (*source.columns, "_lsn")
+
+        def by_key(rows) -> dict[tuple, list[dict]]:
+            out: dict[tuple, list[dict]] = defaultdict(list)
+            for row in rows:
+                out[tuple(str(row.get(k)) for k in source.keys)].append(
+                    {c: row.get(c) for c in columns}
+                )
+            return out
+
+        try:
+            history = catalog.load_table(f"silver.{source.name}_history")
+        except NoSuchTableError:
+            return dg.AssetCheckResult(passed=False, metadata={"error": "no history table"})
+        versions = by_key(
+            history.scan(row_filter=EqualTo("is_current", True), selected_fields=columns)
+            .to_arrow()
+            .to_pylist()
+        )
+        current = by_key(_scan(catalog, f"silver.{source.name}", columns))
+        quarantined = {
+            tuple(str(raw.get(k)) for k in source.keys): raw.get("_lsn")
+            for raw in (
+                json.loads(r["_raw"])
+                for r in _scan(catalog, f"quarantine.{source.name}", ("_raw",))
+            )
+        }
+        problems = []
+        for key in sorted(set(versions) | set(current) | set(quarantined)):
+            mine, theirs = versions.get(key, []), current.get(key, [])
+            if key in quarantined and not theirs:
+                theirs = [{"_lsn": quarantined[key]}]
+                mine = [{"_lsn": v["_lsn"]} for v in mine]
+            if mine != theirs:
+                problems.append(
+                    {"key": list(key), "history": _shown(mine), "current": _shown(theirs)}
+                )
+        return dg.AssetCheckResult(
+            passed=not problems,
+            metadata={
+                "current_versions": sum(len(v) for v in versions.values()),
+                "current_rows": sum(len(v) for v in current.values()),
+                "rows_quarantined": len(quarantined),
+                "mismatched_keys": len(problems),
+                "mismatch_examples": dg.MetadataValue.json(problems[:10]),
+            },
+        )
+
+    return _check
+
+
+def _shown(rows: list[dict]) -> list[dict]:
+    return [{k: None if v is None else str(v) for k, v in r.items()} for r in rows]
+
+
 def reconciliation_checks(sources: Sources) -> list[dg.AssetChecksDefinition]:
-    return [page_views_reconcile, *(cdc_reconcile_check(s) for s in sources.cdc)]
+    return [
+        page_views_reconcile,
+        *(cdc_reconcile_check(s) for s in sources.cdc),
+        *(history_reconcile_check(s) for s in sources.cdc),
+    ]
