@@ -12,6 +12,7 @@ row can collide with an old one.
 """
 
 import re
+from collections.abc import Iterable
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -83,12 +84,16 @@ def contract_checks(contract: Contract) -> dg.AssetChecksDefinition:
         if config.full:
             scope = full("requested by the run's config (full: true)")
         else:
-            since = last_good_snapshot(context.instance, table, key, contract)
+            rules = [
+                (dg.AssetCheckKey(key, check_name(r)), contract.policy(r) is Policy.WARN)
+                for r in contract.rules
+            ]
+            since = last_good_snapshot(context.instance, table, rules)
             scope = changed_scope(catalog, table, contract.table, since)
         df = table.scan(row_filter=scope.row_filter).to_pandas()
         evaluation = evaluate(contract, df)
         if not scope.full:
-            _unique_across_scope(table, contract, scope, df, evaluation)
+            unique_across_scope(table, contract, scope, df, evaluation)
         quarantined = (
             _quarantined_by_rule(catalog, contract)
             if any(contract.policy(r) is Policy.QUARANTINE for r in contract.rules)
@@ -123,20 +128,20 @@ def contract_checks(contract: Contract) -> dg.AssetChecksDefinition:
 
 
 def last_good_snapshot(
-    instance: dg.DagsterInstance, table, asset: dg.AssetKey, contract: Contract
+    instance: dg.DagsterInstance, table, checks: Iterable[tuple[dg.AssetCheckKey, bool]]
 ) -> int | None:
-    """The oldest of the snapshots each rule last held on (ran on, for a warn rule).
+    """The oldest of the snapshots each check last passed on (or ran on, when the flag
+    says a failure counts: a warn rule), from the metadata of its evaluations.
 
-    None when a rule has no such evaluation (or its snapshot is gone): evaluate all.
+    None when a check has no such evaluation (or its snapshot is gone): evaluate all.
     """
     oldest: tuple[int, int] | None = None
-    for rule in contract.rules:
+    for check_key, failure_counts in checks:
         records = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(asset, check_name(rule)), limit=HISTORY_LOOKBACK
+            check_key, limit=HISTORY_LOOKBACK
         )
         evaluations = [r.event.asset_check_evaluation for r in records if r.event]
-        warn = contract.policy(rule) is Policy.WARN
-        evaluation = next((e for e in evaluations if e and (warn or e.passed)), None)
+        evaluation = next((e for e in evaluations if e and (failure_counts or e.passed)), None)
         recorded = evaluation.metadata.get(CHECKED_SNAPSHOT) if evaluation else None
         if recorded is None or not str(recorded.value):
             return None
@@ -148,7 +153,7 @@ def last_good_snapshot(
     return oldest[1] if oldest else None
 
 
-def _unique_across_scope(
+def unique_across_scope(
     table, contract: Contract, scope: Scope, df, evaluation: Evaluation
 ) -> None:
     """A row in scope whose unique key is also held by a row outside it breaks the rule."""

@@ -37,7 +37,6 @@ from lakehouse.tables.commits import RUN_ID_KEY
 BRONZE_SNAPSHOT_KEY = "lakehouse.bronze-snapshot-id"
 CHECKED_SNAPSHOT = "lakehouse/checked_snapshot_id"
 SCOPE = "lakehouse/check_scope"
-NOTHING = "(no column: no row changed)"
 
 
 @dataclass(frozen=True)
@@ -105,40 +104,59 @@ def _source_of(table: str) -> CdcSource | str | None:
     return None
 
 
+def bronze_table_of(catalog, contract_table: str) -> Table | None:
+    source = _source_of(contract_table)
+    if source is None:
+        return None
+    if isinstance(source, str):
+        return catalog.load_table(sources().kafka_source(source).bronze_table)
+    return catalog.load_table(source.bronze_table)
+
+
+def new_bronze_runs(table: Table, bronze: Table, since: int | None) -> tuple[set[str] | None, str]:
+    """The runs whose bronze appends ``table`` took in since its snapshot ``since``.
+
+    None (with the reason) when the range cannot vouch for the rows outside them.
+    """
+    if since is None:
+        return None, "no earlier good evaluation to start from"
+    silver_range = _range(table, since)
+    if silver_range is None:
+        return None, f"snapshot {since} of the last good evaluation is gone (expired?)"
+    if not silver_range:
+        return set(), "nothing written since the last good evaluation"
+    if any(BRONZE_SNAPSHOT_KEY not in _properties(s) for s in silver_range):
+        return None, "the table was written outside a materialization since"
+    start = _properties(table.metadata.snapshot_by_id(since)).get(BRONZE_SNAPSHOT_KEY)
+    end = _properties(silver_range[0]).get(BRONZE_SNAPSHOT_KEY)
+    if not start or not end:
+        return None, "the snapshots do not say which bronze snapshot they were built from"
+    runs = _appending_runs(bronze, int(start), int(end))
+    if runs is None:
+        return None, "the bronze snapshots of the range are not appends by runs"
+    return runs, f"bronze appended by {len(runs)} run(s) since the last good evaluation"
+
+
 def changed_scope(catalog, table: Table, contract_table: str, since: int | None) -> Scope:
     """The rows of ``table`` that may have changed since silver snapshot ``since``."""
     source = _source_of(contract_table)
     if source is None:
         return full(f"no incremental scope is defined for {contract_table}")
-    if since is None:
-        return full("no earlier evaluation to start from")
-    silver_range = _range(table, since)
-    if silver_range is None:
-        return full(f"snapshot {since} of the last evaluation is not an ancestor (expired?)")
-    if not silver_range:
-        return Scope("nothing written since the last evaluation", NOTHING)
-    if any(BRONZE_SNAPSHOT_KEY not in _properties(s) for s in silver_range):
-        return full(f"{contract_table} was written outside a materialization")
-    start = _properties(table.metadata.snapshot_by_id(since)).get(BRONZE_SNAPSHOT_KEY)
-    end = _properties(silver_range[0]).get(BRONZE_SNAPSHOT_KEY)
-    if not start or not end:
-        return full("the snapshots do not say which bronze snapshot they were built from")
-    kafka = sources().kafka_source(source) if isinstance(source, str) else None
-    bronze = catalog.load_table(kafka.bronze_table if kafka else source.bronze_table)
-    runs = _appending_runs(bronze, int(start), int(end))
+    bronze = bronze_table_of(catalog, contract_table)
+    runs, reason = new_bronze_runs(table, bronze, since)
     if runs is None:
-        return full("the bronze snapshots of the range are not appends by runs")
-    if kafka is not None:
+        return full(reason)
+    if isinstance(source, str):
         ids = new_bronze_rows(bronze, runs, ("event_id",))["event_id"]
         rows = table.scan(selected_fields=("event_id", "event_date")).to_arrow()
         touched = rows.filter(pc.is_in(rows["event_id"], value_set=pc.unique(ids)))
         dates = frozenset(pc.unique(touched["event_date"]).to_pylist())
-        return Scope(f"event dates of {len(ids)} new bronze events", "event_date", dates)
+        return Scope(f"event dates of {len(ids)} new bronze events; {reason}", "event_date", dates)
     payloads = new_bronze_rows(bronze, runs, ("payload",))["payload"].to_pylist()
     keys = changed_keys(source, payloads)
     if keys is None:
         return full("a truncate in the new changes touches every key")
-    return Scope(f"keys of {len(payloads)} new changes", source.keys[0], frozenset(keys))
+    return Scope(f"keys of {len(payloads)} new changes; {reason}", source.keys[0], frozenset(keys))
 
 
 def _appending_runs(bronze: Table, start: int, end: int) -> set[str] | None:
@@ -159,9 +177,11 @@ def _appending_runs(bronze: Table, start: int, end: int) -> set[str] | None:
 
 def new_bronze_rows(bronze: Table, runs: set[str], fields: tuple[str, ...]) -> pa.Table:
     """The rows those runs appended (each bronze file holds one run: the filter prunes files)."""
-    if not runs:
-        return pa.table({f: pa.array([], pa.string()) for f in fields})
-    return bronze.scan(row_filter=In("_run_id", runs), selected_fields=fields).to_arrow()
+    return bronze.scan(row_filter=runs_filter(runs), selected_fields=fields).to_arrow()
+
+
+def runs_filter(runs: set[str]) -> BooleanExpression:
+    return In("_run_id", runs) if runs else AlwaysFalse()
 
 
 def changed_keys(source: CdcSource, payloads: Iterable[str | None]) -> set | None:
