@@ -4,6 +4,7 @@ and each fails (blocking) once a version is broken with pyiceberg behind the pip
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -11,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from pyiceberg.expressions import EqualTo
 
 from lakehouse.demo.load import publish_cdc
 from lakehouse.quality.checks import check_name
@@ -18,6 +20,7 @@ from lakehouse.quality.history import HISTORY_RULES, history_contract
 from lakehouse.quality.policy import Policy, evaluate
 from lakehouse.sources import sources
 from resources.iceberg import IcebergCatalogResource
+from resources.kafka import KafkaResource
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -171,3 +174,61 @@ def test_every_rule_passes_on_the_demo_and_fails_on_a_broken_history(lakehouse_e
         table.overwrite(original)
         run = only_checks.execute_in_process(instance=instance)
         assert all(c.passed for c in run.get_asset_check_evaluations())
+
+
+def _update_country(settings, catalog, country: str) -> str:
+    """One more Debezium update of the latest-changed customer, as the connector would send."""
+    source = _source()
+    log = catalog.load_table(source.bronze_table).scan().to_arrow().to_pylist()
+    changes = [r for r in log if r["op"] in ("c", "u", "r") and r["payload"]]
+    latest = max(changes, key=lambda r: r["lsn"])
+    document = json.loads(latest["payload"])
+    change = document.get("payload", document)
+    change["before"] = dict(change["after"])
+    change["after"]["country"] = country
+    change["op"] = "u"
+    change["source"]["lsn"] = max(r["lsn"] for r in changes) + 1_000
+    change["ts_ms"] = change["source"]["ts_ms"] = change["ts_ms"] + 60_000
+    producer = KafkaResource().producer()
+    try:
+        topic = source.resolved_topic(settings.kafka_topic_prefix)
+        producer.send(topic, key=latest["key"].encode(), value=json.dumps(document).encode())
+        producer.flush()
+    finally:
+        producer.close()
+    return change["after"]["customer_id"]
+
+
+@pytest.mark.timeout(900)
+def test_a_new_change_is_checked_by_its_key_alone(lakehouse_env, defs):
+    assert publish_cdc(lakehouse_env)
+    job = defs.resolve_job_def("lakehouse")
+    catalog = IcebergCatalogResource().load()
+    with dg.instance_for_test() as instance:
+        assert job.execute_in_process(instance=instance, asset_selection=SELECTION).success
+        key = _update_country(lakehouse_env, catalog, "NL")
+        result = job.execute_in_process(instance=instance, asset_selection=SELECTION)
+        assert result.success
+        checks = {
+            c.asset_check_key.to_user_string(): c for c in result.get_asset_check_evaluations()
+        }
+        versions = catalog.load_table("silver.customers_history").scan(
+            row_filter=EqualTo("customer_id", key)
+        )
+        for name in (
+            "silver/customers_history:contract_versions_contiguous",
+            "silver/customers_history:history_matches_current",
+            "silver/customers:changelog_reconcile",
+            "silver/customers:" + check_name("customer_id:field_uniqueness"),
+        ):
+            check = checks[name]
+            scope = check.metadata["lakehouse/check_scope"].value
+            assert check.passed, (name, check.metadata)
+            assert scope["mode"] == "incremental" and scope["values"] == [key], (name, scope)
+        contiguous = checks["silver/customers_history:contract_versions_contiguous"]
+        assert contiguous.metadata["rows_checked"].value == versions.to_arrow().num_rows
+        assert checks["silver/customers:changelog_reconcile"].metadata["changelog_keys"].value == 1
+        current = catalog.load_table("silver.customers").scan(
+            row_filter=EqualTo("customer_id", key)
+        )
+        assert current.to_arrow()["country"].to_pylist() == ["NL"]

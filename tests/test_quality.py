@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from pyiceberg.exceptions import NoSuchTableError
 
-from lakehouse.quality.checks import unique_across_scope, check_name
+from lakehouse.quality.checks import check_name, unique_across_scope
 from lakehouse.quality.contracts import PAGE_VIEWS, default_cdc_contract
 from lakehouse.quality.policy import Policy, enforce, evaluate
 from lakehouse.quality.reconcile import page_views_reconcile
