@@ -137,11 +137,15 @@ def last_good_snapshot(
     """
     oldest: tuple[int, int] | None = None
     for check_key, failure_counts in checks:
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            check_key, limit=HISTORY_LOOKBACK
-        )
-        evaluations = [r.event.asset_check_evaluation for r in records if r.event]
-        evaluation = next((e for e in evaluations if e and (failure_counts or e.passed)), None)
+        evaluation = None
+        for limit in (3, HISTORY_LOOKBACK):  # this run's planned record, then the last one
+            records = instance.event_log_storage.get_asset_check_execution_history(
+                check_key, limit=limit
+            )
+            evaluations = [r.event.asset_check_evaluation for r in records if r.event]
+            evaluation = next((e for e in evaluations if e and (failure_counts or e.passed)), None)
+            if evaluation is not None or len(records) < limit:
+                break
         recorded = evaluation.metadata.get(CHECKED_SNAPSHOT) if evaluation else None
         if recorded is None or not str(recorded.value):
             return None
