@@ -214,7 +214,8 @@ def _key_of(source: CdcSource, text: str | None) -> str | None:
 
 
 def changes_of_keys(bronze: Table, source: CdcSource, keys: set[str]) -> list[OrderedChange]:
-    """The changelog of those keys, plus every change without a key (truncates)."""
+    """The changelog of those keys, plus every change without a readable message key
+    (truncates; producers that send none): a superset, the caller keeps its keys."""
     log = bronze.scan(selected_fields=("key", "op", "payload", *COORDS)).to_arrow()
     wanted = [
         op != "tombstone" and (key is None or key in keys)
@@ -272,7 +273,8 @@ def cdc_reconcile_check(source: CdcSource) -> dg.AssetChecksDefinition:
         else:
             changes = changes_of_keys(bronze, source, {str(v) for v in scope.values})
         applied = apply_changes(changes, source.keys)
-        expected_rows = mask_rows(applied.current, source.pii, Masker.from_settings())
+        current = [r for r in applied.current if _in_scope(scope, source, r)]
+        expected_rows = mask_rows(current, source.pii, Masker.from_settings())
 
         def identity(row: dict) -> tuple:
             return (*(str(row.get(k)) for k in source.keys), row.get("_lsn"))
