@@ -15,7 +15,7 @@ vouch for makes the check full, and says why in its metadata: no earlier evaluat
 a base snapshot expired or not an ancestor, a silver snapshot written outside a
 materialization (no bronze snapshot in its summary), a bronze truncate, a table
 without a scope rule (database and landing sources), or the check's ``full`` config
-(what ``lakehouse/quality`` reruns after a contract or code change should use).
+(launch the checks with it after changing a contract or the code that builds silver).
 """
 
 from __future__ import annotations
