@@ -5,16 +5,19 @@ including values in columns the sources start sending that sources.yml does not 
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 from cryptography.exceptions import InvalidTag
 
 from lakehouse.demo.cdc import envelope, generate_shop_changes
 from lakehouse.demo.clickstream import generate
 from lakehouse.demo.load import publish_cdc, publish_clickstream, publish_landing_files
+from lakehouse.ingest.kafka_events import RecordRejected, bronze_row
 from lakehouse.quality.pii import (
     DEV_KEY,
     REDACTED,
@@ -24,7 +27,10 @@ from lakehouse.quality.pii import (
     pii_key,
 )
 from lakehouse.settings import LakehouseSettings
-from lakehouse.sources import load_sources
+from lakehouse.sources import load_sources, sources
+from lakehouse.stack.spark_jars import build_spark_jars
+from lakehouse.tables.commits import ensure_table
+from lakehouse.tables.schemas import cdc_bronze_layout
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 
@@ -187,3 +193,98 @@ def test_no_raw_pii_value_appears_in_any_silver_or_gold_table(lakehouse_env, def
     views = catalog.load_table("silver.page_views").scan().to_arrow()
     users = {u for u in raw if u.startswith("u-")}
     assert set(views["user_id"].to_pylist()) <= {masker.hash(u) for u in users}
+
+
+# ------------------------------------------------------------ the Spark job's tables
+
+
+@pytest.fixture(scope="session")
+def spark_jars(tmp_path_factory) -> Path:
+    jars = tmp_path_factory.mktemp("pii-spark-jars")
+    build_spark_jars(LakehouseSettings(state_dir=jars.parent / "unused", spark_jars_dir=jars))
+    return jars
+
+
+def _changelog_ingested_on_the_first_demo_day(catalog) -> int:
+    """The demo's Debezium changes (as published) in bronze, ingested on 2026-11-01.
+
+    The Spark merge reads the changes ingested on its partitions' days; the bronze
+    sensor would stamp today, outside the daily partitions, hence the backdated day.
+    """
+    messages, _ = generate_shop_changes(snapshot=60, steps=2_500, mean_gap_s=90)
+    ingested = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    written = 0
+    for source in sources().cdc:
+        rows = []
+        for offset, message in enumerate(m for m in messages if m.table == source.name):
+            try:
+                row = bronze_row(source, message)
+            except RecordRejected:
+                continue
+            rows.append(
+                {
+                    **row,
+                    "_source": source.name,
+                    "_kafka_topic": source.topic,
+                    "_kafka_partition": 0,
+                    "_kafka_offset": offset,
+                    "_kafka_timestamp": ingested,
+                    "_ingested_at": ingested,
+                    "_run_id": "test-pii",
+                }
+            )
+        table = ensure_table(catalog, source.bronze_table, cdc_bronze_layout())
+        table.append(pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+        written += len(rows)
+    return written
+
+
+@pytest.mark.timeout(900)
+def test_no_raw_pii_value_appears_in_the_spark_jobs_tables(
+    lakehouse_env, defs, spark_jars, monkeypatch
+):
+    """The spark job (one local Spark session) over the demo: sessions and *_merged masked."""
+    monkeypatch.setenv("LAKEHOUSE_SPARK_JARS_DIR", str(spark_jars))
+    assert publish_clickstream(lakehouse_env)
+    catalog = IcebergCatalogResource().load()
+    assert _changelog_ingested_on_the_first_demo_day(catalog) > 1_000
+    views = [["bronze", "clickstream"], ["silver", "page_views"], ["quarantine", "page_views"]]
+    with dg.instance_for_test() as instance:
+        lakehouse = defs.resolve_job_def("lakehouse")
+        selection = [dg.AssetKey(k) for k in (*views, ["quarantine", "clickstream"])]
+        assert lakehouse.execute_in_process(instance=instance, asset_selection=selection).success
+        spark = defs.resolve_job_def("spark").execute_in_process(
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": "2026-11-01",
+                "dagster/asset_partition_range_end": "2026-11-03",
+            },
+        )
+        assert spark.success
+    written = {e.asset_key.to_user_string() for e in spark.get_asset_materialization_events()}
+    merged = [f"silver.{s.name}_merged" for s in sources().cdc]
+    assert {"silver/sessions", *(m.replace(".", "/") for m in merged)} <= written
+
+    raw = _raw_pii_values()
+    for name in ("silver.sessions", *merged):
+        arrow = catalog.load_table(name).scan().to_arrow()
+        assert arrow.num_rows, f"{name} is empty: the scan would prove nothing"
+        text = "\n".join(
+            str(v)
+            for column in arrow.column_names
+            if str(arrow.schema.field(column).type) in ("string", "large_string")
+            for v in arrow[column].to_pylist()
+            if v is not None
+        )
+        leaked = sorted(v for v in raw if v in text)
+        assert not leaked, f"{name} holds raw PII: {leaked[:5]}"
+
+    # masked by Spark as by pyiceberg: the same tokens and hashes, reversible with the key
+    masker = Masker.from_settings()
+    customers = catalog.load_table("silver.customers_merged").scan().to_arrow().to_pylist()
+    assert {masker.detokenize(r["full_name"]) for r in customers} <= raw
+    assert {r["email"] for r in customers} <= {masker.hash(e) for e in raw if "@" in e}
+    sessions = catalog.load_table("silver.sessions").scan().to_arrow()
+    assert set(sessions["user_id"].to_pylist()) <= {
+        masker.hash(u) for u in raw if u.startswith("u-")
+    }

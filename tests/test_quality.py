@@ -4,18 +4,23 @@ tables through Kafka, Iceberg and dbt, and what the UI reads back over GraphQL."
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pyiceberg.exceptions import NoSuchTableError
 
-from lakehouse.quality.checks import check_name
+from lakehouse.quality.checks import check_name, unique_across_scope
 from lakehouse.quality.contracts import PAGE_VIEWS, default_cdc_contract
-from lakehouse.quality.policy import Policy, enforce
+from lakehouse.quality.policy import Policy, enforce, evaluate
+from lakehouse.quality.reconcile import page_views_reconcile
+from lakehouse.quality.scope import Scope
 from lakehouse.quality.score import SCORE_KEY
 from lakehouse.sources import CdcSource, sources
+from lakehouse.tables.commits import ensure_table
+from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 
@@ -132,9 +137,9 @@ def _publish(settings, events: list[dict]) -> None:
         producer.close()
 
 
-def _run(defs, instance):
+def _run(defs, instance, run_config=None):
     return defs.resolve_job_def("lakehouse").execute_in_process(
-        instance=instance, asset_selection=SELECTION, raise_on_error=False
+        instance=instance, asset_selection=SELECTION, raise_on_error=False, run_config=run_config
     )
 
 
@@ -213,8 +218,10 @@ def test_warn_lets_rows_flow_quarantine_moves_exactly_the_failing_rows(
         gold = catalog.load_table("gold.daily_page_views").scan().to_arrow()
         assert sum(gold["page_views"].to_pylist()) == len(good) + 1  # the warned row flowed
 
-        # a second run: the score is plotted over materializations
-        assert _run(defs, instance).success
+        # a second run: the score is plotted over materializations; its checks read every
+        # row (an incremental check would not repeat the warning about unchanged rows)
+        full = {"ops": {"silver_page_views_contract": {"config": {"full": True}}}}
+        assert _run(defs, instance, full).success
         # 30 of 32 rows passed every rule (one quarantined, one warned)
         _assert_ui_shows_checks_and_scores(instance, 30 / 32)
 
@@ -286,3 +293,84 @@ def test_every_silver_table_gets_one_check_per_rule_blocking_exactly_for_fail(de
             spec = specs[check_name(rule)]
             assert spec.key in in_defs
             assert spec.blocking == (contract.policy(rule) is Policy.FAIL), rule
+
+
+FULL = {"full": True}
+
+
+def _day_two(n: int) -> dict:
+    ts = datetime(2026, 11, 2, 9, tzinfo=UTC) + timedelta(minutes=n)
+    return _event(n, ts=ts.isoformat().replace("+00:00", "Z"))
+
+
+@pytest.mark.timeout(900)
+def test_checks_read_only_what_changed_and_a_full_check_still_finds_old_rows(lakehouse_env, defs):
+    first = [*(_event(n) for n in range(20)), _event(20, page="/product/p-9")]  # 20 warns
+    _publish(lakehouse_env, [*first, _event(21, page="search")])  # 21 is quarantined
+    warn = check_name("product_page_has_product_id")
+    unique = check_name("event_id:field_uniqueness")
+    with dg.instance_for_test() as instance:
+        checks = _checks(_run(defs, instance))
+        assert not checks[warn].passed
+        assert checks[warn].metadata["lakehouse/check_scope"].value["mode"] == "full"
+        assert checks[warn].metadata["rows_checked"].value == 21
+
+        # a new day, all good, one record delivered twice: the old warning is not repeated
+        second = [_day_two(n) for n in range(40, 50)]
+        _publish(lakehouse_env, [*second, second[0]])
+        checks = _checks(_run(defs, instance))
+        scope = checks[warn].metadata["lakehouse/check_scope"].value
+        assert scope["mode"] == "incremental" and scope["values"] == ["2026-11-02"], scope
+        assert checks[warn].passed and checks[warn].metadata["rows_checked"].value == 10
+        assert checks[unique].passed and checks[unique].metadata["rows_checked"].value == 10
+        reconciled = checks["page_views_reconcile"]
+        assert reconciled.passed
+        assert reconciled.metadata["lakehouse/check_scope"].value["mode"] == "incremental"
+        by_day = reconciled.metadata["by_bronze_partition"].value
+        assert sum(c["bronze"] for c in by_day.values()) == 11  # only the new records
+        assert sum(c["silver"] for c in by_day.values()) == 10
+        assert sum(c.get("deduplicated", 0) for c in by_day.values()) == 1
+
+        # the full check (config) reads everything again and finds the old warning
+        only_checks = defs.resolve_implicit_global_asset_job_def().get_subset(
+            asset_check_selection={
+                dg.AssetCheckKey(dg.AssetKey(["silver", "page_views"]), n)
+                for n in (*map(check_name, PAGE_VIEWS.rules), "page_views_reconcile")
+            },
+            asset_selection=set(),
+        )
+        rerun = only_checks.execute_in_process(
+            instance=instance,
+            run_config={
+                "ops": {
+                    "silver_page_views_contract": {"config": FULL},
+                    page_views_reconcile.node_def.name: {"config": FULL},
+                }
+            },
+        )
+        checks = _checks(rerun)
+        assert checks[warn].metadata["lakehouse/check_scope"].value["mode"] == "full"
+        assert not checks[warn].passed and checks[warn].metadata["rows_checked"].value == 31
+        examples = checks[warn].metadata["failing_examples"].value
+        assert [e["event_id"] for e in examples] == ["q-0020"]
+        by_day = checks["page_views_reconcile"].metadata["by_bronze_partition"].value
+        counts = {k: sum(c.get(k, 0) for c in by_day.values()) for k in ("bronze", "silver")}
+        assert counts == {"bronze": 33, "silver": 31}  # + 1 quarantined + 1 deduplicated
+        assert checks["page_views_reconcile"].passed
+
+
+def test_a_new_row_whose_key_an_old_row_outside_the_scope_holds_breaks_uniqueness(
+    lakehouse_env,
+):
+    catalog = IcebergCatalogResource().load()
+    table = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
+    rows = _frame(event_id=["e1", "e2", "e1"], user_id=[HASHED] * 3)  # e1 on days 1 and 2
+    table.append(pa.Table.from_pandas(rows, schema=SILVER_PAGE_VIEWS.arrow_schema()))
+    scope = Scope("test: day two changed", "event_date", frozenset({date(2026, 11, 2)}))
+    in_scope = table.scan(row_filter=scope.row_filter).to_pandas()
+    evaluation = evaluate(PAGE_VIEWS, in_scope)
+    rule = "event_id:field_uniqueness"
+    assert len(in_scope) == 1 and evaluation.outcomes[rule].passed  # alone, it looks unique
+    unique_across_scope(table, PAGE_VIEWS, scope, in_scope, evaluation)
+    assert not evaluation.outcomes[rule].passed
+    assert evaluation.outcomes[rule].examples[0]["event_id"] == "e1"

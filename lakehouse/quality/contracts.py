@@ -100,6 +100,7 @@ CUSTOMERS = contract_from_model(
         "credit_in_range": Policy.QUARANTINE,
         "signed_up_before_update": Policy.WARN,
     },
+    key_columns=("customer_id",),
 )
 
 DECLARED: dict[str, Contract] = {c.table: c for c in (PAGE_VIEWS, CUSTOMERS)}
@@ -121,7 +122,12 @@ def default_contract(source: TableSource) -> Contract:
     if len(source.keys) == 1:
         columns[source.keys[0]].unique = True
     schema = pa.DataFrameSchema(columns, unique=unique, name=source.name)
-    return Contract(f"silver.{source.name}", schema, description="declared in sources.yml")
+    return Contract(
+        f"silver.{source.name}",
+        schema,
+        description="declared in sources.yml",
+        key_columns=tuple(source.keys),
+    )
 
 
 # the name the CDC tables were first built with
@@ -145,5 +151,8 @@ def contract_for(table: str) -> Contract | None:
 
 def silver_contracts() -> list[Contract]:
     """Every silver table's contract: the declared ones, else one from sources.yml."""
+    from lakehouse.quality.history import history_contract  # it builds on this module
+
     tables = ["silver.page_views", *(f"silver.{s.name}" for s in _table_sources())]
-    return [c for c in map(contract_for, tables) if c is not None]
+    declared = [c for c in map(contract_for, tables) if c is not None]
+    return [*declared, *(history_contract(s) for s in sources().cdc)]

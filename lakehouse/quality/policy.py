@@ -49,6 +49,8 @@ class Contract:
     default: Policy = Policy.FAIL
     partition_column: str | None = None  # quality score per value of this column
     description: str = ""
+    # what identifies a row: an incremental check reads the rows of the keys that changed
+    key_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.policies) - set(self.rules))

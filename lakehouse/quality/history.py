@@ -1,0 +1,115 @@
+"""The contract of a CDC table's SCD type 2 history (``silver.<cdc>_history``).
+
+Gold and analysts query "the row as of time T": that is only sound if the versions of
+a key form one timeline. The rules say so row by row, so a failure points at the
+versions that break it:
+
+- ``one_current_version_per_key``: at most one ``is_current`` row per key;
+- ``valid_from_before_valid_to``: a closed version ends after it starts;
+- ``versions_contiguous``: a key's versions do not overlap and each starts where the
+  previous one ended; a gap is allowed only before a re-insert (``_op`` ``c`` or
+  ``r``: the row was deleted or the table truncated in between);
+- ``current_iff_open``: ``is_current`` exactly when ``valid_to`` is null;
+
+plus the declared columns (keys and ``valid_from`` present, masked PII in masked form).
+The history is written whole by the CDC silver asset and has no quarantine: every
+rule is ``fail`` (blocking), since a broken timeline gives wrong answers downstream
+rather than a few bad rows. That the current versions are ``silver.<cdc>`` is the
+blocking reconciliation check ``history_matches_current`` (``lakehouse.quality.reconcile``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import pandera.pandas as pa
+
+from lakehouse.quality.contracts import HEX64
+from lakehouse.quality.pii import TOKEN_PREFIX, PiiPolicy
+from lakehouse.quality.policy import Contract, Policy
+from lakehouse.sources import CdcSource
+
+REOPENING_OPS = ("c", "r")  # a version after a gap must (re)create the row
+
+HISTORY_RULES = (
+    "one_current_version_per_key",
+    "valid_from_before_valid_to",
+    "versions_contiguous",
+    "current_iff_open",
+)
+
+
+def _key_frame(df: pd.DataFrame, keys: Sequence[str]) -> list[pd.Series]:
+    return [df[k].astype("string") for k in keys]
+
+
+def one_current_version(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    current = df["is_current"].fillna(False).astype(bool)
+    per_key = current.groupby(_key_frame(df, keys), dropna=False).transform("sum")
+    return ~current | (per_key <= 1)
+
+
+def valid_from_before_valid_to(df: pd.DataFrame) -> pd.Series:
+    return df["valid_to"].isna() | (df["valid_from"] < df["valid_to"])
+
+
+def current_iff_open(df: pd.DataFrame) -> pd.Series:
+    current = df["is_current"]
+    return current.notna() & (current.fillna(False).astype(bool) == df["valid_to"].isna())
+
+
+def contiguous_versions(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """Each version starts where its predecessor ended (or later, when it re-creates the row).
+
+    The predecessor is the previous version of the key in (valid_from, _lsn) order; a
+    predecessor still open (no valid_to) overlaps everything after it.
+    """
+    if df.empty:
+        return pd.Series(True, index=df.index, dtype=bool)
+    key_names = [f"__k{i}" for i in range(len(keys))]
+    ordered = df.assign(**dict(zip(key_names, _key_frame(df, keys), strict=True)))
+    ordered = ordered.sort_values([*key_names, "valid_from", "_lsn"], kind="stable")
+    grouped = ordered.groupby(key_names, dropna=False, sort=False)
+    first = grouped.cumcount() == 0
+    previous_to = grouped["valid_to"].shift()
+    starts = ordered["valid_from"]
+    reopens = ordered["_op"].isin(REOPENING_OPS)
+    ok = first | (
+        previous_to.notna() & ((starts == previous_to) | ((starts > previous_to) & reopens))
+    )
+    return ok.reindex(df.index)
+
+
+def history_contract(source: CdcSource) -> Contract:
+    """silver.<source>_history: the declared columns plus the SCD2 timeline rules."""
+    keys = tuple(source.keys)
+    columns = {}
+    for name in source.columns:
+        checks = []
+        policy = source.pii.get(name)
+        if policy is PiiPolicy.HASH:
+            checks.append(pa.Check.str_matches(HEX64))
+        elif policy is PiiPolicy.TOKENIZE:
+            checks.append(pa.Check.str_startswith(TOKEN_PREFIX))
+        columns[name] = pa.Column(nullable=name not in keys, checks=checks, required=True)
+    columns["valid_from"] = pa.Column(nullable=False, required=True)
+    columns["valid_to"] = pa.Column(nullable=True, required=True)
+    columns["is_current"] = pa.Column(nullable=False, required=True)
+    columns["_op"] = pa.Column(nullable=True, required=True)
+    columns["_lsn"] = pa.Column(nullable=True, required=True)
+    checks = [
+        pa.Check(lambda df: one_current_version(df, keys), name=HISTORY_RULES[0]),
+        pa.Check(valid_from_before_valid_to, name=HISTORY_RULES[1]),
+        pa.Check(lambda df: contiguous_versions(df, keys), name=HISTORY_RULES[2]),
+        pa.Check(current_iff_open, name=HISTORY_RULES[3]),
+    ]
+    schema = pa.DataFrameSchema(columns, checks=checks, name=f"{source.name}_history")
+    return Contract(
+        f"silver.{source.name}_history",
+        schema,
+        # explicit although it is the default: a history rule never quarantines (see above)
+        {rule: Policy.FAIL for rule in HISTORY_RULES},
+        description=f"SCD type 2 history of {source.topic}: one timeline per {', '.join(keys)}",
+        key_columns=keys,
+    )
