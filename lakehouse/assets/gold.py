@@ -121,12 +121,13 @@ def with_iceberg_metadata(
                 lineage = _column_lineage(context, invocation, catalog, event.metadata)
                 if lineage is not None:
                     metadata["dagster/column_lineage"] = lineage
+                    metadata["column_inputs"] = _inputs_table(lineage)
                 metadata["dagster/column_schema"] = dg.TableSchema(
                     columns=[
                         dg.TableColumn(
                             name=column.name,
                             type=column.type,
-                            description=_with_inputs(described.get(column.name), column, lineage),
+                            description=described.get(column.name),
                             constraints=column.constraints,
                         )
                         for column in metadata["dagster/column_schema"].columns
@@ -165,18 +166,13 @@ def _column_lineage(
         return None
 
 
-def _with_inputs(
-    description: str | None, column: dg.TableColumn, lineage: dg.TableColumnLineage | None
-) -> str | None:
-    """The dbt description, then the input columns (OSS Dagster does not draw column lineage)."""
-    deps = lineage.deps_by_column.get(column.name) if lineage is not None else None
-    if not deps:
-        return description
-    by_table: dict[str, list[str]] = {}
-    for dep in deps:
-        by_table.setdefault("/".join(dep.asset_key.path), []).append(dep.column_name)
-    inputs = "; ".join(f"{table}: {', '.join(cols)}" for table, cols in by_table.items())
-    return f"{description or ''} (from {inputs})".strip()
+def _inputs_table(lineage: dg.TableColumnLineage) -> dg.MarkdownMetadataValue:
+    """Lineage as a table the open-source UI shows (it draws column lineage only in Dagster+)."""
+    lines = ["| column | computed from |", "|---|---|"]
+    for column, deps in lineage.deps_by_column.items():
+        inputs = ", ".join(f"{'/'.join(d.asset_key.path)}.{d.column_name}" for d in deps)
+        lines.append(f"| {column} | {inputs or '(no input column)'} |")
+    return dg.MetadataValue.md("\n".join(lines))
 
 
 def _descriptions(spec: dg.AssetSpec) -> dict[str, str]:
