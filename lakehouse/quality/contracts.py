@@ -106,16 +106,20 @@ CUSTOMERS = contract_from_model(
 DECLARED: dict[str, Contract] = {c.table: c for c in (PAGE_VIEWS, CUSTOMERS)}
 
 
+def masked_form_checks(policy: PiiPolicy | None) -> list[pa.Check]:
+    """A masked column holds only masked values: hashes as hex, tokens with their prefix."""
+    if policy is PiiPolicy.HASH:
+        return [pa.Check.str_matches(HEX64)]
+    if policy is PiiPolicy.TOKENIZE:
+        return [pa.Check.str_startswith(TOKEN_PREFIX)]
+    return []
+
+
 def default_contract(source: TableSource) -> Contract:
     """Keys present and unique, masked PII columns in their masked form; all ``fail``."""
     columns = {}
     for name in source.columns:
-        checks = []
-        policy = source.pii.get(name)
-        if policy is PiiPolicy.HASH:
-            checks.append(pa.Check.str_matches(HEX64))
-        elif policy is PiiPolicy.TOKENIZE:
-            checks.append(pa.Check.str_startswith(TOKEN_PREFIX))
+        checks = masked_form_checks(source.pii.get(name))
         is_key = name in source.keys
         columns[name] = pa.Column(nullable=not is_key, checks=checks, required=True)
     unique = list(source.keys) if len(source.keys) > 1 else None

@@ -25,8 +25,7 @@ from collections.abc import Sequence
 import pandas as pd
 import pandera.pandas as pa
 
-from lakehouse.quality.contracts import HEX64
-from lakehouse.quality.pii import TOKEN_PREFIX, PiiPolicy
+from lakehouse.quality.contracts import masked_form_checks
 from lakehouse.quality.policy import Contract, Policy
 from lakehouse.sources import CdcSource
 
@@ -86,12 +85,7 @@ def history_contract(source: CdcSource) -> Contract:
     keys = tuple(source.keys)
     columns = {}
     for name in source.columns:
-        checks = []
-        policy = source.pii.get(name)
-        if policy is PiiPolicy.HASH:
-            checks.append(pa.Check.str_matches(HEX64))
-        elif policy is PiiPolicy.TOKENIZE:
-            checks.append(pa.Check.str_startswith(TOKEN_PREFIX))
+        checks = masked_form_checks(source.pii.get(name))
         columns[name] = pa.Column(nullable=name not in keys, checks=checks, required=True)
     columns["valid_from"] = pa.Column(nullable=False, required=True)
     columns["valid_to"] = pa.Column(nullable=True, required=True)
