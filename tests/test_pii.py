@@ -173,14 +173,7 @@ def test_no_raw_pii_value_appears_in_any_silver_or_gold_table(lakehouse_env, def
     assert catalog.load_table("silver.customers").schema().find_field("phone")  # evolved
     for name in tables:
         arrow = catalog.load_table(name).scan().to_arrow()
-        text = "\n".join(
-            str(v)
-            for column in arrow.column_names
-            if str(arrow.schema.field(column).type) in ("string", "large_string")
-            for v in arrow[column].to_pylist()
-            if v is not None
-        )
-        leaked = sorted(v for v in raw if v in text)
+        leaked = _leaked(arrow, raw)
         assert not leaked, f"{name} holds raw PII: {leaked[:5]}"
 
     # masked, yet usable: tokens turn back into names with the key, hashes still join
@@ -269,14 +262,7 @@ def test_no_raw_pii_value_appears_in_the_spark_jobs_tables(
     for name in ("silver.sessions", *merged):
         arrow = catalog.load_table(name).scan().to_arrow()
         assert arrow.num_rows, f"{name} is empty: the scan would prove nothing"
-        text = "\n".join(
-            str(v)
-            for column in arrow.column_names
-            if str(arrow.schema.field(column).type) in ("string", "large_string")
-            for v in arrow[column].to_pylist()
-            if v is not None
-        )
-        leaked = sorted(v for v in raw if v in text)
+        leaked = _leaked(arrow, raw)
         assert not leaked, f"{name} holds raw PII: {leaked[:5]}"
 
     # masked by Spark as by pyiceberg: the same tokens and hashes, reversible with the key
@@ -288,3 +274,15 @@ def test_no_raw_pii_value_appears_in_the_spark_jobs_tables(
     assert set(sessions["user_id"].to_pylist()) <= {
         masker.hash(u) for u in raw if u.startswith("u-")
     }
+
+
+def _leaked(arrow: pa.Table, raw: set[str]) -> list[str]:
+    """The raw values found anywhere in the table's text columns."""
+    text = "\n".join(
+        str(v)
+        for column in arrow.column_names
+        if str(arrow.schema.field(column).type) in ("string", "large_string")
+        for v in arrow[column].to_pylist()
+        if v is not None
+    )
+    return sorted(v for v in raw if v in text)
