@@ -14,7 +14,12 @@ import psycopg
 from kafka import TopicPartition
 
 from lakehouse.assets.bronze import bronze_op_name
-from lakehouse.ingest.database import committed_watermark, rows_after
+from lakehouse.ingest.database import (
+    check_columns,
+    committed_watermark,
+    rows_after,
+    table_columns,
+)
 from lakehouse.ingest.kafka_events import read_committed_offsets
 from lakehouse.ingest.landing_files import ingested_files, list_new_files
 from lakehouse.jobs import ingest_job_name
@@ -179,8 +184,13 @@ def database_sensor(source: DatabaseSource) -> dg.SensorDefinition:
         postgres: PostgresResource,
     ):
         position = committed_watermark(iceberg.load(), source)
+        dsn = postgres.conninfo()
         try:
-            newer = rows_after(postgres.conninfo(), source, position, limit=1)
+            # A schema break fails the tick with the extraction's own message, naming
+            # the column, instead of PostgreSQL's "column ... does not exist".
+            check_columns(source, table_columns(dsn, source))
+            order = [source.watermark, *source.keys]
+            newer = rows_after(dsn, source, position, limit=1, columns=order)
         except psycopg.OperationalError as exc:
             return dg.SkipReason(f"cannot reach the database for {source.table}: {exc}")
         if not newer:

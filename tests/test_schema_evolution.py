@@ -392,6 +392,8 @@ def test_a_new_database_column_flows_typed_and_a_dropped_or_narrowed_one_stops(
     import psycopg
 
     from lakehouse.ingest.database import extract_batch
+    from lakehouse.sensors import database_sensor
+    from resources.postgres import PostgresResource
 
     dsn = make_database("evolve")
     with psycopg.connect(dsn) as conn:
@@ -442,6 +444,11 @@ def test_a_new_database_column_flows_typed_and_a_dropped_or_narrowed_one_stops(
             conn.execute("alter table items drop column label")
         with pytest.raises(SchemaBreak, match="declared column 'label' is missing"):
             extract_batch(catalog, dsn, ITEMS, "run-4")
+        # the sensor's tick fails with the same message, not PostgreSQL's
+        resources = {"iceberg": IcebergCatalogResource(), "postgres": PostgresResource(dsn=dsn)}
+        sensor = database_sensor(ITEMS)
+        with pytest.raises(SchemaBreak, match="declared column 'label' is missing"):
+            sensor(dg.build_sensor_context(instance=instance, resources=resources))
         bronze = catalog.load_table("bronze.items")
         assert bronze.current_snapshot().snapshot_id == snapshot  # nothing written
         assert not catalog.table_exists("quarantine.items")  # nothing set aside either
