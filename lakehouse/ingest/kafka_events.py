@@ -25,6 +25,7 @@ from kafka import TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
 
 from lakehouse.ingest.debezium import parse_change
 from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, parse_json_event, raw_text
@@ -93,7 +94,15 @@ def ingest_kafka_batch(
 
     def attempt() -> KafkaBatch:
         bronze = ensure_table(catalog, source.bronze_table, layout)
-        quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
+        # quarantine is needed only at the end: it loads (or is created) while polling
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quarantine-table")
+        try:
+            quarantine = loader.submit(ensure_table, catalog, source.quarantine_table, QUARANTINE)
+            return read_and_commit(bronze, quarantine)
+        finally:
+            loader.shutdown(wait=True)
+
+    def read_and_commit(bronze: Table, quarantine: Future[Table]) -> KafkaBatch:
         committed = {int(p): int(o) for p, o in (committed_position(bronze, topic) or {}).items()}
         ingested_at = datetime.now(UTC)
         rejects = QuarantineBuffer(source.name, run_id, ingested_at)
@@ -120,9 +129,13 @@ def ingest_kafka_batch(
             chunks.finish()
             if batch.next_offsets == committed and not batch.records_read:
                 files.discard()
+                quarantine.result()  # created on first use, as bronze is
                 return batch
+            # the last group is written while quarantine commits (it commits first in
+            # any case; a failure after it is what a crash between the two commits is)
+            files.flush()
+            _commit_rejects(quarantine.result(), rejects, batch, topic, committed, run_id)
             data_files = files.finish()
-            _commit_rejects(quarantine, rejects, batch, topic, committed, run_id)
         except BaseException:
             chunks.cancel()
             files.discard()
@@ -544,8 +557,9 @@ class _ArrowJson:
             unexpected_field_behavior="ignore",
             newlines_in_values=False,
         )
-        # a block must hold the longest line: eligible values are at most 1 MiB
-        self.read_options = pa_json.ReadOptions(block_size=4 * MAX_PAYLOAD_BYTES)
+        # a block must hold the longest line: eligible values are at most 1 MiB. One
+        # thread: the chunk is already decoded beside the polling thread.
+        self.read_options = pa_json.ReadOptions(block_size=4 * MAX_PAYLOAD_BYTES, use_threads=False)
 
     def eligible(self, raw: pa.BinaryArray) -> pa.BooleanArray:
         """Values the reader is certain to read as ``json`` does (or refuse); no nulls."""
