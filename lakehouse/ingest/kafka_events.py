@@ -274,12 +274,9 @@ class BronzeBuilder:
         self.sink = sink or self.batches.append
 
     def add(self, records: list) -> None:
-        if self.columns is not None:
-            converted = self.columns.convert(records)
-            if converted is not None:
-                values, leftovers = converted
-                self._emit(values, leftovers)
-                return
+        if self.columns is not None and records:
+            self._emit(*self.columns.convert(records))
+            return
         self._emit(None, records)
 
     def _emit(self, values: dict[str, pa.Array] | None, leftovers: list) -> None:
@@ -440,12 +437,11 @@ class _EventColumns:
         self.struct = pa.struct([(name, pa.string()) for name in fields])
         self.arrow_json = _ArrowJson(self.struct)
 
-    def convert(self, records: list) -> tuple[dict[str, pa.Array], list] | None:
+    def convert(self, records: list) -> tuple[dict[str, pa.Array], list]:
         values = list(map(_VALUE, records))
         raw = pa.array(values, pa.binary())
         parsed = self._decode(raw, values)
-        raw_too_big = pc.greater(pc.binary_length(raw), MAX_PAYLOAD_BYTES)
-        too_big = pc.fill_null(raw_too_big, True)
+        too_big = pc.fill_null(pc.greater(pc.binary_length(raw), MAX_PAYLOAD_BYTES), True)
         bad = pc.or_(pc.is_null(parsed), too_big)
         for name in self.required:
             field_values = pc.struct_field(parsed, name)
@@ -478,8 +474,8 @@ class _EventColumns:
         decoded = pa.concat_arrays(
             [self._decode_arrow(pc.filter(raw, eligible)), self._decode_orjson(rest)]
         )
-        # back to offset order: the i-th eligible value is decoded[i - 1], the i-th other
-        # one decoded[arrow_count + i - 1]
+        # back to offset order: the i-th eligible value (from 1) is decoded[i - 1], the
+        # i-th other one decoded[arrow_count + i - 1]
         chosen = eligible.cast(pa.int64())
         order = pc.if_else(
             eligible,
