@@ -294,3 +294,58 @@ def test_files_written_while_polling_are_committed_once_and_a_lost_commit_leaves
 
 def _local(uri: str) -> str:
     return uri.removeprefix("file://")
+
+
+def test_a_chunk_that_fails_to_convert_fails_the_batch_and_leaves_no_files(
+    lakehouse_env, monkeypatch
+):
+    """Chunks are converted in a worker thread while polling goes on: its error must
+    surface in the run, before any commit, and the data files written for the chunks
+    before it are deleted. The next run lands everything once."""
+    from lakehouse.ingest.kafka_events import BronzeBuilder
+    from lakehouse.tables.data_files import BackgroundDataFiles
+
+    settings = lakehouse_env
+    source = sources().kafka_source("clickstream")
+    topic = source.resolved_topic(settings.kafka_topic_prefix)
+    _produce(settings, [_event(i) for i in range(300)] + [b"{broken"])
+    catalog = IcebergCatalogResource().load()
+    real_add = BronzeBuilder.add
+    real_write = BackgroundDataFiles._write
+    chunks: list[int] = []
+    written: list[str] = []
+
+    def write_and_record(self, batches):
+        files = real_write(self, batches)
+        written.extend(f.file_path for f in files)
+        return files
+
+    monkeypatch.setattr(BackgroundDataFiles, "_write", write_and_record)
+
+    def fail_on_the_last_chunk(self, records):
+        chunks.append(len(records))
+        if sum(chunks) == 301:
+            raise RuntimeError("conversion failed")
+        real_add(self, records)
+
+    monkeypatch.setattr(BronzeBuilder, "add", fail_on_the_last_chunk)
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-1", data_file_bytes=1)
+    assert len(chunks) > 1 and written, chunks  # files were written for the chunks before
+    bronze = catalog.load_table(source.bronze_table)
+    assert bronze.current_snapshot() is None
+    quarantine = catalog.load_table(source.quarantine_table)
+    assert quarantine.current_snapshot() is None
+    on_disk = [
+        name
+        for _, _, names in os.walk(_local(bronze.location()))
+        for name in names
+        if name.endswith(".parquet")
+    ]
+    assert on_disk == []
+
+    monkeypatch.setattr(BronzeBuilder, "add", real_add)
+    batch = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-2")
+    assert batch.records_read == 301 and batch.landed == 300 and batch.reconciled
+    offsets = _bronze_offsets(catalog, source)
+    assert len(offsets) == 300 == len(set(offsets))

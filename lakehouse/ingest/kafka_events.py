@@ -8,19 +8,24 @@ its rows.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import compress
 from operator import attrgetter
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 from kafka import TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
 
 from lakehouse.ingest.debezium import parse_change
 from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, parse_json_event, raw_text
@@ -89,7 +94,15 @@ def ingest_kafka_batch(
 
     def attempt() -> KafkaBatch:
         bronze = ensure_table(catalog, source.bronze_table, layout)
-        quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
+        # quarantine is needed only at the end: it loads (or is created) while polling
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quarantine-table")
+        try:
+            quarantine = loader.submit(ensure_table, catalog, source.quarantine_table, QUARANTINE)
+            return read_and_commit(bronze, quarantine)
+        finally:
+            loader.shutdown(wait=True)
+
+    def read_and_commit(bronze: Table, quarantine: Future[Table]) -> KafkaBatch:
         committed = {int(p): int(o) for p, o in (committed_position(bronze, topic) or {}).items()}
         ingested_at = datetime.now(UTC)
         rejects = QuarantineBuffer(source.name, run_id, ingested_at)
@@ -99,6 +112,9 @@ def ingest_kafka_batch(
         builder = BronzeBuilder(
             source, layout.arrow_schema(), run_id, ingested_at, rejects, sink=files.add
         )
+        # chunks are converted while the next ones are polled: Arrow's JSON reader and
+        # kernels release the GIL, so they run beside the Kafka client's Python parsing
+        chunks = ChunkPipeline(builder.add)
         try:
             batch = _consume(
                 kafka,
@@ -108,14 +124,20 @@ def ingest_kafka_batch(
                 max_records,
                 policy,
                 poll_timeout_ms,
-                builder,
+                chunks.add,
             )
+            chunks.finish()
             if batch.next_offsets == committed and not batch.records_read:
                 files.discard()
+                quarantine.result()  # created on first use, as bronze is
                 return batch
+            # the last group is written while quarantine commits (it commits first in
+            # any case; a failure after it is what a crash between the two commits is)
+            files.flush()
+            _commit_rejects(quarantine.result(), rejects, batch, topic, committed, run_id)
             data_files = files.finish()
-            _commit_rejects(quarantine, rejects, batch, topic, committed, run_id)
         except BaseException:
+            chunks.cancel()
             files.discard()
             raise
         position = {str(p): o for p, o in batch.next_offsets.items()}
@@ -134,7 +156,7 @@ def ingest_kafka_batch(
     return with_commit_retries(attempt)
 
 
-def _consume(kafka, topic, committed, until_offsets, max_records, policy, poll_timeout_ms, builder):
+def _consume(kafka, topic, committed, until_offsets, max_records, policy, poll_timeout_ms, sink):
     consumer = kafka.consumer(auto_offset_reset="none")
     try:
         return _read(
@@ -145,7 +167,7 @@ def _consume(kafka, topic, committed, until_offsets, max_records, policy, poll_t
             max_records,
             policy,
             poll_timeout_ms,
-            builder.add,
+            sink,
         )
     finally:
         consumer.close()
@@ -179,6 +201,42 @@ def _commit_rejects(quarantine, rejects, batch, topic, committed, run_id) -> Non
     if rejects.rows:
         q_position = {"base": base, "next": position}
         append_with_position(quarantine, rejects.to_arrow(), topic, q_position, run_id)
+
+
+class ChunkPipeline:
+    """Runs ``work`` on each polled chunk in one worker thread, in polling order.
+
+    The polling thread only hands chunks over, so the Kafka client goes on parsing
+    the next fetch while a chunk is converted and the GIL-free part of that work
+    (Arrow's JSON reader and kernels, the data-file writer) runs on another core.
+    At most ``depth`` chunks wait, so a slow conversion holds the poll loop back
+    instead of piling up records. The caller must ``finish`` (which raises the
+    first error of the worker) before it commits anything, or ``cancel``.
+    """
+
+    def __init__(self, work: Callable[[list], None], depth: int = 2) -> None:
+        self.work = work
+        self.depth = depth
+        self.pending: deque[Future[None]] = deque()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bronze-chunks")
+
+    def add(self, records: list) -> None:
+        while len(self.pending) >= self.depth:
+            self.pending.popleft().result()
+        self.pending.append(self.executor.submit(self.work, records))
+
+    def finish(self) -> None:
+        """Wait until every chunk is converted; the worker's first error surfaces here."""
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def cancel(self) -> None:
+        """Drop the chunks not started and wait for the one running: the batch is abandoned."""
+        self.pending.clear()
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 class BronzeBuilder:
@@ -216,12 +274,9 @@ class BronzeBuilder:
         self.sink = sink or self.batches.append
 
     def add(self, records: list) -> None:
-        if self.columns is not None:
-            converted = self.columns.convert(records)
-            if converted is not None:
-                values, leftovers = converted
-                self._emit(values, leftovers)
-                return
+        if self.columns is not None and records:
+            self._emit(*self.columns.convert(records))
+            return
         self._emit(None, records)
 
     def _emit(self, values: dict[str, pa.Array] | None, leftovers: list) -> None:
@@ -362,14 +417,17 @@ class _EventFastPath:
 class _EventColumns:
     """Bronze columns of a whole chunk of JSON events, in Arrow, and the records left over.
 
-    The per-record Python left is one ``orjson.loads`` per value; field extraction,
-    the required-field rule, the size limit, UTF-8 text and the lineage columns are
-    Arrow kernels over the chunk. Like ``_EventFastPath`` it only keeps records
-    whose result is certain to equal ``bronze_row``'s: orjson parsed an object,
-    every extracted and required field is text or absent (Arrow refuses to convert
-    anything else to a string, and then the whole chunk takes the per-record path),
-    required fields are non-empty and the payload is within the limit. The rest is
-    returned, in order, for the per-record path and its rules and reasons.
+    Values are decoded a chunk at a time by Arrow's JSON reader (``_ArrowJson``: C++,
+    it releases the GIL, so it overlaps the Kafka client's Python parsing) and,
+    where that reader might not agree with the stdlib ``json`` of ``bronze_row``,
+    one ``orjson.loads`` per value. Field extraction, the required-field rule, the
+    size limit, UTF-8 text and the lineage columns are Arrow kernels over the chunk.
+    Like ``_EventFastPath`` it only keeps records whose result is certain to equal
+    ``bronze_row``'s: the value decoded to an object, every extracted and required
+    field is text or absent, required fields are non-empty and the payload is within
+    the limit. Anything the decoders cannot vouch for is null in the decoded column,
+    and those records are returned, in order, for the per-record path and its rules
+    and reasons.
     """
 
     def __init__(self, source: KafkaSource) -> None:
@@ -377,24 +435,12 @@ class _EventColumns:
         self.columns = dict(source.columns)
         fields = dict.fromkeys([*source.columns.values(), *source.required])
         self.struct = pa.struct([(name, pa.string()) for name in fields])
+        self.arrow_json = _ArrowJson(self.struct)
 
-    def convert(self, records: list) -> tuple[dict[str, pa.Array], list] | None:
+    def convert(self, records: list) -> tuple[dict[str, pa.Array], list]:
         values = list(map(_VALUE, records))
-        events: list = []
-        append, loads = events.append, orjson.loads
-        for value in values:
-            try:
-                event = loads(value)
-            except orjson.JSONDecodeError:  # also None: not bytes
-                append(None)
-                continue
-            append(event if type(event) is dict else None)
-        try:
-            parsed = pa.array(events, self.struct)
-        except (pa.ArrowTypeError, pa.ArrowInvalid):
-            return None  # a field that is not text: bronze_row decides, record by record
-        del events
         raw = pa.array(values, pa.binary())
+        parsed = self._decode(raw, values)
         too_big = pc.fill_null(pc.greater(pc.binary_length(raw), MAX_PAYLOAD_BYTES), True)
         bad = pc.or_(pc.is_null(parsed), too_big)
         for name in self.required:
@@ -411,10 +457,154 @@ class _EventColumns:
         columns = {
             column: keep(pc.struct_field(parsed, name)) for column, name in self.columns.items()
         }
-        # orjson accepted every kept payload, so it is UTF-8 (the cast checks it again)
+        # a decoder accepted every kept payload, so it is UTF-8 (the cast checks it again)
         columns["payload"] = keep(raw).cast(pa.string())
         columns.update({name: keep(array) for name, array in _coordinates(records).items()})
         return columns, leftovers
+
+    def _decode(self, raw: pa.BinaryArray, values: list) -> pa.StructArray:
+        """The decoded object of each value in order, null where no decoder vouches for it."""
+        eligible = self.arrow_json.eligible(raw)
+        arrow_count = pc.sum(eligible).as_py() or 0
+        if arrow_count == len(raw):
+            return self._decode_arrow(raw)
+        rest = list(compress(values, pc.invert(eligible).to_pylist()))
+        if not arrow_count:
+            return self._decode_orjson(rest)
+        decoded = pa.concat_arrays(
+            [self._decode_arrow(pc.filter(raw, eligible)), self._decode_orjson(rest)]
+        )
+        # back to offset order: the i-th eligible value (from 1) is decoded[i - 1], the
+        # i-th other one decoded[arrow_count + i - 1]
+        chosen = eligible.cast(pa.int64())
+        order = pc.if_else(
+            eligible,
+            pc.subtract(pc.cumulative_sum(chosen), 1),
+            pc.add(pc.cumulative_sum(pc.subtract(1, chosen)), arrow_count - 1),
+        )
+        return decoded.take(order)
+
+    def _decode_arrow(self, raw: pa.BinaryArray) -> pa.StructArray:
+        """Arrow's reader over the chunk; a part it refuses is decoded by orjson instead."""
+        decoded = self.arrow_json.decode(raw)
+        if decoded is not None:
+            return decoded
+        # one odd value must not send a whole chunk to the slower decoder: retry in parts
+        step = max(_ORJSON_BELOW, -(-len(raw) // _RETRY_PARTS))
+        parts = []
+        for start in range(0, len(raw), step):
+            part = raw.slice(start, step)
+            decoded = self.arrow_json.decode(part) if len(part) < len(raw) else None
+            parts.append(decoded if decoded is not None else self._decode_orjson(part.to_pylist()))
+        return pa.concat_arrays(parts)
+
+    def _decode_orjson(self, values: list) -> pa.StructArray:
+        """One ``orjson.loads`` per value; a field Arrow refuses as text nulls them all."""
+        events: list = []
+        append, loads = events.append, orjson.loads
+        for value in values:
+            try:
+                event = loads(value)
+            except orjson.JSONDecodeError:  # also None: not bytes
+                append(None)
+                continue
+            append(event if type(event) is dict else None)
+        try:
+            return pa.array(events, self.struct)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            # a field that is not text: bronze_row decides, record by record
+            return pa.nulls(len(events), self.struct)
+
+
+# A chunk Arrow's reader refuses is retried in this many parts; parts this small go to orjson.
+_RETRY_PARTS = 8
+_ORJSON_BELOW = 256
+
+# Values Arrow's JSON reader might read differently from the stdlib ``json``:
+# byte-level, so it may also catch harmless values, which orjson then decodes.
+#   NUL, CR, LF  the reader splits lines itself, and NUL may end its input
+#   \uD800-\uDFFF  escaped surrogates: a lone one is text to ``json`` (rejected by
+#                bronze_row as utf8), not to the reader
+#   Inf, NaN     the reader takes Inf, -Inf and -NaN as numbers, ``json`` does not
+_ARROW_UNSURE = r"[\x00\n\r]|\\u[dD][89a-fA-F]|[:,\[]\s*-?(?:Inf|NaN)"
+# ``json`` recurses once per nesting level and fails past the recursion limit (it
+# raises RecursionError, not a reject); Arrow's reader has no such limit. A valid
+# value this short cannot nest deeper than half its length.
+_SHALLOW_BYTES = 512
+_MAX_OPENERS = 128
+
+
+class _ArrowJson:
+    """Decodes many JSON values at once with ``pyarrow.json``, or says it cannot vouch.
+
+    The reader is stricter than the stdlib ``json`` of ``bronze_row`` almost
+    everywhere (it refuses a number, boolean, object or array where the schema says
+    text, a key given twice, control characters in strings, huge exponents); where
+    it is laxer or reads differently, ``eligible`` keeps the value away from it.
+    Values are joined by newlines; each starts with ``{`` and ends with ``}``, so each
+    makes at least one row, and a value holding two objects shows as a row count
+    that differs from the value count: the chunk is refused.
+    """
+
+    def __init__(self, struct: pa.StructType) -> None:
+        self.struct = struct
+        self.parse_options = pa_json.ParseOptions(
+            explicit_schema=pa.schema(list(struct)),
+            unexpected_field_behavior="ignore",
+            newlines_in_values=False,
+        )
+        # a block must hold the longest line: eligible values are at most 1 MiB. One
+        # thread: the chunk is already decoded beside the polling thread.
+        self.read_options = pa_json.ReadOptions(block_size=4 * MAX_PAYLOAD_BYTES, use_threads=False)
+
+    def eligible(self, raw: pa.BinaryArray) -> pa.BooleanArray:
+        """Values the reader is certain to read as ``json`` does (or refuse); no nulls."""
+        lengths = pc.binary_length(raw)
+        checks = [
+            pc.equal(pc.binary_slice(raw, 0, 1), _OPEN),
+            pc.equal(pc.binary_slice(raw, -1), _CLOSE),
+            pc.less_equal(lengths, MAX_PAYLOAD_BYTES),
+            pc.invert(pc.match_substring_regex(raw, _ARROW_UNSURE)),
+        ]
+        longest = pc.max(lengths).as_py()
+        if longest is not None and longest > _SHALLOW_BYTES:
+            openers = pc.count_substring_regex(raw, r"[\[{]")
+            checks.append(
+                pc.or_(pc.less_equal(lengths, _SHALLOW_BYTES), pc.less_equal(openers, _MAX_OPENERS))
+            )
+        eligible = checks[0]
+        for check in checks[1:]:
+            eligible = pc.and_(eligible, check)
+        return pc.fill_null(eligible, False)
+
+    def decode(self, raw: pa.BinaryArray) -> pa.StructArray | None:
+        """One object per value (all eligible), or None when the reader refuses any of them."""
+        try:
+            text = raw.cast(pa.string())  # the reader does not check UTF-8 in every field
+            lines = pc.binary_join_element_wise(text, "", "\n")
+            _, offsets_buffer, data_buffer = lines.buffers()
+            offsets = pa.Array.from_buffers(
+                pa.int32(), len(lines) + 1, [None, offsets_buffer], offset=lines.offset
+            )
+            start, end = offsets[0].as_py(), offsets[-1].as_py()
+            data = data_buffer.slice(start, end - start)
+            table = pa_json.read_json(
+                pa.BufferReader(data),
+                read_options=self.read_options,
+                parse_options=self.parse_options,
+            )
+        except pa.ArrowException:
+            return None
+        if table.num_rows != len(raw):
+            return None  # a value held more than one object
+        return pa.StructArray.from_arrays(
+            [table.column(field.name).combine_chunks() for field in self.struct],
+            fields=list(self.struct),
+        )
+
+
+_OPEN = pa.scalar(b"{", pa.binary())
+_CLOSE = pa.scalar(b"}", pa.binary())
 
 
 def bronze_row(source: KafkaSource | CdcSource, message) -> dict[str, Any]:

@@ -65,6 +65,10 @@ class BackgroundDataFiles:
         if self.pending_bytes >= self.group_bytes:
             self._submit()
 
+    def flush(self) -> None:
+        """Start writing what is pending now, so the write overlaps the caller's next step."""
+        self._submit()
+
     def finish(self) -> list[DataFile]:
         """Write what is pending and wait for every file; an error in the writer surfaces here."""
         self._submit()
