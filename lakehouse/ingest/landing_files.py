@@ -43,7 +43,7 @@ from lakehouse.tables.commits import (
     ensure_table,
     with_commit_retries,
 )
-from lakehouse.tables.data_files import GROUP_BYTES, BackgroundDataFiles
+from lakehouse.tables.data_files import ROW_GROUP_BYTES, StreamingDataFiles
 from lakehouse.tables.schemas import QUARANTINE
 
 # Partner files can carry large free-text fields; the csv module's default is 128 KiB.
@@ -186,12 +186,12 @@ def ingest_files(
     source: LandingSource,
     keys: list[str],
     run_id: str,
-    data_file_bytes: int = GROUP_BYTES,
+    row_group_bytes: int = ROW_GROUP_BYTES,
 ) -> FileBatch:
     """Land ``keys`` in bronze and their bad rows in quarantine, each file exactly once.
 
-    ``data_file_bytes``: Arrow bytes per bronze data file written while later files
-    are still being fetched.
+    ``row_group_bytes``: Arrow bytes of rows appended to bronze's open data file at a
+    time while later files are still being fetched.
     """
     layout = source.layout
 
@@ -207,9 +207,9 @@ def ingest_files(
         def read(requested: str) -> FileRead | None:
             return read_file(s3_client, bucket, source, requested, rejects, schema)
 
-        # Bronze data files are written while later files are fetched and parsed;
-        # until the bronze commit names them with the position no snapshot does.
-        files = BackgroundDataFiles(bronze, data_file_bytes)
+        # Bronze's data file is written while later files are fetched and parsed;
+        # until the bronze commit names it with the position no snapshot does.
+        files = StreamingDataFiles(bronze, row_group_bytes)
         held: list[pa.Table] = []  # rows with columns bronze does not have yet
         try:
             # files are fetched and parsed ahead by worker threads, taken in key order
@@ -335,7 +335,7 @@ def parse_file(body: bytes, uri: str, source: LandingSource, rows, rejects) -> i
         rejects.add("utf8", f"file is not valid UTF-8: {exc}", None, _file=uri, _row=None)
         return 0
     if source.format == "csv":
-        return _parse_csv(text, uri, source, rows, rejects)
+        return _parse_csv(text, uri, source, rows, rejects, body)
     return _parse_jsonl(text, uri, source, rows, rejects)
 
 
@@ -354,11 +354,23 @@ def _check_row(values: dict[str, Any], line: int, raw: str, uri, source, rows, r
     rows.append({**row, **extra, "_file": uri, "_row": line})
 
 
-def _parse_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in next(reader)]
+def _parse_csv(
+    text: str, uri: str, source: LandingSource, rows, rejects, data: bytes | None = None
+) -> int:
+    """``data``: the file's bytes, when at hand: a plain file is checked and handed to
+    Arrow as bytes, without a scan of the text or an encode of it."""
+    plain = _plain(text if data is None else data)
+    reader = None if plain else csv.reader(io.StringIO(text, newline=""))
+    if reader is None:  # the first line split at commas, as the csv module reads it
+        first = text.partition("\n")[0]
+        header = [h.strip() for h in first.split(",")] if first else []
+    else:
+        header = [h.strip() for h in next(reader)]
     expected = list(source.columns)
     if header != expected and _declared_in(header, source, uri):
+        if reader is None:
+            reader = csv.reader(io.StringIO(text, newline=""))
+            next(reader)
         return _parse_csv_by_name(reader, header, uri, source, rows, rejects)
     if header != expected:
         rejects.add(
@@ -369,8 +381,8 @@ def _parse_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int
             _row=1,
         )
         return 0
-    if _plain(text):
-        return _parse_plain_csv(text, uri, source, rows, rejects)
+    if reader is None:
+        return _parse_plain_csv(text, uri, source, rows, rejects, data)
     count = 0
     lines: list[int] = []
     records: list[list[str]] = []
@@ -429,25 +441,34 @@ def _parse_csv_by_name(reader, header, uri, source, rows, rejects) -> int:
     return count
 
 
-def _plain(text: str) -> bool:
+def _plain(text: str | bytes) -> bool:
     """A CSV without quotes, carriage returns or NULs: one record per line, fields split
-    at every comma, exactly as the csv module reads it (which Arrow can do at C speed)."""
+    at every comma, exactly as the csv module reads it (which Arrow can do at C speed).
+    Its UTF-8 bytes answer the same (none of these bytes occurs inside a multi-byte
+    character, and bytes are never fewer than characters), faster."""
+    quote, cr, nul = ('"', "\r", "\x00") if isinstance(text, str) else (b'"', b"\r", b"\x00")
     return (
-        '"' not in text
-        and "\r" not in text
-        and "\x00" not in text
+        quote not in text
+        and cr not in text
+        and nul not in text
         and len(text) < csv.field_size_limit()
     )
 
 
-def _parse_plain_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
+def _parse_plain_csv(
+    text: str, uri: str, source: LandingSource, rows, rejects, data: bytes | None = None
+) -> int:
     """A plain CSV read by Arrow's CSV reader; the reader skips blank lines without
     saying where they were, so a file with any takes ``_parse_split_csv``."""
-    if "\n\n" in text:
+    if ("\n\n" if data is None else b"\n\n") in (text if data is None else data):
         return _parse_split_csv(text, uri, source, rows, rejects)
     expected = list(source.columns)
-    body = text.partition("\n")[2]  # the header is checked already; line 2 on
-    if not body:
+    # the header is checked already: line 2 on, as the bytes read (a BOM is on line 1)
+    if data is None:
+        data = text.partition("\n")[2].encode("utf-8")
+    else:
+        data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
+    if not data:
         return 0
     invalid: list[pacsv.InvalidRow] = []
 
@@ -455,7 +476,6 @@ def _parse_plain_csv(text: str, uri: str, source: LandingSource, rows, rejects) 
         invalid.append(row)
         return "skip"
 
-    data = body.encode("utf-8")
     table = pacsv.read_csv(
         io.BytesIO(data),
         # single-threaded: the reader numbers invalid rows only then; one block, so no
