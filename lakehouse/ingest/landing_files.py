@@ -43,7 +43,7 @@ from lakehouse.tables.commits import (
     ensure_table,
     with_commit_retries,
 )
-from lakehouse.tables.data_files import ROW_GROUP_BYTES, StreamingDataFiles
+from lakehouse.tables.data_files import GROUP_BYTES, BackgroundDataFiles
 from lakehouse.tables.schemas import QUARANTINE
 
 # Partner files can carry large free-text fields; the csv module's default is 128 KiB.
@@ -186,12 +186,12 @@ def ingest_files(
     source: LandingSource,
     keys: list[str],
     run_id: str,
-    row_group_bytes: int = ROW_GROUP_BYTES,
+    data_file_bytes: int = GROUP_BYTES,
 ) -> FileBatch:
     """Land ``keys`` in bronze and their bad rows in quarantine, each file exactly once.
 
-    ``row_group_bytes``: Arrow bytes of rows appended to bronze's open data file at a
-    time while later files are still being fetched.
+    ``data_file_bytes``: Arrow bytes per bronze data file written while later files
+    are still being fetched.
     """
     layout = source.layout
 
@@ -207,9 +207,9 @@ def ingest_files(
         def read(requested: str) -> FileRead | None:
             return read_file(s3_client, bucket, source, requested, rejects, schema)
 
-        # Bronze's data file is written while later files are fetched and parsed;
-        # until the bronze commit names it with the position no snapshot does.
-        files = StreamingDataFiles(bronze, row_group_bytes)
+        # Bronze data files are written while later files are fetched and parsed;
+        # until the bronze commit names them with the position no snapshot does.
+        files = BackgroundDataFiles(bronze, data_file_bytes)
         held: list[pa.Table] = []  # rows with columns bronze does not have yet
         try:
             # files are fetched and parsed ahead by worker threads, taken in key order
