@@ -66,7 +66,11 @@ def test_files_are_ingested_once_and_bad_ones_quarantined(lakehouse_env):
     assert again.files == [] and again.landed == 0
     done = ingested_files(catalog, MARKETING_SPEND)
     assert list_new_files(s3, bucket, MARKETING_SPEND, done, limit=100) == []
-    assert catalog.load_table(MARKETING_SPEND.bronze_table).scan().to_arrow().num_rows == 2
+    bronze = catalog.load_table(MARKETING_SPEND.bronze_table)
+    assert bronze.scan().to_arrow().num_rows == 2
+    # the layout's writer property on top of every table's
+    assert bronze.properties["write.parquet.dict-size-bytes"] == str(256 * 1024)
+    assert bronze.properties["commit.retry.num-retries"] == "0"
 
 
 def test_listing_pages_through_more_than_a_thousand_objects(lakehouse_env):
