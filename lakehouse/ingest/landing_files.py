@@ -539,11 +539,11 @@ def _land_columns(columns, line_numbers, uri, source, rows, rejects) -> None:
     column order, exactly as ``_check_row`` names them.
     """
     expected = list(source.columns)
-    problems = []  # (column name, its values, {bad value: error}, bad mask)
-    for name, declared, column in zip(expected, source.columns.values(), columns, strict=True):
-        if errors := _value_errors(declared, column):
-            bad = pc.is_in(column, value_set=pa.array(list(errors), column.type))
-            problems.append((name, column, errors, bad))
+    problems = []  # (column name, its position, {bad value: error}, bad mask)
+    for n, (name, declared) in enumerate(source.columns.items()):
+        if errors := _value_errors(declared, columns[n]):
+            bad = pc.is_in(columns[n], value_set=pa.array(list(errors), columns[n].type))
+            problems.append((name, n, errors, bad))
     good = pa.table(dict(zip(expected, columns, strict=True)))
     if problems:
         bad = functools.reduce(pc.or_, (mask for *_, mask in problems))
@@ -559,15 +559,12 @@ def _land_columns(columns, line_numbers, uri, source, rows, rejects) -> None:
 def _reject_rows(indices, columns, line_numbers, problems, uri, rejects) -> None:
     """Quarantine the rows at ``indices`` (few): raw text is the fields joined by commas."""
     values = [column.take(indices).to_pylist() for column in columns]
-    bad_values = [
-        (name, column.take(indices).to_pylist(), errors) for name, column, errors, _ in problems
-    ]
     lines = line_numbers.take(indices).to_pylist()
     for i, line in enumerate(lines):
         reason = "; ".join(
-            f"{name}: {errors[value[i]]}"
-            for name, value, errors in bad_values
-            if value[i] in errors
+            f"{name}: {errors[values[n][i]]}"
+            for name, n, errors, _ in problems
+            if values[n][i] in errors
         )
         raw = ",".join(column[i] for column in values)
         rejects.add("schema", reason, raw, _file=uri, _row=line)
