@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+import pyarrow as pa
 import pytest
 
 from lakehouse.ingest import landing_files
@@ -66,7 +67,11 @@ def test_files_are_ingested_once_and_bad_ones_quarantined(lakehouse_env):
     assert again.files == [] and again.landed == 0
     done = ingested_files(catalog, MARKETING_SPEND)
     assert list_new_files(s3, bucket, MARKETING_SPEND, done, limit=100) == []
-    assert catalog.load_table(MARKETING_SPEND.bronze_table).scan().to_arrow().num_rows == 2
+    bronze = catalog.load_table(MARKETING_SPEND.bronze_table)
+    assert bronze.scan().to_arrow().num_rows == 2
+    # the layout's writer property on top of every table's
+    assert bronze.properties["write.parquet.dict-size-bytes"] == str(256 * 1024)
+    assert bronze.properties["commit.retry.num-retries"] == "0"
 
 
 def test_listing_pages_through_more_than_a_thousand_objects(lakehouse_env):
@@ -230,3 +235,31 @@ def test_plain_csv_paths_agree_with_the_csv_module(monkeypatch, blank_lines):
     assert sum(len(r[2]) for r in reference) > 500  # the cases do exercise quarantine
     for text, got, want in zip(texts, fast, reference, strict=True):
         assert got == want, text
+
+
+def test_column_checks_quarantine_what_the_row_check_does():
+    """The column-wise check (every CSV path) lands and quarantines exactly what
+    checking each row on its own does (``_check_row``, the JSON/Parquet/by-name
+    path): same rows, and for bad ones the same rule, reason (every problem, in
+    declared order), raw text and line."""
+    rng = random.Random(11)
+    records = [[rng.choice(options) for options in VALUES.values()] for _ in range(600)]
+    at = datetime(2026, 11, 23, tzinfo=UTC)
+    uri = "s3://landing/x.csv"
+    schema = MARKETING_SPEND.layout.arrow_schema()
+
+    rows, rejects = LandedRows(), QuarantineBuffer("marketing_spend", "run", at)
+    columns = [pa.array(column, pa.large_string()) for column in zip(*records, strict=True)]
+    lines = pa.array(range(2, len(records) + 2), pa.int64())
+    landing_files._land_columns(columns, lines, uri, MARKETING_SPEND, rows, rejects)
+
+    want_rows, want = LandedRows(), QuarantineBuffer("marketing_spend", "run", at)
+    for line, values in enumerate(records, start=2):
+        record = dict(zip(MARKETING_SPEND.columns, values, strict=True))
+        raw = ",".join(values)
+        landing_files._check_row(record, line, raw, uri, MARKETING_SPEND, want_rows, want)
+
+    assert sum("; " in r["_reason"] for r in want.rows) > 20  # rows with several problems
+    assert rejects.rows == want.rows
+    landed = rows.to_arrow(schema, "marketing_spend", at, "run").to_pylist()
+    assert landed == want_rows.to_arrow(schema, "marketing_spend", at, "run").to_pylist()

@@ -11,6 +11,7 @@ the file, line and reason.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
@@ -28,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
 
 from lakehouse.ingest.records import QuarantineBuffer
 from lakehouse.ingest.values import DECIMAL, value_error
@@ -37,10 +39,11 @@ from lakehouse.tables.commits import (
     append_files_with_position,
     append_with_position,
     committed_positions,
+    conform,
     ensure_table,
     with_commit_retries,
 )
-from lakehouse.tables.data_files import write_data_files
+from lakehouse.tables.data_files import GROUP_BYTES, BackgroundDataFiles
 from lakehouse.tables.schemas import QUARANTINE
 
 # Partner files can carry large free-text fields; the csv module's default is 128 KiB.
@@ -112,17 +115,24 @@ class FileRead:
     key: str
     version: str
     rows_read: int
-    rows: LandedRows
+    rows: pa.Table  # good rows in the bronze layout, lineage included
     rejects: list[dict[str, Any]]
 
 
 def read_file(
-    s3_client, bucket: str, source: LandingSource, requested: str, batch: QuarantineBuffer
+    s3_client,
+    bucket: str,
+    source: LandingSource,
+    requested: str,
+    batch: QuarantineBuffer,
+    schema: pa.Schema,
 ) -> FileRead | None:
     """Fetch and parse one file version; None if it changed since it was listed.
 
-    Runs in a worker thread: it fills its own buffers (``batch`` only lends the
-    quarantine row defaults), and the batch takes them over in key order.
+    Runs in a worker thread: it fills its own buffers (``batch`` lends the quarantine
+    row defaults and the lineage values), and the batch takes them over in key order.
+    Good rows come back in bronze's ``schema`` plus any columns new to it, so the
+    Arrow work runs here, beside the GIL-free parsing, not in the batch's thread.
     """
     key, etag = split_version(requested)
     try:
@@ -147,7 +157,10 @@ def read_file(
         reason = f"unreadable {source.format} file: {exc}"
         rejects.add(source.format, reason, None, _file=uri, _row=None)
         count = 0
-    return FileRead(key, version, count, rows, rejects.rows)
+    new = sorted(rows.columns() - set(schema.names))
+    layout = pa.schema([*schema, *(pa.field(c, pa.large_string()) for c in new)])
+    table = rows.to_arrow(layout, batch.source, batch.ingested_at, batch.run_id)
+    return FileRead(key, version, count, table, rejects.rows)
 
 
 def prefetched(function: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
@@ -173,49 +186,64 @@ def ingest_files(
     source: LandingSource,
     keys: list[str],
     run_id: str,
+    data_file_bytes: int = GROUP_BYTES,
 ) -> FileBatch:
+    """Land ``keys`` in bronze and their bad rows in quarantine, each file exactly once.
+
+    ``data_file_bytes``: Arrow bytes per bronze data file written while later files
+    are still being fetched.
+    """
     layout = source.layout
 
     def attempt() -> FileBatch:
         bronze = ensure_table(catalog, source.bronze_table, layout)
         quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
         done = {k for pos in committed_positions(bronze, source.name) for k in pos}
-        known = set(bronze.schema().column_names)
+        schema = bronze.schema().as_arrow()
         batch = FileBatch(files=[])
-        ingested_at = datetime.now(UTC)
-        rows = LandedRows()
-        rejects = QuarantineBuffer(source.name, run_id, ingested_at)
+        rejects = QuarantineBuffer(source.name, run_id, datetime.now(UTC))
         reject_versions: list[str] = []
 
         def read(requested: str) -> FileRead | None:
-            return read_file(s3_client, bucket, source, requested, rejects)
+            return read_file(s3_client, bucket, source, requested, rejects, schema)
 
-        # files are fetched and parsed ahead by worker threads, taken in key order
-        for requested, got in zip(keys, prefetched(read, keys, READ_AHEAD), strict=True):
-            if got is None:
-                batch.files_changed.append(split_version(requested)[0])  # next tick
-                continue
-            if got.version in done:
-                continue
-            batch.files.append(got.version)
-            batch.rows_read += got.rows_read
-            rows.extend(got.rows)
-            rejects.rows += got.rejects
-            reject_versions += [got.version] * len(got.rejects)
-            if got.rows_read == 0 and got.rejects:
-                batch.files_quarantined.append(got.key)
-        todo = batch.files
-        if not todo:
-            return batch
-        # Quarantine first, with its own position: after a crash between the two
-        # commits the retry skips the files quarantine already holds.
-        # columns the files started carrying join bronze as text (metadata-only add)
-        bronze = evolution.add_text_columns(bronze, dict.fromkeys(rows.columns() - known))
-        # The bronze Parquet files are written while quarantine commits; they stay
-        # invisible until the bronze commit below names them with the position.
-        arrow = rows.to_arrow(bronze.schema().as_arrow(), source.name, ingested_at, run_id)
-        with ThreadPoolExecutor(1) as writer:
-            data_files = writer.submit(write_data_files, bronze, arrow)
+        # Bronze data files are written while later files are fetched and parsed;
+        # until the bronze commit names them with the position no snapshot does.
+        files = BackgroundDataFiles(bronze, data_file_bytes)
+        held: list[pa.Table] = []  # rows with columns bronze does not have yet
+        try:
+            # files are fetched and parsed ahead by worker threads, taken in key order
+            reads = prefetched(read, keys, READ_AHEAD)
+            for requested, got in zip(keys, reads, strict=True):
+                if got is None:
+                    batch.files_changed.append(split_version(requested)[0])  # next tick
+                    continue
+                if got.version in done:
+                    continue
+                batch.files.append(got.version)
+                batch.rows_read += got.rows_read
+                if got.rows.schema.equals(schema):
+                    files.add_table(got.rows)
+                elif got.rows.num_rows:
+                    held.append(got.rows)
+                rejects.rows += got.rejects
+                reject_versions += [got.version] * len(got.rejects)
+                if got.rows_read == 0 and got.rejects:
+                    batch.files_quarantined.append(got.key)
+            todo = batch.files
+            if not todo:
+                files.discard()
+                return batch
+            if held:
+                # columns the files started carrying join bronze as text (metadata-only add)
+                new = {c: None for t in held for c in t.column_names if c not in schema.names}
+                bronze = evolution.add_text_columns(bronze, new)
+                files.use_table(bronze)
+                for rows in held:
+                    files.add_table(conform(rows, bronze.schema().as_arrow()))
+            files.flush()  # the last group is written while quarantine commits
+            # Quarantine first, with its own position: after a crash between the two
+            # commits the retry skips the files quarantine already holds.
             q_done = {k for pos in committed_positions(quarantine, source.name) for k in pos}
             fresh = [
                 r for r, v in zip(rejects.rows, reject_versions, strict=True) if v not in q_done
@@ -223,9 +251,19 @@ def ingest_files(
             if fresh:
                 rejects.rows = fresh
                 append_with_position(quarantine, rejects.to_arrow(), source.name, todo, run_id)
-            written = data_files.result()
-        batch.snapshot_id = append_files_with_position(bronze, written, source.name, todo, run_id)
-        batch.landed = arrow.num_rows
+            written = files.finish()
+        except BaseException:
+            files.discard()
+            raise
+        try:
+            batch.snapshot_id = append_files_with_position(
+                bronze, written, source.name, todo, run_id
+            )
+        except CommitFailedException:
+            files.discard()  # another commit won: these files are referenced by nothing
+            raise
+        # any other error leaves the files alone: the commit's outcome is unknown
+        batch.landed = files.rows
         batch.quarantined = batch.records_in - batch.landed
         return batch
 
@@ -297,7 +335,7 @@ def parse_file(body: bytes, uri: str, source: LandingSource, rows, rejects) -> i
         rejects.add("utf8", f"file is not valid UTF-8: {exc}", None, _file=uri, _row=None)
         return 0
     if source.format == "csv":
-        return _parse_csv(text, uri, source, rows, rejects)
+        return _parse_csv(text, uri, source, rows, rejects, body)
     return _parse_jsonl(text, uri, source, rows, rejects)
 
 
@@ -316,11 +354,23 @@ def _check_row(values: dict[str, Any], line: int, raw: str, uri, source, rows, r
     rows.append({**row, **extra, "_file": uri, "_row": line})
 
 
-def _parse_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in next(reader)]
+def _parse_csv(
+    text: str, uri: str, source: LandingSource, rows, rejects, data: bytes | None = None
+) -> int:
+    """``data``: the file's bytes, when at hand: a plain file is checked and handed to
+    Arrow as bytes, without a scan of the text or an encode of it."""
+    plain = _plain(text if data is None else data)
+    reader = None if plain else csv.reader(io.StringIO(text, newline=""))
+    if reader is None:  # the first line split at commas, as the csv module reads it
+        first = text.partition("\n")[0]
+        header = [h.strip() for h in first.split(",")] if first else []
+    else:
+        header = [h.strip() for h in next(reader)]
     expected = list(source.columns)
     if header != expected and _declared_in(header, source, uri):
+        if reader is None:
+            reader = csv.reader(io.StringIO(text, newline=""))
+            next(reader)
         return _parse_csv_by_name(reader, header, uri, source, rows, rejects)
     if header != expected:
         rejects.add(
@@ -331,8 +381,8 @@ def _parse_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int
             _row=1,
         )
         return 0
-    if _plain(text):
-        return _parse_plain_csv(text, uri, source, rows, rejects)
+    if reader is None:
+        return _parse_plain_csv(text, uri, source, rows, rejects, data)
     count = 0
     lines: list[int] = []
     records: list[list[str]] = []
@@ -354,7 +404,7 @@ def _parse_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int
     if records:
         columns = [pa.array(c, pa.string()) for c in zip(*records, strict=True)]
         line_numbers = pa.array(lines, pa.int64())
-        _land_columns(columns, line_numbers, records.__getitem__, uri, source, rows, rejects)
+        _land_columns(columns, line_numbers, uri, source, rows, rejects)
     return count
 
 
@@ -391,25 +441,34 @@ def _parse_csv_by_name(reader, header, uri, source, rows, rejects) -> int:
     return count
 
 
-def _plain(text: str) -> bool:
+def _plain(text: str | bytes) -> bool:
     """A CSV without quotes, carriage returns or NULs: one record per line, fields split
-    at every comma, exactly as the csv module reads it (which Arrow can do at C speed)."""
+    at every comma, exactly as the csv module reads it (which Arrow can do at C speed).
+    Its UTF-8 bytes answer the same (none of these bytes occurs inside a multi-byte
+    character, and bytes are never fewer than characters), faster."""
+    quote, cr, nul = ('"', "\r", "\x00") if isinstance(text, str) else (b'"', b"\r", b"\x00")
     return (
-        '"' not in text
-        and "\r" not in text
-        and "\x00" not in text
+        quote not in text
+        and cr not in text
+        and nul not in text
         and len(text) < csv.field_size_limit()
     )
 
 
-def _parse_plain_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
+def _parse_plain_csv(
+    text: str, uri: str, source: LandingSource, rows, rejects, data: bytes | None = None
+) -> int:
     """A plain CSV read by Arrow's CSV reader; the reader skips blank lines without
     saying where they were, so a file with any takes ``_parse_split_csv``."""
-    if "\n\n" in text:
+    if ("\n\n" if data is None else b"\n\n") in (text if data is None else data):
         return _parse_split_csv(text, uri, source, rows, rejects)
     expected = list(source.columns)
-    body = text.partition("\n")[2]  # the header is checked already; line 2 on
-    if not body:
+    # the header is checked already: line 2 on, as the bytes read (a BOM is on line 1)
+    if data is None:
+        data = text.partition("\n")[2].encode("utf-8")
+    else:
+        data = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
+    if not data:
         return 0
     invalid: list[pacsv.InvalidRow] = []
 
@@ -417,7 +476,6 @@ def _parse_plain_csv(text: str, uri: str, source: LandingSource, rows, rejects) 
         invalid.append(row)
         return "skip"
 
-    data = body.encode("utf-8")
     table = pacsv.read_csv(
         io.BytesIO(data),
         # single-threaded: the reader numbers invalid rows only then; one block, so no
@@ -445,15 +503,7 @@ def _parse_plain_csv(text: str, uri: str, source: LandingSource, rows, rejects) 
         good[np.array([row.number for row in invalid], dtype=np.int64) - 1] = False
         line_numbers = pa.array(np.arange(2, count + 2, dtype=np.int64)[good])
         columns = [column.combine_chunks() for column in table.columns]
-        _land_columns(
-            columns,
-            line_numbers,
-            lambda i: [column[i].as_py() for column in columns],
-            uri,
-            source,
-            rows,
-            rejects,
-        )
+        _land_columns(columns, line_numbers, uri, source, rows, rejects)
     return count
 
 
@@ -476,70 +526,77 @@ def _parse_split_csv(text: str, uri: str, source: LandingSource, rows, rejects) 
     if len(fields):
         columns = [pc.list_element(fields, i) for i in range(len(expected))]
         line_numbers = pc.add(pc.indices_nonzero(whole), 2).cast(pa.int64())
-        _land_columns(
-            columns, line_numbers, lambda i: fields[i].as_py(), uri, source, rows, rejects
-        )
+        _land_columns(columns, line_numbers, uri, source, rows, rejects)
     return pc.sum(nonblank).as_py() or 0
 
 
-def _land_columns(columns, line_numbers, record, uri, source, rows, rejects) -> None:
+def _land_columns(columns, line_numbers, uri, source, rows, rejects) -> None:
     """Check text columns against the declared types; good rows to ``rows`` as Arrow.
 
-    Each column's values are checked in Arrow (a pattern that certainly fits), and
-    only the rest, one distinct value at a time, by value_error. Rows with a bad value
-    take the per-row path, which quarantines them with every problem named.
+    Each column is checked in Arrow (a pattern that certainly fits), and only the
+    rest, one distinct value at a time, by value_error: no Python runs per good row.
+    Rows with a bad value are quarantined with every problem named, in declared
+    column order, exactly as ``_check_row`` names them.
     """
     expected = list(source.columns)
-    ok = None
-    for declared, column in zip(source.columns.values(), columns, strict=True):
-        fits = _fits(declared, column)
-        if fits is not None:
-            ok = fits if ok is None else pc.and_(ok, fits)
+    problems = []  # (column name, its position, {bad value: error}, bad mask)
+    for n, (name, declared) in enumerate(source.columns.items()):
+        if errors := _value_errors(declared, columns[n]):
+            bad = pc.is_in(columns[n], value_set=pa.array(list(errors), columns[n].type))
+            problems.append((name, n, errors, bad))
     good = pa.table(dict(zip(expected, columns, strict=True)))
-    if ok is not None:
-        for index in pc.indices_nonzero(pc.invert(ok)).to_pylist():
-            values = record(index)
-            raw = ",".join(values)
-            line = line_numbers[index].as_py()
-            row = dict(zip(expected, values, strict=True))
-            _check_row(row, line, raw, uri, source, rows, rejects)
-        good, line_numbers = good.filter(ok), line_numbers.filter(ok)
-    good = good.append_column("_file", pa.repeat(pa.scalar(uri, pa.string()), good.num_rows))
+    if problems:
+        bad = functools.reduce(pc.or_, (mask for *_, mask in problems))
+        _reject_rows(pc.indices_nonzero(bad), columns, line_numbers, problems, uri, rejects)
+        keep = pc.invert(bad)
+        good, line_numbers = good.filter(keep), line_numbers.filter(keep)
+    n = good.num_rows
+    good = good.append_column("_file", pa.repeat(pa.scalar(uri, pa.large_string()), n))
     good = good.append_column("_row", line_numbers)
     rows.add_table(good)
 
 
-def _fits(declared: str, column: pa.Array) -> pa.Array | None:
-    """Which text values of ``column`` fit ``declared``, exactly as ``value_error`` says
-    (None: all of them)."""
+def _reject_rows(indices, columns, line_numbers, problems, uri, rejects) -> None:
+    """Quarantine the rows at ``indices`` (few): raw text is the fields joined by commas."""
+    values = [column.take(indices).to_pylist() for column in columns]
+    lines = line_numbers.take(indices).to_pylist()
+    for i, line in enumerate(lines):
+        reason = "; ".join(
+            f"{name}: {errors[values[n][i]]}"
+            for name, n, errors, _ in problems
+            if values[n][i] in errors
+        )
+        raw = ",".join(column[i] for column in values)
+        rejects.add("schema", reason, raw, _file=uri, _row=line)
+
+
+def _value_errors(declared: str, column: pa.Array) -> dict[str, str]:
+    """The distinct values of ``column`` that do not fit ``declared``, with
+    ``value_error``'s reason; values a certain pattern matches are not looked at."""
     declared = declared.strip()
     if declared == "string":
-        return None
+        return {}
     pattern = _certain_pattern(declared)
-    fits = pc.equal(column, "")
-    if pattern is not None:
-        fits = pc.or_(fits, pc.match_substring_regex(column, pattern))
-    unsure = pc.unique(column.filter(pc.invert(fits)))
-    bad = [v for v in unsure.to_pylist() if value_error(declared, v)]
-    if bad:
-        return pc.invert(pc.is_in(column, pa.array(bad, column.type)))
-    return None
+    if pattern is not None:  # one pass; empty fits too
+        column = column.filter(pc.invert(pc.match_substring_regex(column, f"^(?:{pattern})?$")))
+    unsure = pc.unique(column).to_pylist()
+    return {v: error for v in unsure if (error := value_error(declared, v))}
 
 
 def _certain_pattern(declared: str) -> str | None:
-    """A regex whose every match ``value_error`` accepts (a subset; None: check all)."""
+    """A regex whose every whole match ``value_error`` accepts (a subset; None: check all)."""
     if declared == "int":
-        return r"^-?[0-9]{1,9}$"
+        return r"-?[0-9]{1,9}"
     if declared == "long":
-        return r"^-?[0-9]{1,18}$"
+        return r"-?[0-9]{1,18}"
     if declared == "double":
-        return r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"
+        return r"-?[0-9]{1,15}(\.[0-9]{1,15})?"
     if match := DECIMAL.match(declared):
         precision, scale = int(match[1]), int(match[2])
         if precision - scale < 1:
             return None
         fraction = rf"(\.[0-9]{{1,{scale}}})?" if scale else ""
-        return rf"^-?[0-9]{{1,{precision - scale}}}{fraction}$"
+        return rf"-?[0-9]{{1,{precision - scale}}}{fraction}"
     return None  # dates, timestamps, booleans: few distinct values, checked one by one
 
 

@@ -61,7 +61,7 @@ def ensure_table(catalog: Catalog, identifier: str, layout: TableLayout) -> Tabl
         identifier,
         schema=layout.schema,
         partition_spec=layout.partition_spec,
-        properties=TABLE_PROPERTIES,
+        properties={**TABLE_PROPERTIES, **dict(layout.properties)},
     )
 
 

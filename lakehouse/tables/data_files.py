@@ -65,6 +65,16 @@ class BackgroundDataFiles:
         if self.pending_bytes >= self.group_bytes:
             self._submit()
 
+    def add_table(self, rows: pa.Table) -> None:
+        for batch in rows.to_batches():
+            self.add(batch)
+
+    def use_table(self, table: Table) -> None:
+        """Write what is pending against the table as it was, later rows against ``table``
+        (the same table after a schema change; a group's rows share one schema)."""
+        self._submit()
+        self.table = table
+
     def flush(self) -> None:
         """Start writing what is pending now, so the write overlaps the caller's next step."""
         self._submit()
@@ -93,10 +103,11 @@ class BackgroundDataFiles:
         if not self.pending:
             return
         batches, self.pending, self.pending_bytes = self.pending, [], 0
-        self.futures.append(self.executor.submit(self._write, batches))
+        self.futures.append(self.executor.submit(self._write, self.table, batches))
 
-    def _write(self, batches: list[pa.RecordBatch]) -> list[DataFile]:
-        return write_data_files(self.table, pa.Table.from_batches(batches))
+    @staticmethod
+    def _write(table: Table, batches: list[pa.RecordBatch]) -> list[DataFile]:
+        return write_data_files(table, pa.Table.from_batches(batches))
 
 
 def write_data_files(table: Table, rows: pa.Table) -> list[DataFile]:

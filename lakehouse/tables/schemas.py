@@ -7,7 +7,7 @@ coordinates or the file and row).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
@@ -29,6 +29,8 @@ from pyiceberg.types import (
 class TableLayout:
     schema: Schema
     partition_spec: PartitionSpec
+    # table properties set when the table is created, over commits.TABLE_PROPERTIES
+    properties: tuple[tuple[str, str], ...] = ()
 
     def arrow_schema(self):
         return self.schema.as_arrow()
@@ -155,9 +157,19 @@ def database_bronze_layout(columns: list[str]) -> TableLayout:
     )
 
 
+# Parquet's dictionary page limit per column chunk (Iceberg's default: 2 MiB). A raw
+# text column with many distinct values (amounts, ids, the row number) is hashed
+# into a dictionary until the limit, then written plain anyway: at 256 KiB it gives
+# up ~8x sooner. Columns with few values (dates, codes, lineage) still fit.
+# Measured on bench.landing_throughput's rows: write CPU -20 to -25%, files -15%.
+DICTIONARY_PAGE_BYTES = 256 * 1024
+
+
 def landing_bronze_layout(columns: list[str]) -> TableLayout:
     """Declared file columns as raw text (silver types them), file lineage."""
-    return _layout([*((c, StringType()) for c in columns), *FILE_LINEAGE], "_ingested_at")
+    layout = _layout([*((c, StringType()) for c in columns), *FILE_LINEAGE], "_ingested_at")
+    dictionary = ("write.parquet.dict-size-bytes", str(DICTIONARY_PAGE_BYTES))
+    return replace(layout, properties=(dictionary,))
 
 
 SILVER_PAGE_VIEWS = _layout(
