@@ -315,12 +315,12 @@ def test_a_chunk_that_fails_to_convert_fails_the_batch_and_leaves_no_files(
     chunks: list[int] = []
     written: list[str] = []
 
-    def write_and_record(self, batches):
-        files = real_write(self, batches)
+    def write_and_record(table, batches):
+        files = real_write(table, batches)
         written.extend(f.file_path for f in files)
         return files
 
-    monkeypatch.setattr(BackgroundDataFiles, "_write", write_and_record)
+    monkeypatch.setattr(BackgroundDataFiles, "_write", staticmethod(write_and_record))
 
     def fail_on_the_last_chunk(self, records):
         chunks.append(len(records))
