@@ -59,6 +59,7 @@ def test_toast_placeholder_tombstone_and_bad_envelopes():
     assert parse_change(wrapped_tombstone, CUSTOMERS.columns) is None
     for bad, rule in [
         (b"{", "json"),
+        (b'{"op": "c", "after": ' + b"[" * 5000 + b"]" * 5000 + b"}", "json"),  # too deep
         (b'{"op": "x", "after": {}}', "envelope"),
         (b'{"op": "c", "after": null}', "envelope"),
         (b'{"op": "c", "after": {"credit": "%%%"}}', "decode"),

@@ -61,6 +61,10 @@ def test_bad_records_are_quarantined_with_reasons_and_counts_reconcile(lakehouse
         None,  # tombstone
         json.dumps({"event_id": "\ud800", "event_type": "x", "user_id": "u", "ts": "t"}).encode(),
         b"{" + b'"pad": "' + b"x" * (1024 * 1024 + 10) + b'"}',  # oversized
+        # valid JSON that json cannot decode: nested past the recursion limit, and an
+        # integer past Python's 4,300-digit limit
+        b'{"event_id": "e-d", "d": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"event_id": "e-n", "n": ' + b"9" * 5000 + b"}",
     ]
     _produce(settings, good + bad)
     catalog = IcebergCatalogResource().load()
@@ -72,10 +76,10 @@ def test_bad_records_are_quarantined_with_reasons_and_counts_reconcile(lakehouse
     producer.close()
     batch = ingest_kafka_batch(catalog, KafkaResource(), source, topic, "run-1")
 
-    assert batch.records_read == 48
-    assert batch.landed == 41 and batch.quarantined == 7 and batch.reconciled
+    assert batch.records_read == 50
+    assert batch.landed == 41 and batch.quarantined == 9 and batch.reconciled
     assert batch.quarantine_rules == {
-        "json": 1,
+        "json": 3,
         "json_object": 1,
         "required_fields": 1,
         "not_null": 1,
@@ -87,6 +91,9 @@ def test_bad_records_are_quarantined_with_reasons_and_counts_reconcile(lakehouse
     assert all(r["_reason"] and r["_kafka_offset"] is not None for r in quarantine)
     missing = next(r for r in quarantine if r["_rule"] == "required_fields")
     assert "user_id" in missing["_reason"]
+    reasons = {r["_reason"] for r in quarantine if r["_rule"] == "json"}
+    assert "value nests too deeply to decode" in reasons
+    assert any("4300 digits" in r for r in reasons), reasons
     assert len(_bronze_offsets(catalog, source)) == 41
     bronze = catalog.load_table(source.bronze_table).scan().to_arrow().to_pylist()
     assert next(r for r in bronze if r["event_id"] == "e-99")["_kafka_timestamp"] is None

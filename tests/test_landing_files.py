@@ -109,6 +109,7 @@ def test_jsonl_rows_are_checked_against_the_declared_types(lakehouse_env):
         "not json",
         "[1, 2]",
         '{"id": 3, "amount": 2.5, "day": "2026-11-02", "extra": "kept out"}',
+        '{"id": 4, "deep": ' + "[" * 5000 + "]" * 5000 + "}",  # valid, too deep for json
     ]
     s3.put_object(
         Bucket=settings.landing_bucket, Key="partner_jsonl/a.jsonl", Body="\n".join(lines)
@@ -117,7 +118,7 @@ def test_jsonl_rows_are_checked_against_the_declared_types(lakehouse_env):
     batch = ingest_files(
         catalog, s3, settings.landing_bucket, source, ["partner_jsonl/a.jsonl"], "run-1"
     )
-    assert (batch.rows_read, batch.landed, batch.quarantined) == (5, 2, 3)
+    assert (batch.rows_read, batch.landed, batch.quarantined) == (6, 2, 4)
     rows = catalog.load_table(source.bronze_table).scan().to_arrow().to_pylist()
     assert [(r["id"], r["amount"], r["_row"]) for r in rows] == [("1", "10.50", 1), ("3", "2.5", 5)]
     rejects = catalog.load_table(source.quarantine_table).scan().to_arrow().to_pylist()
@@ -125,6 +126,7 @@ def test_jsonl_rows_are_checked_against_the_declared_types(lakehouse_env):
         (2, "schema"),
         (3, "json"),
         (4, "json_object"),
+        (6, "json"),
     ]
     assert "id: 'two' is not a long" in next(r["_reason"] for r in rejects if r["_row"] == 2)
 

@@ -142,7 +142,7 @@ def _check_required_fields(catalog, bronze: Table, source: KafkaSource) -> None:
     for raw in quarantine.scan(row_filter=batch, selected_fields=("_raw",)).to_arrow()["_raw"]:
         try:
             events.append(json.loads(raw.as_py()))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             continue  # not JSON at all: quarantined for that, says nothing of fields
     objects = [e for e in events if isinstance(e, dict)]
     carried = [{k for k, v in e.items() if v not in (None, "")} for e in objects]

@@ -13,13 +13,12 @@ the table's declared types (sources.yml) drive the same decoding.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from lakehouse.ingest.records import RecordRejected
+from lakehouse.ingest.records import RecordRejected, decode_json
 
 TOAST_PLACEHOLDER = "__debezium_unavailable_value"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -51,11 +50,10 @@ def parse_change(value: bytes | None, declared: dict[str, str]) -> ChangeEvent |
     if value is None:
         return None
     try:
-        document = json.loads(value.decode("utf-8"))
+        text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecordRejected("utf8", f"value is not valid UTF-8: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise RecordRejected("json", f"value is not valid JSON: {exc.msg} at {exc.pos}") from None
+    document = decode_json(text)
     if not isinstance(document, dict):
         raise RecordRejected("envelope", "value is not a JSON object")
     schema = None

@@ -532,6 +532,11 @@ _ARROW_UNSURE = r"[\x00\n\r]|\\u[dD][89a-fA-F]|[:,\[]\s*-?(?:Inf|NaN)"
 # value this short cannot nest deeper than half its length.
 _SHALLOW_BYTES = 512
 _MAX_OPENERS = 128
+# ``json`` refuses an integer longer than Python's 4,300-digit conversion limit (a
+# reject); the reader takes it. A value this short cannot hold one; longer ones with
+# a run of 1,000 digits (RE2's largest repeat count) are left to the other decoders.
+_SHORT_NUMBERS_BYTES = 4_300
+_LONG_DIGITS = r"[0-9]{1000}"
 
 
 class _ArrowJson:
@@ -572,6 +577,9 @@ class _ArrowJson:
             checks.append(
                 pc.or_(pc.less_equal(lengths, _SHALLOW_BYTES), pc.less_equal(openers, _MAX_OPENERS))
             )
+        if longest is not None and longest > _SHORT_NUMBERS_BYTES:
+            digits = pc.match_substring_regex(raw, _LONG_DIGITS)
+            checks.append(pc.or_(pc.less_equal(lengths, _SHORT_NUMBERS_BYTES), pc.invert(digits)))
         eligible = checks[0]
         for check in checks[1:]:
             eligible = pc.and_(eligible, check)

@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 
-from lakehouse.ingest.records import QuarantineBuffer
+from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, decode_json
 from lakehouse.ingest.values import DECIMAL, value_error
 from lakehouse.sources import LandingSource
 from lakehouse.tables import evolution
@@ -608,9 +608,9 @@ def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> i
             continue
         count += 1
         try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            rejects.add("json", f"not valid JSON: {exc.msg}", raw[:4096], _file=uri, _row=line)
+            record = decode_json(raw)
+        except RecordRejected as rejected:
+            rejects.add(rejected.rule, rejected.reason, raw[:4096], _file=uri, _row=line)
             continue
         if not isinstance(record, dict):
             kind = type(record).__name__

@@ -21,6 +21,24 @@ class RecordRejected(ValueError):
         self.reason = reason
 
 
+def decode_json(text: str) -> Any:
+    """The JSON value of ``text``, or RecordRejected ("json") for anything ``json`` refuses.
+
+    Valid JSON can still fail to decode: nesting deeper than the interpreter's
+    recursion limit raises RecursionError, and an integer longer than Python's
+    4,300-digit conversion limit raises ValueError. Either would otherwise crash the
+    whole batch instead of quarantining one record.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordRejected("json", f"value is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        raise RecordRejected("json", "value nests too deeply to decode") from None
+    except ValueError as exc:
+        raise RecordRejected("json", f"value cannot be decoded: {exc}") from None
+
+
 def parse_json_event(value: bytes | None, required: tuple[str, ...]) -> dict[str, Any]:
     if value is None:
         raise RecordRejected("not_null", "record value is null (tombstone)")
@@ -28,10 +46,7 @@ def parse_json_event(value: bytes | None, required: tuple[str, ...]) -> dict[str
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecordRejected("utf8", f"value is not valid UTF-8: {exc}") from None
-    try:
-        event = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RecordRejected("json", f"value is not valid JSON: {exc.msg} at {exc.pos}") from None
+    event = decode_json(text)
     if not isinstance(event, dict):
         raise RecordRejected(
             "json_object", f"value is a JSON {type(event).__name__}, not an object"

@@ -116,7 +116,7 @@ class Masker:
             return text
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
             return REDACTED
         if not isinstance(value, dict):
             return REDACTED

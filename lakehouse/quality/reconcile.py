@@ -194,7 +194,7 @@ def _quarantined_ids(quarantine: pa.Table) -> list[str]:
     for raw in quarantine["_raw"].to_pylist():
         try:
             document = json.loads(raw) if raw else None
-        except ValueError:
+        except (ValueError, RecursionError):  # quarantined for not decoding
             continue
         if isinstance(document, dict) and isinstance(document.get("event_id"), str):
             out.append(document["event_id"])
