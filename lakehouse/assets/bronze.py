@@ -6,6 +6,7 @@ One pair of assets (bronze.<source>, quarantine.<source>) per source in sources.
 import dagster as dg
 
 from lakehouse.ingest.database import extract_batch
+from lakehouse.ingest.heap import freeze_loaded_heap
 from lakehouse.ingest.kafka_events import ingest_kafka_batch
 from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
 from lakehouse.k8s import k8s_tags
@@ -85,6 +86,7 @@ def kafka_bronze_asset(source: KafkaSource | CdcSource) -> dg.AssetsDefinition:
         iceberg: IcebergCatalogResource,
         kafka: KafkaResource,
     ):
+        freeze_loaded_heap()
         settings = get_settings()
         topic = source.resolved_topic(settings.kafka_topic_prefix)
         catalog = iceberg.load()
@@ -144,6 +146,7 @@ def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
         iceberg: IcebergCatalogResource,
         s3: S3Resource,
     ):
+        freeze_loaded_heap()
         settings = get_settings()
         catalog = iceberg.load()
         client = s3.client()
@@ -197,6 +200,7 @@ def database_bronze_asset(source: DatabaseSource) -> dg.AssetsDefinition:
         iceberg: IcebergCatalogResource,
         postgres: PostgresResource,
     ) -> dg.MaterializeResult:
+        freeze_loaded_heap()
         catalog = iceberg.load()
         batch = extract_batch(catalog, postgres.conninfo(), source, context.run.run_id)
         return dg.MaterializeResult(

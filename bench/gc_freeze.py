@@ -1,0 +1,83 @@
+"""Kafka -> bronze with and without the code location's heap frozen (``freeze_loaded_heap``).
+
+The bronze assets freeze the heap their step process loaded before they ingest.
+This bench loads the code location (``lakehouse.definitions``) as a step process
+does, produces N clickstream events to its own Tansu broker, then runs ``--repeat``
+pairs of ``ingest_kafka_batch`` into existing empty tables: first with every object
+tracked by the collector, then after ``gc.collect()`` and ``gc.freeze()``. The
+Kafka ratio bench (``bench.kafka_throughput``) runs both of its sides unfrozen.
+Usage: python -m bench.gc_freeze [--events 200000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import uuid
+
+from bench.common import Figure, create_topic, fresh_catalog, local_services, produce_clickstream
+
+
+def run(events: int = 200_000, repeat: int = 3) -> list[Figure]:
+    import lakehouse.definitions  # noqa: F401  the heap a step process has loaded
+    from lakehouse.ingest.heap import freeze_loaded_heap
+    from lakehouse.ingest.kafka_events import ingest_kafka_batch
+    from lakehouse.sources import sources
+    from lakehouse.tables.commits import ensure_table
+    from lakehouse.tables.schemas import QUARANTINE
+    from resources.kafka import KafkaResource
+
+    with local_services("kafka") as state:
+        kafka = KafkaResource()
+        topic = f"bench.{uuid.uuid4().hex[:6]}"
+        create_topic(topic)
+        n = produce_clickstream(topic, events)
+
+        def ingest() -> float:
+            source = sources().kafka_source("clickstream")
+            catalog = fresh_catalog(state)
+            ensure_table(catalog, source.bronze_table, source.layout)
+            ensure_table(catalog, source.quarantine_table, QUARANTINE)
+            start = time.perf_counter()
+            batch = ingest_kafka_batch(catalog, kafka, source, topic, "bench", max_records=n + 1)
+            elapsed = time.perf_counter() - start
+            assert batch.records_read == n, (batch.records_read, n)
+            return elapsed
+
+        ingest()  # warm-up
+        tracked = len(gc.get_objects())
+        plain, frozen = [], []
+        for _ in range(repeat):
+            gc.unfreeze()
+            gc.collect()
+            plain.append(ingest())
+            gc.collect()
+            freeze_loaded_heap()
+            frozen.append(ingest())
+        gc.unfreeze()
+    name = "gc freeze"
+    plain_s, frozen_s = statistics.median(plain), statistics.median(frozen)
+    return [
+        Figure(name, f"events ({repeat} pairs), objects tracked", f"{n:,}, {tracked:,}"),
+        Figure(
+            name, "ingest_kafka_batch, heap tracked", f"{plain_s:.2f} s ({n / plain_s:,.0f} ev/s)"
+        ),
+        Figure(name, "same, heap frozen", f"{frozen_s:.2f} s ({n / frozen_s:,.0f} ev/s)"),
+        Figure(name, "speed-up", f"{plain_s / frozen_s:.2f}x"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    from bench.run import print_table
+
+    print_table(run(args.events, args.repeat))
+
+
+if __name__ == "__main__":
+    main()
