@@ -25,14 +25,16 @@ import uuid
 
 from kafka import TopicPartition
 
-from bench.common import Figure, create_topic, fresh_catalog, local_services, produce_clickstream
+from bench.common import (
+    Figure,
+    create_topic,
+    local_services,
+    produce_clickstream,
+    timed_kafka_ingest,
+)
 
 
 def run(events: int = 200_000, repeat: int = 3) -> list[Figure]:
-    from lakehouse.ingest.kafka_events import ingest_kafka_batch
-    from lakehouse.sources import sources
-    from lakehouse.tables.commits import ensure_table
-    from lakehouse.tables.schemas import QUARANTINE
     from resources.kafka import KafkaResource
 
     with local_services("kafka") as state:
@@ -59,15 +61,7 @@ def run(events: int = 200_000, repeat: int = 3) -> list[Figure]:
             return elapsed
 
         def ingest() -> float:
-            source = sources().kafka_source("clickstream")
-            catalog = fresh_catalog(state)
-            ensure_table(catalog, source.bronze_table, source.layout)
-            ensure_table(catalog, source.quarantine_table, QUARANTINE)
-            start = time.perf_counter()
-            batch = ingest_kafka_batch(catalog, kafka, source, topic, "bench", max_records=n + 1)
-            elapsed = time.perf_counter() - start
-            assert batch.records_read == n, (batch.records_read, n)
-            return elapsed
+            return timed_kafka_ingest(state, topic, n)
 
         setup: list[float] = []
         ingest()  # warm-up: first-use imports and table creation are not throughput
