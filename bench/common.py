@@ -116,3 +116,10 @@ def timed_kafka_ingest(state: str, topic: str, events: int) -> float:
     elapsed = time.perf_counter() - start
     assert batch.records_read == events, (batch.records_read, events)
     return elapsed
+
+
+def clickstream_topic(events: int) -> tuple[str, int]:
+    """A new topic holding ``events`` clickstream events: (its name, events produced)."""
+    topic = f"bench.{uuid.uuid4().hex[:6]}"
+    create_topic(topic)
+    return topic, produce_clickstream(topic, events)

@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import uuid
 
 from bench.common import (
     Figure,
-    create_topic,
+    clickstream_topic,
     local_services,
-    produce_clickstream,
     timed_kafka_ingest,
 )
 
@@ -30,9 +28,7 @@ def run(events: int = 200_000, repeat: int = 3) -> list[Figure]:
     from lakehouse.ingest.heap import freeze_loaded_heap
 
     with local_services("kafka") as state:
-        topic = f"bench.{uuid.uuid4().hex[:6]}"
-        create_topic(topic)
-        n = produce_clickstream(topic, events)
+        topic, n = clickstream_topic(events)
 
         def ingest() -> float:
             return timed_kafka_ingest(state, topic, n)

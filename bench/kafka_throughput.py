@@ -21,15 +21,13 @@ import argparse
 import importlib.util
 import statistics
 import time
-import uuid
 
 from kafka import TopicPartition
 
 from bench.common import (
     Figure,
-    create_topic,
+    clickstream_topic,
     local_services,
-    produce_clickstream,
     timed_kafka_ingest,
 )
 
@@ -39,9 +37,7 @@ def run(events: int = 200_000, repeat: int = 3) -> list[Figure]:
 
     with local_services("kafka") as state:
         kafka = KafkaResource()
-        topic = f"bench.{uuid.uuid4().hex[:6]}"
-        create_topic(topic)
-        n = produce_clickstream(topic, events)
+        topic, n = clickstream_topic(events)
 
         def raw() -> float:
             # timed from the consumer's creation, as ingest's own consumer is
