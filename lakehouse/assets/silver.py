@@ -17,6 +17,7 @@ from pyiceberg.table import Table
 from pyiceberg.types import StringType
 
 from lakehouse.ingest.debezium import UNAVAILABLE, parse_change
+from lakehouse.ingest.records import json_object
 from lakehouse.k8s import k8s_tags
 from lakehouse.quality.contracts import contract_for
 from lakehouse.quality.pii import Masker, PiiPolicy, mask_frame, mask_rows
@@ -140,10 +141,9 @@ def _check_required_fields(catalog, bronze: Table, source: KafkaSource) -> None:
     ]
     quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
     for raw in quarantine.scan(row_filter=batch, selected_fields=("_raw",)).to_arrow()["_raw"]:
-        try:
-            events.append(json.loads(raw.as_py()))
-        except (TypeError, ValueError, RecursionError):
-            continue  # not JSON at all: quarantined for that, says nothing of fields
+        event = json_object(raw.as_py())
+        if event is not None:  # not a JSON object: quarantined for that, says nothing of fields
+            events.append(event)
     objects = [e for e in events if isinstance(e, dict)]
     carried = [{k for k, v in e.items() if v not in (None, "")} for e in objects]
     gone = vanished_fields(carried, source.required)

@@ -39,6 +39,18 @@ def decode_json(text: str) -> Any:
         raise RecordRejected("json", f"value cannot be decoded: {exc}") from None
 
 
+def json_object(text: str | None) -> dict[str, Any] | None:
+    """The JSON object ``text`` holds, or None: for quarantine's raw text, which may be
+    anything a source sent (not JSON, an array, JSON too deep or long to decode)."""
+    if text is None:
+        return None
+    try:
+        value = decode_json(text)
+    except RecordRejected:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def parse_json_event(value: bytes | None, required: tuple[str, ...]) -> dict[str, Any]:
     if value is None:
         raise RecordRejected("not_null", "record value is null (tombstone)")

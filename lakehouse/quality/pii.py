@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from lakehouse.ingest.records import json_object
 from lakehouse.settings import Environment, LakehouseSettings, get_settings
 
 TOKEN_PREFIX = "tok:"
@@ -114,11 +115,8 @@ class Masker:
         """A raw JSON payload with its PII fields masked; unparseable text is redacted whole."""
         if text is None or not pii:
             return text
-        try:
-            value = json.loads(text)
-        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
-            return REDACTED
-        if not isinstance(value, dict):
+        value = json_object(text)
+        if value is None:
             return REDACTED
         return json.dumps(self.mask_row(value, pii), sort_keys=True, default=str)
 

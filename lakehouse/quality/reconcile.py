@@ -29,6 +29,7 @@ from pyiceberg.table import Table
 
 from lakehouse.assets.silver import read_changelog
 from lakehouse.ingest.debezium import parse_change
+from lakehouse.ingest.records import json_object
 from lakehouse.quality.checks import QualityCheckConfig, last_good_snapshot
 from lakehouse.quality.pii import Masker, mask_rows
 from lakehouse.quality.scope import (
@@ -192,11 +193,8 @@ def _quarantined_ids(quarantine: pa.Table) -> list[str]:
     """Event ids of quarantined page views (their raw JSON keeps the id, PII masked)."""
     out = []
     for raw in quarantine["_raw"].to_pylist():
-        try:
-            document = json.loads(raw) if raw else None
-        except (ValueError, RecursionError):  # quarantined for not decoding
-            continue
-        if isinstance(document, dict) and isinstance(document.get("event_id"), str):
+        document = json_object(raw)
+        if document is not None and isinstance(document.get("event_id"), str):
             out.append(document["event_id"])
     return out
 
