@@ -284,10 +284,6 @@ class LandedRows:
     def add_table(self, table: pa.Table) -> None:
         self.tables.append(table)
 
-    def extend(self, other: LandedRows) -> None:
-        self.dicts += other.dicts
-        self.tables += other.tables
-
     def __len__(self) -> int:
         return len(self.dicts) + sum(t.num_rows for t in self.tables)
 
