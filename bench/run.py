@@ -11,7 +11,14 @@ import importlib
 
 from bench.common import Figure, machine
 
-BENCHES = ["kafka_throughput", "gc_freeze", "landing_throughput", "sensor_backlog", "latency"]
+BENCHES = [
+    "kafka_throughput",
+    "gc_freeze",
+    "landing_throughput",
+    "commit_cost",
+    "sensor_backlog",
+    "latency",
+]
 
 
 def print_table(figures: list[Figure]) -> None:

@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
 
 from lakehouse.catalog_config import pyiceberg_properties
 from lakehouse.settings import get_settings
-from lakehouse.tables.commits import TABLE_PROPERTIES, conform
+from lakehouse.tables.commits import TABLE_PROPERTIES, conform, transaction
 
 DBT_MODEL_KEY = "lakehouse.dbt-model"
 WINDOW_KEY = "lakehouse.dbt-window"
@@ -114,16 +114,12 @@ class Plugin(BasePlugin):
         if window:
             start, end = window["start"], window["end"]
             properties[WINDOW_KEY] = f"{window['column']}:[{start},{end})"
-            table.overwrite(
-                rows,
-                overwrite_filter=And(
-                    GreaterThanOrEqual(window["column"], start),
-                    LessThan(window["column"], end),
-                ),
-                snapshot_properties=properties,
-            )
+            column = window["column"]
+            where = And(GreaterThanOrEqual(column, start), LessThan(column, end))
         else:
-            table.overwrite(rows, snapshot_properties=properties)
+            where = AlwaysTrue()
+        with transaction(table) as tx:
+            tx.overwrite(rows, overwrite_filter=where, snapshot_properties=properties)
 
 
 def _drop_empty_marker(data: pa.Table) -> pa.Table:

@@ -34,7 +34,13 @@ from lakehouse.sources import (
     sources,
 )
 from lakehouse.tables import evolution
-from lakehouse.tables.commits import RUN_ID_KEY, conform, ensure_table, with_commit_retries
+from lakehouse.tables.commits import (
+    RUN_ID_KEY,
+    conform,
+    ensure_table,
+    transaction,
+    with_commit_retries,
+)
 from lakehouse.tables.evolution import SchemaBreak
 from lakehouse.tables.metadata import table_metadata
 from lakehouse.tables.rebuilds import superseded_by
@@ -234,8 +240,10 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
         if (snapshot := superseded_by(silver, bronze, built_from)) is not None:
             newer.append(snapshot)  # a concurrent run already built from newer bronze
             return silver, quarantine
-        silver.overwrite(silver_rows, snapshot_properties=properties)
-        quarantine.overwrite(quarantine_rows, snapshot_properties=properties)
+        with transaction(silver) as tx:
+            tx.overwrite(silver_rows, snapshot_properties=properties)
+        with transaction(quarantine) as tx:
+            tx.overwrite(quarantine_rows, snapshot_properties=properties)
         return silver, quarantine
 
     silver, quarantine = with_commit_retries(write)
@@ -379,11 +387,14 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
 
         def write() -> tuple[Table, Table, Table]:
             current = ensure_table(catalog, f"silver.{source.name}", current_layout)
-            current.overwrite(current_rows, snapshot_properties=properties)
+            with transaction(current) as tx:
+                tx.overwrite(current_rows, snapshot_properties=properties)
             history = ensure_table(catalog, f"silver.{source.name}_history", history_layout)
-            history.overwrite(history_rows, snapshot_properties=properties)
+            with transaction(history) as tx:
+                tx.overwrite(history_rows, snapshot_properties=properties)
             quarantine = ensure_table(catalog, contract.quarantine_table, QUARANTINE)
-            quarantine.overwrite(quarantine_rows, snapshot_properties=properties)
+            with transaction(quarantine) as tx:
+                tx.overwrite(quarantine_rows, snapshot_properties=properties)
             return current, history, quarantine
 
         current, history, quarantine = with_commit_retries(write)
@@ -521,7 +532,8 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
 
         def write() -> Table:
             table = ensure_table(catalog, f"silver.{source.name}", layout)
-            table.overwrite(silver_rows, snapshot_properties=properties)
+            with transaction(table) as tx:
+                tx.overwrite(silver_rows, snapshot_properties=properties)
             return table
 
         table = with_commit_retries(write)

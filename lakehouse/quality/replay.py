@@ -36,7 +36,13 @@ from pyiceberg.expressions import And, EqualTo, In, Or
 from lakehouse.ingest.kafka_events import bronze_row
 from lakehouse.ingest.records import RecordRejected
 from lakehouse.sources import CdcSource, KafkaSource
-from lakehouse.tables.commits import RUN_ID_KEY, conform, ensure_table, with_commit_retries
+from lakehouse.tables.commits import (
+    RUN_ID_KEY,
+    conform,
+    ensure_table,
+    transaction,
+    with_commit_retries,
+)
 from lakehouse.tables.schemas import QUARANTINE
 
 LOSSY_RULES = {"utf8", "max_size", "not_null"}
@@ -162,7 +168,8 @@ def remove_from_quarantine(
 
     def attempt() -> int:
         quarantine = ensure_table(catalog, source.quarantine_table, QUARANTINE)
-        quarantine.delete(condition, snapshot_properties={RUN_ID_KEY: run_id})
+        with transaction(quarantine) as tx:
+            tx.delete(condition, snapshot_properties={RUN_ID_KEY: run_id})
         return len(done)
 
     return with_commit_retries(attempt)

@@ -19,8 +19,10 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table, TableProperties
+from pyiceberg.table import Table, TableProperties, Transaction
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.table.update import update_table_metadata
 from pyiceberg.utils.properties import property_as_bool
 
 from lakehouse.tables.schemas import TableLayout
@@ -65,6 +67,37 @@ def ensure_table(catalog: Catalog, identifier: str, layout: TableLayout) -> Tabl
     )
 
 
+class _Transaction(Transaction):
+    """A pyiceberg ``Transaction`` that derives the staged table metadata once per change.
+
+    pyiceberg re-derives it, with a deep copy of the whole metadata, on every read of
+    ``table_metadata``, and an append reads it about fifteen times. The copies grow with
+    every snapshot the table keeps until maintenance expires it: one position commit
+    took 16 ms on a new table and 314 ms with 500 snapshots, 9 and 39 ms this way
+    (``bench.commit_cost``). The metadata
+    only changes when an update is staged (a new ``_updates`` tuple) or the table is
+    refreshed (a new ``metadata``), so it is derived again exactly then. Its models are
+    frozen, so sharing one copy between those reads, or the table's own metadata while
+    nothing is staged, is safe.
+    """
+
+    _memo: tuple[object, object, TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        base, updates = self._table.metadata, self._updates
+        if self._memo is None or self._memo[0] is not base or self._memo[1] is not updates:
+            # nothing staged yet: the table's own (frozen) metadata, not a copy of it
+            staged = update_table_metadata(base, updates) if updates else base
+            self._memo = (base, updates, staged)
+        return self._memo[2]
+
+
+def transaction(table: Table) -> Transaction:
+    """``table.transaction()``, for every commit of ours (see ``_Transaction``)."""
+    return _Transaction(table)
+
+
 def position_key(source: str) -> str:
     return f"{POSITION_PREFIX}{source}"
 
@@ -103,7 +136,8 @@ def append_with_position(
     properties = {position_key(source): json.dumps(position, sort_keys=True), RUN_ID_KEY: run_id}
     if partition_key:
         properties[PARTITION_KEY] = partition_key
-    table.append(conform(rows, table.schema().as_arrow()), snapshot_properties=properties)
+    with transaction(table) as tx:
+        tx.append(conform(rows, table.schema().as_arrow()), snapshot_properties=properties)
     snapshot = table.current_snapshot()
     return snapshot.snapshot_id if snapshot else None
 
@@ -131,7 +165,7 @@ def append_files_with_position(
         TableProperties.MANIFEST_MERGE_ENABLED,
         TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT,
     )
-    with table.transaction() as tx:
+    with transaction(table) as tx:
         update = tx.update_snapshot(snapshot_properties=properties)
         with update.merge_append() if merge else update.fast_append() as append:
             for data_file in data_files:

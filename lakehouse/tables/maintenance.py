@@ -29,7 +29,7 @@ from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-from lakehouse.tables.commits import POSITION_PREFIX, with_commit_retries
+from lakehouse.tables.commits import POSITION_PREFIX, transaction, with_commit_retries
 
 CHECKPOINT_KEY = "lakehouse.maintenance"
 RETRIES_OFF = "commit.retry.num-retries"
@@ -84,7 +84,8 @@ def checkpoint_positions(table: Table) -> int | None:
         if all(summary.get(k) == v for k, v in merged.items()):
             return current.snapshot_id
         empty = pa.Table.from_pylist([], schema=table.schema().as_arrow())
-        table.append(empty, snapshot_properties={**merged, CHECKPOINT_KEY: "position-checkpoint"})
+        with transaction(table) as tx:
+            tx.append(empty, snapshot_properties={**merged, CHECKPOINT_KEY: "position-checkpoint"})
         return table.current_snapshot().snapshot_id
 
     return with_commit_retries(attempt)
