@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
+from pyiceberg.expressions import EqualTo
 from pyiceberg.table.snapshots import ancestors_of
 
 from lakehouse.dbt_duckdb_iceberg import load_iceberg_extension
@@ -57,6 +58,15 @@ def test_operations_staged_in_one_transaction_build_on_each_other(lakehouse_env)
     reloaded = catalog.load_table("bronze.commit_probe")
     assert reloaded.metadata_location == table.metadata_location
     assert _raw_values(reloaded.metadata_location) == ["a0", "a1", "a2", "b0", "b1", "b2"]
+
+    # a partial overwrite rewrites the file holding b1 and b2 without b1, then appends
+    before = table.metadata
+    with transaction(table) as tx:
+        assert tx.table_metadata is before  # nothing staged: the table's own, not a copy
+        tx.overwrite(_rows("b9"), overwrite_filter=EqualTo("_raw", "b1"))
+    assert before.current_snapshot_id == ancestry[0].snapshot_id  # the old one untouched
+    assert table.current_snapshot().summary["total-records"] == "6"
+    assert _raw_values(table.metadata_location) == ["a0", "a1", "a2", "b0", "b2", "b9"]
 
     # an overwrite stages a delete and an append: the append must see the delete
     with transaction(table) as tx:

@@ -85,12 +85,13 @@ class _Transaction(Transaction):
 
     @property
     def table_metadata(self) -> TableMetadata:
-        base, updates = self._table.metadata, self._updates
-        if self._memo is None or self._memo[0] is not base or self._memo[1] is not updates:
+        base, updates, memo = self._table.metadata, self._updates, self._memo
+        # one read of the memo: pyiceberg reads this from its manifest-writer threads too
+        if memo is None or memo[0] is not base or memo[1] is not updates:
             # nothing staged yet: the table's own (frozen) metadata, not a copy of it
-            staged = update_table_metadata(base, updates) if updates else base
-            self._memo = (base, updates, staged)
-        return self._memo[2]
+            memo = (base, updates, update_table_metadata(base, updates) if updates else base)
+            self._memo = memo
+        return memo[2]
 
 
 def transaction(table: Table) -> Transaction:
