@@ -74,11 +74,10 @@ class _Transaction(Transaction):
     ``table_metadata``, and an append reads it about fifteen times. The copies grow with
     every snapshot the table keeps until maintenance expires it: one position commit
     took 16 ms on a new table and 314 ms with 500 snapshots, 9 and 39 ms this way
-    (``bench.commit_cost``). The metadata
-    only changes when an update is staged (a new ``_updates`` tuple) or the table is
-    refreshed (a new ``metadata``), so it is derived again exactly then. Its models are
-    frozen, so sharing one copy between those reads, or the table's own metadata while
-    nothing is staged, is safe.
+    (``bench.commit_cost``). The metadata only changes when an update is staged (a new
+    ``_updates`` tuple) or the table is refreshed (a new ``metadata``), so it is derived
+    again exactly then. Its models are frozen, so sharing one copy between those reads,
+    or the table's own metadata while nothing is staged, is safe.
     """
 
     _memo: tuple[object, object, TableMetadata] | None = None
@@ -95,7 +94,7 @@ class _Transaction(Transaction):
 
 
 def transaction(table: Table) -> Transaction:
-    """``table.transaction()``, for every commit of ours (see ``_Transaction``)."""
+    """``table.transaction()``, for every data commit of ours (see ``_Transaction``)."""
     return _Transaction(table)
 
 
