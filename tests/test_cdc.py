@@ -13,7 +13,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from lakehouse.demo.cdc import envelope, generate_changes
+from lakehouse.demo.cdc import ShopChanges, envelope, generate_changes
 from lakehouse.ingest.debezium import UNAVAILABLE, ChangeEvent, parse_change
 from lakehouse.ingest.kafka_events import ingest_kafka_batch
 from lakehouse.ingest.records import RecordRejected
@@ -186,3 +186,24 @@ def test_changes_from_postgres_shuffled_yield_the_database_final_state(
     current = [h for h in history if h["is_current"]]
     assert sorted(h["customer_id"] for h in current) == sorted(final)
     assert all(h["valid_to"] is None for h in current)
+
+
+def test_the_simulation_draws_from_exactly_the_sorted_rows():
+    """The demo's simulation keeps the keys it draws from sorted as rows change instead of
+    sorting every table at every step; the draws must be the ones sorting would give."""
+    changes = ShopChanges(seed=11, mean_gap_s=5)
+    changes.snapshot(30)
+    for n in range(4_000):
+        changes.step()
+        if n % 500 == 0 or n == 3_999:
+            rows = changes.rows
+            assert changes.keys == {t: sorted(rows[t]) for t in rows}
+            open_orders = {
+                k for k, o in rows["orders"].items() if o["status"] in ("placed", "paid")
+            }
+            assert changes.open_orders == sorted(open_orders)
+            items = rows["order_items"]
+            assert changes.open_items == sorted(
+                k for k, i in items.items() if i["order_id"] in open_orders
+            )
+    assert changes.open_orders and changes.open_items and len(rows["customers"]) > 30

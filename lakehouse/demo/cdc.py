@@ -14,6 +14,7 @@ after a delete.
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 import random
 from dataclasses import dataclass, field
@@ -227,6 +228,12 @@ class ShopChanges:
         self.clock = start
         self.max_gap = max(2, 2 * mean_gap_s - 1)
         self.counters = {t: 0 for t in tables}
+        # what the steps draw from, kept sorted as rows change: sorting every table at
+        # every step made a demo of 50x the data run for hours
+        self.keys: dict[str, list[str]] = {t: [] for t in tables}
+        self.open_orders: list[str] = []  # status placed or paid
+        self.open_items: list[str] = []  # items of open orders
+        self.items_of: dict[str, list[str]] = {}  # order_id -> its items' keys
         self.with_schema_every = with_schema_every
         self.messages: list[CdcMessage] = []
         if conn is not None:
@@ -285,6 +292,7 @@ class ShopChanges:
             tuple(row.values()),
         ) or dict(row)
         self.rows[table.name][row[table.key]] = stored
+        self._index(table.name, row[table.key], None, stored)
         self._emit(table, op, None, stored)
         return stored
 
@@ -294,13 +302,40 @@ class ShopChanges:
             f"update {table.name} set {sets} where {table.key} = %s returning *",
             (*changes.values(), key),
         ) or {**self.rows[table.name][key], **changes}
+        self._index(table.name, key, self.rows[table.name][key], stored)
         self.rows[table.name][key] = stored
         self._emit(table, "u", None, stored, unchanged_toast=toast)
 
     def _delete(self, table: ShopTable, key: str) -> None:
         self._write(f"delete from {table.name} where {table.key} = %s returning *", (key,))
-        del self.rows[table.name][key]
+        self._index(table.name, key, self.rows[table.name].pop(key), None)
         self._emit(table, "d", {table.key: key}, None)  # default REPLICA IDENTITY: key only
+
+    def _index(self, name: str, key: str, before: dict | None, after: dict | None) -> None:
+        """Keep ``keys``, ``open_orders`` and ``open_items`` equal to sorting the rows."""
+        if before is None:
+            bisect.insort(self.keys[name], key)
+        elif after is None:
+            _discard(self.keys[name], key)
+        if name == "orders":
+            was, now = _is_open(before), _is_open(after)
+            if now and not was:
+                bisect.insort(self.open_orders, key)
+                for item in self.items_of.get(key, []):
+                    bisect.insort(self.open_items, item)
+            elif was and not now:
+                _discard(self.open_orders, key)
+                for item in self.items_of.get(key, []):
+                    _discard(self.open_items, item)
+        elif name == "order_items":
+            order = (after or before)["order_id"]
+            if before is None:
+                self.items_of.setdefault(order, []).append(key)
+                if _is_open(self.rows.get("orders", {}).get(order)):
+                    bisect.insort(self.open_items, key)
+            elif after is None:
+                self.items_of[order].remove(key)
+                _discard(self.open_items, key)
 
     def _next_id(self, table: str) -> int:
         self.counters[table] += 1
@@ -327,7 +362,7 @@ class ShopChanges:
         if roll < 0.25 or not customers:
             self._insert(CUSTOMERS, self._new_customer())
         elif roll < 0.8:
-            key = self.rng.choice(sorted(customers))
+            key = self.rng.choice(self.keys["customers"])
             changes: dict[str, Any] = {"updated_at": self.clock + timedelta(seconds=1)}
             if self.rng.random() < 0.5:
                 changes["country"] = self.rng.choice(COUNTRIES)
@@ -339,12 +374,12 @@ class ShopChanges:
             toast = set() if "notes" in changes or notes is None else {"notes"}
             self._update(CUSTOMERS, key, changes, toast)
         else:
-            self._delete(CUSTOMERS, self.rng.choice(sorted(customers)))
+            self._delete(CUSTOMERS, self.rng.choice(self.keys["customers"]))
 
     # -- orders and their items ---------------------------------------------------------
 
     def _place_order(self) -> None:
-        customer = self.rng.choice(sorted(self.rows["customers"]))
+        customer = self.rng.choice(self.keys["customers"])
         now = self.clock.replace(microsecond=self.rng.randint(0, 999_999))
         order_id = f"o-{self._next_id('orders'):06d}"
         self._insert(
@@ -374,7 +409,7 @@ class ShopChanges:
 
     def _order_step(self) -> None:
         orders = self.rows["orders"]
-        open_orders = sorted(k for k, o in orders.items() if o["status"] in ("placed", "paid"))
+        open_orders = self.open_orders
         roll = self.rng.random()
         if roll < 0.45 or not open_orders:
             self._place_order()
@@ -387,8 +422,7 @@ class ShopChanges:
                 new = "shipped"
             self._update(ORDERS, key, {"status": new, "updated_at": self.clock})
         else:
-            items = self.rows["order_items"]
-            editable = sorted(k for k, i in items.items() if i["order_id"] in open_orders)
+            editable = self.open_items
             if not editable:
                 self._place_order()
                 return
@@ -416,6 +450,17 @@ class ShopChanges:
         else:
             self._customer_step()
         self._commit()
+
+
+def _is_open(order: dict[str, Any] | None) -> bool:
+    return order is not None and order["status"] in ("placed", "paid")
+
+
+def _discard(keys: list[str], key: str) -> None:
+    """Remove ``key`` from the sorted list ``keys`` if it is there."""
+    at = bisect.bisect_left(keys, key)
+    if at < len(keys) and keys[at] == key:
+        del keys[at]
 
 
 def generate_shop_changes(
