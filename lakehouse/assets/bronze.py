@@ -5,8 +5,8 @@ One pair of assets (bronze.<source>, quarantine.<source>) per source in sources.
 
 import dagster as dg
 
+from lakehouse.heap import freeze_loaded_heap
 from lakehouse.ingest.database import extract_batch
-from lakehouse.ingest.heap import freeze_loaded_heap
 from lakehouse.ingest.kafka_events import ingest_kafka_batch
 from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
 from lakehouse.k8s import k8s_tags

@@ -16,6 +16,7 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 from pyiceberg.types import StringType
 
+from lakehouse.heap import freeze_loaded_heap
 from lakehouse.ingest.debezium import UNAVAILABLE, parse_change
 from lakehouse.ingest.records import json_object
 from lakehouse.k8s import k8s_tags
@@ -186,6 +187,7 @@ def _check_required_fields(catalog, bronze: Table, source: KafkaSource) -> None:
     check_specs=[_new_columns_spec(["silver", "page_views"])],
 )
 def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
+    freeze_loaded_heap()
     catalog = iceberg.load()
     source = sources().kafka_source("clickstream")
     contract = contract_for("silver.page_views")
@@ -314,6 +316,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         check_specs=[_new_columns_spec(["silver", source.name])],
     )
     def _asset(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
+        freeze_loaded_heap()
         catalog = iceberg.load()
         bronze = ensure_table(catalog, source.bronze_table, source.layout)
         snapshot = bronze.current_snapshot()
@@ -485,6 +488,7 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
         check_specs=[_new_columns_spec(["silver", source.name])],
     )
     def _asset(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
+        freeze_loaded_heap()
         catalog = iceberg.load()
         bronze = ensure_table(catalog, source.bronze_table, source.layout)
         snapshot = bronze.current_snapshot()
