@@ -8,7 +8,7 @@ import dagster as dg
 
 from lakehouse.k8s import k8s_tags
 from lakehouse.settings import get_settings
-from lakehouse.tables.maintenance import expire_snapshots, remove_orphan_files
+from lakehouse.tables.maintenance import Retention, expire_snapshots, remove_orphan_files
 from resources.iceberg import IcebergCatalogResource
 
 NAMESPACES = ("bronze", "quarantine", "silver", "gold")
@@ -17,29 +17,37 @@ NAMESPACES = ("bronze", "quarantine", "silver", "gold")
 @dg.op(
     tags=k8s_tags("light"),
     description="Checkpoint each table's source positions, then expire snapshots older than "
-    "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS except the newest LAKEHOUSE_SNAPSHOTS_KEEP_LAST.",
+    "the table's history.expire.max-snapshot-age-ms (default "
+    "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS) except the newest history.expire.min-snapshots-to-keep "
+    "(default LAKEHOUSE_SNAPSHOTS_KEEP_LAST).",
 )
 def expire_table_snapshots(
     context: dg.OpExecutionContext, iceberg: IcebergCatalogResource
 ) -> dg.Output[int]:
     settings = get_settings()
-    cutoff = datetime.now(UTC) - timedelta(hours=settings.snapshot_retention_hours)
+    now = datetime.now(UTC)
+    default = Retention(
+        timedelta(hours=settings.snapshot_retention_hours), settings.snapshots_keep_last
+    )
     catalog = iceberg.load()
     expired = 0
     report = {}
     for identifier in _tables(catalog):
-        result = expire_snapshots(
-            catalog.load_table(identifier), cutoff, settings.snapshots_keep_last
-        )
+        table = catalog.load_table(identifier)
+        retention = Retention.of(table, default)
+        result = expire_snapshots(table, now - retention.max_age, retention.keep_last)
         expired += result.expired
-        report[result.table] = f"expired {result.expired}, kept {result.kept}"
+        report[result.table] = (
+            f"expired {result.expired}, kept {result.kept} (retention {retention})"
+        )
         context.log.info(f"{result.table}: {report[result.table]}")
     return dg.Output(
         expired,
         metadata={
             "snapshots expired": expired,
             "tables": dg.MetadataValue.json(report),
-            "cutoff": cutoff.isoformat(),
+            "default retention": str(default),
+            "run at": now.isoformat(),
         },
     )
 
@@ -119,6 +127,7 @@ iceberg_maintenance_schedule = dg.ScheduleDefinition(
     cron_schedule="30 3 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily snapshot expiry (retention from LAKEHOUSE_SNAPSHOT_RETENTION_HOURS) and "
+    description="Daily snapshot expiry (each table's history.expire.max-snapshot-age-ms, default "
+    "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS) and "
     "orphan-file removal (files older than LAKEHOUSE_ORPHAN_FILE_MIN_AGE_HOURS).",
 )

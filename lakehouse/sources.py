@@ -8,17 +8,19 @@ buckets stay run-time settings.
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from lakehouse.quality.pii import PiiPolicy
 from lakehouse.settings import PROJECT_ROOT
 from lakehouse.tables.schemas import (
+    MAX_SNAPSHOT_AGE_MS,
     TableLayout,
     cdc_bronze_layout,
     database_bronze_layout,
@@ -55,6 +57,9 @@ class _Source(BaseModel):
     new_columns: NewColumns | None = None
     # columns reviewed as not personal: they flow to silver as they arrive
     plain: tuple[str, ...] = ()
+    # how long the bronze table keeps snapshots (its Iceberg property
+    # history.expire.max-snapshot-age-ms); None: LAKEHOUSE_SNAPSHOT_RETENTION_HOURS
+    snapshot_retention_hours: PositiveInt | None = None
 
     @field_validator("pii", mode="before")
     @classmethod
@@ -92,6 +97,18 @@ class _Source(BaseModel):
         return sorted(c for c in columns if c not in self.classified)
 
     @property
+    def layout(self) -> TableLayout:
+        """The bronze table's layout, with the source's snapshot retention if it sets one."""
+        layout = self._bronze_layout()
+        if self.snapshot_retention_hours is None:
+            return layout
+        age_ms = str(self.snapshot_retention_hours * 3_600_000)
+        return layout.with_properties({MAX_SNAPSHOT_AGE_MS: age_ms})
+
+    @abstractmethod
+    def _bronze_layout(self) -> TableLayout: ...
+
+    @property
     def bronze_name(self) -> str:
         return self.name
 
@@ -115,8 +132,7 @@ class KafkaSource(_Source):
     def resolved_topic(self, prefix: str) -> str:
         return f"{prefix}{self.topic}"
 
-    @property
-    def layout(self) -> TableLayout:
+    def _bronze_layout(self) -> TableLayout:
         return kafka_bronze_layout(list(self.columns))
 
 
@@ -155,8 +171,7 @@ class CdcSource(_TableSource):
     def resolved_topic(self, prefix: str) -> str:
         return f"{prefix}{self.topic}"
 
-    @property
-    def layout(self) -> TableLayout:
+    def _bronze_layout(self) -> TableLayout:
         return cdc_bronze_layout()
 
 
@@ -177,8 +192,7 @@ class DatabaseSource(_TableSource):
             raise ValueError(f"watermark {self.watermark!r} of {self.name!r} is not a column")
         return self
 
-    @property
-    def layout(self) -> TableLayout:
+    def _bronze_layout(self) -> TableLayout:
         return database_bronze_layout(list(self.columns))
 
 
@@ -198,8 +212,7 @@ class LandingSource(_Source):
     def key_prefix(self) -> str:
         return self.prefix or f"{self.name}/"
 
-    @property
-    def layout(self) -> TableLayout:
+    def _bronze_layout(self) -> TableLayout:
         return landing_bronze_layout(list(self.columns))
 
 

@@ -28,7 +28,7 @@ from lakehouse.tables.maintenance import (
     referenced_files,
     remove_orphan_files,
 )
-from lakehouse.tables.schemas import QUARANTINE
+from lakehouse.tables.schemas import MAX_SNAPSHOT_AGE_MS, MIN_SNAPSHOTS_TO_KEEP, QUARANTINE
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource
@@ -159,6 +159,56 @@ def test_maintenance_job_runs_over_the_catalog(lakehouse_env, monkeypatch):
     table = catalog.load_table("bronze.maintenance_probe")
     assert committed_position(table, "t") == {"0": 3}
     assert len(table.metadata.snapshots) == 1
+
+
+def test_a_tables_own_retention_overrides_the_default(lakehouse_env, monkeypatch):
+    """A table that sets Iceberg's history.expire.* properties (a source's
+    snapshot_retention_hours sets the first) is expired by them; the others by the
+    settings' defaults; the step's metadata names the retention each table got."""
+    monkeypatch.setenv("LAKEHOUSE_SNAPSHOT_RETENTION_HOURS", "168")
+    monkeypatch.setenv("LAKEHOUSE_SNAPSHOTS_KEEP_LAST", "1")
+    catalog = IcebergCatalogResource().load()
+    busy = QUARANTINE.with_properties({MAX_SNAPSHOT_AGE_MS: "0", MIN_SNAPSHOTS_TO_KEEP: "2"})
+    tables = {"bronze.busy_probe": busy, "bronze.default_probe": QUARANTINE}
+    for identifier, layout in tables.items():
+        table = ensure_table(catalog, identifier, layout)
+        for n in range(4):
+            append_with_position(table, QUARANTINE.arrow_schema().empty_table(), "t", {"0": n}, "r")
+    result = iceberg_maintenance_job.execute_in_process(
+        resources={"iceberg": IcebergCatalogResource()}, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert result.success
+    assert result.output_for_node("expire_table_snapshots") == 2
+    assert len(catalog.load_table("bronze.busy_probe").metadata.snapshots) == 2
+    assert len(catalog.load_table("bronze.default_probe").metadata.snapshots) == 4
+    assert committed_position(catalog.load_table("bronze.busy_probe"), "t") == {"0": 3}
+    (output,) = [
+        e
+        for e in result.all_node_events
+        if e.step_key == "expire_table_snapshots" and e.is_successful_output
+    ]
+    assert output.event_specific_data.metadata["tables"].value == {
+        "bronze.busy_probe": "expired 2, kept 2 (retention 0 h, newest 2)",
+        "bronze.default_probe": "expired 0, kept 4 (retention 168 h, newest 1)",
+    }
+
+
+def test_a_declared_property_reaches_an_existing_table(lakehouse_env):
+    """Retention declared later in sources.yml is set on the table that exists; a
+    property the layout does not declare (set by an operator) is left alone."""
+    catalog = IcebergCatalogResource().load()
+    table = ensure_table(catalog, "bronze.property_probe", MARKETING_SPEND.layout)
+    with table.transaction() as tx:
+        tx.set_properties({MIN_SNAPSHOTS_TO_KEEP: "3"})
+    declared = MARKETING_SPEND.model_copy(update={"snapshot_retention_hours": 24})
+    table = ensure_table(catalog, "bronze.property_probe", declared.layout)
+    assert table.properties[MAX_SNAPSHOT_AGE_MS] == str(24 * 3600 * 1000)
+    assert table.properties[MIN_SNAPSHOTS_TO_KEEP] == "3"
+    assert table.properties["commit.retry.num-retries"] == "0"
+    before = table.metadata_location
+    assert ensure_table(catalog, "bronze.property_probe", declared.layout).metadata_location == (
+        before
+    )  # nothing to change: no commit
 
 
 def _local(uri: str) -> str:

@@ -27,6 +27,20 @@ def test_the_shipped_sources_file_declares_the_demo_sources():
     ]
 
 
+def test_a_sources_snapshot_retention_becomes_its_bronze_tables_property(tmp_path: Path):
+    path = tmp_path / "sources.yml"
+    path.write_text(
+        "kafka: [{name: busy, topic: t, columns: {}, snapshot_retention_hours: 24}]\n"
+        "landing: [{name: calm, format: csv, columns: {a: string}}]"
+    )
+    declared = load_sources(path)
+    busy = dict(declared.kafka_source("busy").layout.properties)
+    assert busy["history.expire.max-snapshot-age-ms"] == str(24 * 3_600_000)
+    assert busy["write.parquet.dict-size-bytes"] == "262144"  # the bronze layout's own
+    calm = dict(declared.landing_source("calm").layout.properties)
+    assert "history.expire.max-snapshot-age-ms" not in calm  # the settings' default applies
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -40,6 +54,10 @@ def test_the_shipped_sources_file_declares_the_demo_sources():
         ),
         ("kafka: [{name: x, topic: t, columns: {}, typo_key: 1}]", "typo_key"),
         ("landing: []\nkafka: []\nlanding: []", "duplicate key"),
+        (
+            "kafka: [{name: x, topic: t, columns: {}, snapshot_retention_hours: 0}]",
+            "snapshot_retention_hours",
+        ),
     ],
 )
 def test_a_bad_sources_file_names_the_file_and_the_problem(tmp_path: Path, text, message):

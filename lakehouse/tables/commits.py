@@ -52,19 +52,32 @@ def ensure_table(catalog: Catalog, identifier: str, layout: TableLayout) -> Tabl
     except NoSuchTableError:
         pass
     else:
-        # a table created elsewhere (Spark DDL, an operator) must not let pyiceberg
-        # re-apply a conflicting append behind our position check
-        if table.properties.get("commit.retry.num-retries") != "0":
-            with table.transaction() as tx:
-                tx.set_properties({"commit.retry.num-retries": "0"})
-            table = catalog.load_table(identifier)
-        return table
+        return _with_properties(catalog, table, layout)
     return catalog.create_table_if_not_exists(
         identifier,
         schema=layout.schema,
         partition_spec=layout.partition_spec,
         properties={**TABLE_PROPERTIES, **dict(layout.properties)},
     )
+
+
+def _with_properties(catalog: Catalog, table: Table, layout: TableLayout) -> Table:
+    """``table`` with the properties its layout declares, set if they differ.
+
+    A table created elsewhere (Spark DDL, an operator) must not let pyiceberg re-apply
+    a conflicting append behind our position check, and a changed declaration (a
+    source's snapshot retention in sources.yml) reaches the existing table. Properties
+    the layout does not declare are left alone: an operator may have set them.
+    """
+    wanted = {"commit.retry.num-retries": "0", **dict(layout.properties)}
+    stale = {k: v for k, v in wanted.items() if table.properties.get(k) != v}
+    if not stale:
+        return table
+    # a concurrent commit makes this raise CommitFailedException: ingestion's
+    # with_commit_retries runs its attempt, and so this, again
+    with table.transaction() as tx:
+        tx.set_properties(stale)
+    return catalog.load_table(table.name())
 
 
 class _Transaction(Transaction):

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.utils.properties import property_as_int
 
 from lakehouse.tables.commits import POSITION_PREFIX, transaction, with_commit_retries
+from lakehouse.tables.schemas import MAX_SNAPSHOT_AGE_MS, MIN_SNAPSHOTS_TO_KEEP
 
 CHECKPOINT_KEY = "lakehouse.maintenance"
 RETRIES_OFF = "commit.retry.num-retries"
@@ -41,6 +43,29 @@ class ExpiryResult:
     checkpoint_snapshot_id: int | None
     expired: int
     kept: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much history a table keeps: snapshots younger than ``max_age``, and at
+    least the newest ``keep_last`` of its ancestry."""
+
+    max_age: timedelta
+    keep_last: int
+
+    @classmethod
+    def of(cls, table: Table, default: Retention) -> Retention:
+        """The table's own Iceberg expiry properties where it sets them, else ``default``."""
+        age_ms = property_as_int(table.properties, MAX_SNAPSHOT_AGE_MS)
+        keep = property_as_int(table.properties, MIN_SNAPSHOTS_TO_KEEP)
+        return cls(
+            default.max_age if age_ms is None else timedelta(milliseconds=age_ms),
+            default.keep_last if keep is None else keep,
+        )
+
+    def __str__(self) -> str:
+        hours = self.max_age / timedelta(hours=1)
+        return f"{hours:g} h, newest {self.keep_last}"
 
 
 def merged_positions(table: Table) -> dict[str, str]:

@@ -24,6 +24,11 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+# Iceberg's own table properties for snapshot expiry (Spark's expire_snapshots reads
+# them too); lakehouse.tables.maintenance honours them over the settings' defaults.
+MAX_SNAPSHOT_AGE_MS = "history.expire.max-snapshot-age-ms"
+MIN_SNAPSHOTS_TO_KEEP = "history.expire.min-snapshots-to-keep"
+
 
 @dataclass(frozen=True)
 class TableLayout:
@@ -34,6 +39,9 @@ class TableLayout:
 
     def arrow_schema(self):
         return self.schema.as_arrow()
+
+    def with_properties(self, properties: dict[str, str]) -> TableLayout:
+        return replace(self, properties=tuple({**dict(self.properties), **properties}.items()))
 
 
 def _fields(*specs: tuple[str, object]) -> list[NestedField]:
@@ -86,8 +94,7 @@ DICTIONARY_PAGE_BYTES = 256 * 1024
 
 def _bronze(layout: TableLayout) -> TableLayout:
     """A bronze layout: raw text written once per batch, so its writes are kept cheap."""
-    dictionary = ("write.parquet.dict-size-bytes", str(DICTIONARY_PAGE_BYTES))
-    return replace(layout, properties=(dictionary,))
+    return layout.with_properties({"write.parquet.dict-size-bytes": str(DICTIONARY_PAGE_BYTES)})
 
 
 def kafka_bronze_layout(columns: list[str]) -> TableLayout:
