@@ -18,6 +18,9 @@ def test_the_shipped_sources_file_declares_the_demo_sources():
     assert [s.name for s in declared.database] == ["products"]
     clickstream = declared.kafka_source("clickstream")
     assert clickstream.resolved_topic("staging.") == "staging.events.clickstream"
+    assert dict(clickstream.layout.properties)["history.expire.max-snapshot-age-ms"] == str(
+        24 * 3_600_000
+    )
     assert [f.name for f in clickstream.layout.schema.fields][:5] == [
         "event_id",
         "event_type",
