@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -57,6 +58,40 @@ def lakehouse_env(local_stack, tmp_path: Path, monkeypatch) -> LakehouseSettings
     settings = get_settings()
     provision(settings)
     return settings
+
+
+@pytest.fixture
+def page_views_rebuilds(lakehouse_env) -> SimpleNamespace:
+    """Empty bronze.clickstream and silver.page_views: ``bronze_commit()`` makes an
+    empty position commit and returns its snapshot id; ``rebuild(id)`` overwrites
+    silver recording that it was built from bronze snapshot ``id``."""
+    from lakehouse.sources import sources
+    from lakehouse.tables.commits import append_with_position, ensure_table
+    from lakehouse.tables.rebuilds import BUILT_FROM_KEY
+    from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
+    from resources.iceberg import IcebergCatalogResource
+
+    catalog = IcebergCatalogResource().load()
+    source = sources().kafka_source("clickstream")
+    layout = source.layout
+    bronze = ensure_table(catalog, source.bronze_table, layout)
+    silver = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
+    commits = iter(range(1_000_000))
+
+    def bronze_commit() -> int:
+        n = next(commits)
+        return append_with_position(
+            bronze, layout.arrow_schema().empty_table(), "t", {"0": n}, f"r{n}"
+        )
+
+    def rebuild(built_from: int) -> int:
+        rows = SILVER_PAGE_VIEWS.arrow_schema().empty_table()
+        silver.overwrite(rows, snapshot_properties={BUILT_FROM_KEY: str(built_from)})
+        return silver.current_snapshot().snapshot_id
+
+    return SimpleNamespace(
+        bronze=bronze, silver=silver, bronze_commit=bronze_commit, rebuild=rebuild
+    )
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from lakehouse.quality.checks import check_name, unique_across_scope
 from lakehouse.quality.contracts import PAGE_VIEWS, default_cdc_contract
 from lakehouse.quality.policy import Policy, enforce, evaluate
 from lakehouse.quality.reconcile import page_views_reconcile
-from lakehouse.quality.scope import Scope
+from lakehouse.quality.scope import Scope, new_bronze_runs
 from lakehouse.quality.score import SCORE_KEY
 from lakehouse.sources import CdcSource, sources
 from lakehouse.tables.commits import ensure_table
@@ -374,3 +374,19 @@ def test_a_new_row_whose_key_an_old_row_outside_the_scope_holds_breaks_uniquenes
     unique_across_scope(table, PAGE_VIEWS, scope, in_scope, evaluation)
     assert not evaluation.outcomes[rule].passed
     assert evaluation.outcomes[rule].examples[0]["event_id"] == "e1"
+
+
+def test_a_check_whose_bronze_snapshot_expired_checks_everything_and_says_why(
+    page_views_rebuilds,
+):
+    """Bronze may keep less history than silver (a source's snapshot_retention_hours):
+    the bronze runs since the last good evaluation can then not be listed."""
+    t = page_views_rebuilds
+    first = t.bronze_commit()
+    since = t.rebuild(first)
+    t.rebuild(t.bronze_commit())
+    assert new_bronze_runs(t.silver, t.bronze, since)[0] is not None  # listed while kept
+    t.bronze.maintenance.expire_snapshots().by_id(first).commit()
+    runs, reason = new_bronze_runs(t.silver, t.bronze, since)
+    assert runs is None
+    assert f"bronze snapshot {first} is expired" in reason

@@ -3,27 +3,29 @@ already built from a newer snapshot."""
 
 from __future__ import annotations
 
-from lakehouse.sources import sources
-from lakehouse.tables.commits import append_with_position, ensure_table
-from lakehouse.tables.rebuilds import BUILT_FROM_KEY, superseded_by
-from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
-from resources.iceberg import IcebergCatalogResource
+from lakehouse.tables.rebuilds import superseded_by
 
 
-def test_older_rebuild_sees_it_is_superseded(lakehouse_env):
-    catalog = IcebergCatalogResource().load()
-    source = sources().kafka_source("clickstream")
-    bronze = ensure_table(catalog, source.bronze_table, source.layout)
-    empty = source.layout.arrow_schema().empty_table()
-    older = append_with_position(bronze, empty, "t", {"0": 1}, "r1")
-    newer = append_with_position(bronze, empty, "t", {"0": 2}, "r2")
-    silver = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
-    assert superseded_by(silver, bronze, older) is None  # never built: go ahead
+def test_older_rebuild_sees_it_is_superseded(page_views_rebuilds):
+    t = page_views_rebuilds
+    older, newer = t.bronze_commit(), t.bronze_commit()
+    assert superseded_by(t.silver, t.bronze, older) is None  # never built: go ahead
 
-    rows = SILVER_PAGE_VIEWS.arrow_schema().empty_table()
-    silver.overwrite(rows, snapshot_properties={BUILT_FROM_KEY: str(newer)})
-    assert superseded_by(silver, bronze, older) == newer
-    assert superseded_by(silver, bronze, newer) is None  # same input: idempotent rewrite
+    t.rebuild(newer)
+    assert superseded_by(t.silver, t.bronze, older) == newer
+    assert superseded_by(t.silver, t.bronze, newer) is None  # same input: idempotent rewrite
 
-    later = append_with_position(bronze, empty, "t", {"0": 3}, "r3")
-    assert superseded_by(silver, bronze, later) is None
+    later = t.bronze_commit()
+    assert superseded_by(t.silver, t.bronze, later) is None
+
+
+def test_a_rebuild_whose_bronze_snapshot_expired_is_superseded_by_a_kept_one(
+    page_views_rebuilds,
+):
+    """Bronze keeps less history than silver (a source's snapshot_retention_hours): a
+    rebuild that read a snapshot expired since must not overwrite one built later."""
+    t = page_views_rebuilds
+    older, newer = t.bronze_commit(), t.bronze_commit()
+    t.rebuild(newer)
+    t.bronze.maintenance.expire_snapshots().by_id(older).commit()
+    assert superseded_by(t.silver, t.bronze, older) == newer

@@ -21,7 +21,7 @@ from lakehouse.sources import CdcSource, Sources
 from lakehouse.spark_stats import spark_work
 from lakehouse.tables.commits import PARTITION_KEY, RUN_ID_KEY, ensure_table
 from lakehouse.tables.metadata import table_metadata
-from lakehouse.tables.schemas import SILVER_PAGE_VIEWS, cdc_bronze_layout, cdc_silver_layouts
+from lakehouse.tables.schemas import SILVER_PAGE_VIEWS, cdc_silver_layouts
 from lakehouse.transforms.cdc_merge import decode_changes, fold_changes, merge_into
 from lakehouse.transforms.sessions import SESSIONS_DDL, sessionize
 from resources.iceberg import IcebergCatalogResource
@@ -148,7 +148,7 @@ def cdc_merge_asset(source: CdcSource) -> dg.AssetsDefinition:
         from pyspark.sql import functions as F
 
         catalog = iceberg.load()
-        ensure_table(catalog, source.bronze_table, cdc_bronze_layout())
+        ensure_table(catalog, source.bronze_table, source.layout)
         _ensure_spark_table(catalog, identifier, current_layout)
         start, end = _window(context)
         session = spark.session()

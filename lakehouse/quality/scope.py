@@ -131,6 +131,12 @@ def new_bronze_runs(table: Table, bronze: Table, since: int | None) -> tuple[set
     end = _properties(silver_range[0]).get(BRONZE_SNAPSHOT_KEY)
     if not start or not end:
         return None, "the snapshots do not say which bronze snapshot they were built from"
+    expired = [s for s in (start, end) if bronze.metadata.snapshot_by_id(int(s)) is None]
+    if expired:
+        return None, (
+            f"bronze snapshot {expired[0]} is expired: the changes since the last good "
+            "evaluation are no longer listed (bronze keeps less history than this table)"
+        )
     runs = _appending_runs(bronze, int(start), int(end))
     if runs is None:
         return None, "the bronze snapshots of the range are not appends by runs"

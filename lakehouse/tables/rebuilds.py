@@ -24,6 +24,9 @@ def superseded_by(target: Table, source: Table, built_from: int | None) -> int |
     source.refresh()
     theirs = source.metadata.snapshot_by_id(int(recorded))
     ours = source.metadata.snapshot_by_id(built_from)
-    if theirs is None or ours is None:
-        return None  # expired: older than anything a running rebuild can have read
+    if theirs is None:
+        return None  # expired: older than the snapshot this rebuild read
+    if ours is None:
+        # ours expired and theirs did not: bronze history is one line, so theirs is newer
+        return theirs.snapshot_id
     return theirs.snapshot_id if theirs.sequence_number > ours.sequence_number else None
