@@ -34,11 +34,16 @@ def expire_table_snapshots(
     report = {}
     for identifier in _tables(catalog):
         table = catalog.load_table(identifier)
-        retention = Retention.of(table, default)
+        note = ""
+        try:
+            retention = Retention.of(table, default)
+        except ValueError as exc:  # one table's typo must not stop the others' expiry
+            retention, note = default, f"; default used: {exc}"
+            context.log.warning(f"{'.'.join(identifier)}: {exc}; default retention used")
         result = expire_snapshots(table, now - retention.max_age, retention.keep_last)
         expired += result.expired
         report[result.table] = (
-            f"expired {result.expired}, kept {result.kept} (retention {retention})"
+            f"expired {result.expired}, kept {result.kept} (retention {retention}{note})"
         )
         context.log.info(f"{result.table}: {report[result.table]}")
     return dg.Output(

@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import dagster as dg
 import pyarrow as pa
+import pytest
 
 from lakehouse.ingest.kafka_events import ingest_kafka_batch, read_committed_offsets
 from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
 from lakehouse.maintenance import iceberg_maintenance_job
 from lakehouse.sources import sources
 from lakehouse.tables.commits import (
+    _with_properties,
     append_files_with_position,
     append_with_position,
     committed_position,
@@ -23,6 +27,7 @@ from lakehouse.tables.commits import (
 )
 from lakehouse.tables.data_files import write_data_files
 from lakehouse.tables.maintenance import (
+    Retention,
     expire_snapshots,
     merged_positions,
     referenced_files,
@@ -169,7 +174,8 @@ def test_a_tables_own_retention_overrides_the_default(lakehouse_env, monkeypatch
     monkeypatch.setenv("LAKEHOUSE_SNAPSHOTS_KEEP_LAST", "1")
     catalog = IcebergCatalogResource().load()
     busy = QUARANTINE.with_properties({MAX_SNAPSHOT_AGE_MS: "0", MIN_SNAPSHOTS_TO_KEEP: "2"})
-    tables = {"bronze.busy_probe": busy, "bronze.default_probe": QUARANTINE}
+    typo = QUARANTINE.with_properties({MAX_SNAPSHOT_AGE_MS: "24h"})
+    tables = {"bronze.busy_probe": busy, "bronze.default_probe": QUARANTINE, "bronze.typo": typo}
     for identifier, layout in tables.items():
         table = ensure_table(catalog, identifier, layout)
         for n in range(4):
@@ -190,12 +196,15 @@ def test_a_tables_own_retention_overrides_the_default(lakehouse_env, monkeypatch
     assert output.event_specific_data.metadata["tables"].value == {
         "bronze.busy_probe": "expired 2, kept 2 (retention 0 h, newest 2)",
         "bronze.default_probe": "expired 0, kept 4 (retention 168 h, newest 1)",
+        "bronze.typo": "expired 0, kept 4 (retention 168 h, newest 1; default used: "
+        "Could not parse table property history.expire.max-snapshot-age-ms to an integer: 24h)",
     }
 
 
 def test_a_declared_property_reaches_an_existing_table(lakehouse_env):
-    """Retention declared later in sources.yml is set on the table that exists; a
-    property the layout does not declare (set by an operator) is left alone."""
+    """Retention declared later in sources.yml is set on the table that exists, and
+    removed again when the declaration goes; a property the lakehouse never declared
+    (set by an operator) is left alone."""
     catalog = IcebergCatalogResource().load()
     table = ensure_table(catalog, "bronze.property_probe", MARKETING_SPEND.layout)
     with table.transaction() as tx:
@@ -206,9 +215,48 @@ def test_a_declared_property_reaches_an_existing_table(lakehouse_env):
     assert table.properties[MIN_SNAPSHOTS_TO_KEEP] == "3"
     assert table.properties["commit.retry.num-retries"] == "0"
     before = table.metadata_location
-    assert ensure_table(catalog, "bronze.property_probe", declared.layout).metadata_location == (
-        before
-    )  # nothing to change: no commit
+    again = ensure_table(catalog, "bronze.property_probe", declared.layout)
+    assert again.metadata_location == before  # nothing to change: no commit
+
+    table = ensure_table(catalog, "bronze.property_probe", MARKETING_SPEND.layout)
+    assert MAX_SNAPSHOT_AGE_MS not in table.properties  # the default applies again
+    assert table.properties[MIN_SNAPSHOTS_TO_KEEP] == "3"
+    assert table.properties["write.parquet.dict-size-bytes"] == str(256 * 1024)
+
+
+def test_property_changes_racing_on_one_table_all_succeed(lakehouse_env):
+    """Every run, sensor and check loading a table may change its properties at
+    once (a deploy that changed sources.yml): a change whose commit loses the race
+    reloads and looks again instead of failing the caller."""
+    catalog = IcebergCatalogResource().load()
+    ensure_table(catalog, "bronze.race_probe", MARKETING_SPEND.layout)
+    layouts = [
+        MARKETING_SPEND.model_copy(update={"snapshot_retention_hours": h}).layout for h in (6, 12)
+    ]
+
+    def flip(worker: int) -> None:
+        own = IcebergCatalogResource().load()
+        for n in range(15):
+            table = own.load_table("bronze.race_probe")
+            _with_properties(own, table, layouts[(worker + n) % 2])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(flip, range(4)))  # re-raises a worker's exception
+    table = catalog.load_table("bronze.race_probe")
+    assert table.properties[MAX_SNAPSHOT_AGE_MS] in {str(h * 3_600_000) for h in (6, 12)}
+
+
+@pytest.mark.parametrize(
+    ("properties", "expected"),
+    [
+        ({}, Retention(timedelta(hours=168), 5)),
+        ({MAX_SNAPSHOT_AGE_MS: "86400000"}, Retention(timedelta(hours=24), 5)),
+        ({MIN_SNAPSHOTS_TO_KEEP: "2"}, Retention(timedelta(hours=168), 2)),
+    ],
+)
+def test_retention_reads_icebergs_units(properties, expected):
+    table = SimpleNamespace(properties=properties)
+    assert Retention.of(table, Retention(timedelta(hours=168), 5)) == expected
 
 
 def _local(uri: str) -> str:

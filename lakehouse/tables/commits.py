@@ -41,6 +41,9 @@ TABLE_PROPERTIES = {
     # retry (with_commit_retries) re-reads the position instead.
     "commit.retry.num-retries": "0",
 }
+# The layout-declared property keys the lakehouse last set on a table, so a key a
+# declaration drops (a source's snapshot_retention_hours) is removed again.
+DECLARED_KEY = "lakehouse.declared-properties"
 
 
 def ensure_table(catalog: Catalog, identifier: str, layout: TableLayout) -> Table:
@@ -53,31 +56,48 @@ def ensure_table(catalog: Catalog, identifier: str, layout: TableLayout) -> Tabl
         pass
     else:
         return _with_properties(catalog, table, layout)
+    properties = {**TABLE_PROPERTIES, **dict(layout.properties)}
+    if layout.properties:
+        properties[DECLARED_KEY] = ",".join(sorted(dict(layout.properties)))
     return catalog.create_table_if_not_exists(
         identifier,
         schema=layout.schema,
         partition_spec=layout.partition_spec,
-        properties={**TABLE_PROPERTIES, **dict(layout.properties)},
+        properties=properties,
     )
 
 
 def _with_properties(catalog: Catalog, table: Table, layout: TableLayout) -> Table:
-    """``table`` with the properties its layout declares, set if they differ.
+    """``table`` with the properties its layout declares, changed only where they differ.
 
     A table created elsewhere (Spark DDL, an operator) must not let pyiceberg re-apply
-    a conflicting append behind our position check, and a changed declaration (a
-    source's snapshot retention in sources.yml) reaches the existing table. Properties
-    the layout does not declare are left alone: an operator may have set them.
+    a conflicting append behind our position check, and a changed declaration reaches
+    the existing table: a key set or changed is set, a key no longer declared is
+    removed. Properties the lakehouse never declared (an operator's) are left alone.
+    Runs, sensors and checks all call this when they load a table, and may race to
+    make the same change: a lost race re-reads the table and looks again.
     """
-    wanted = {"commit.retry.num-retries": "0", **dict(layout.properties)}
-    stale = {k: v for k, v in wanted.items() if table.properties.get(k) != v}
-    if not stale:
-        return table
-    # a concurrent commit makes this raise CommitFailedException: ingestion's
-    # with_commit_retries runs its attempt, and so this, again
-    with table.transaction() as tx:
-        tx.set_properties(stale)
-    return catalog.load_table(table.name())
+    declared = dict(layout.properties)
+    wanted = {**declared, "commit.retry.num-retries": "0"}
+    loaded = [table]
+
+    def attempt() -> Table:
+        current = loaded.pop() if loaded else catalog.load_table(table.name())
+        if declared or DECLARED_KEY in current.properties:
+            wanted[DECLARED_KEY] = ",".join(sorted(declared))
+        earlier = current.properties.get(DECLARED_KEY, "").split(",")
+        dropped = [k for k in earlier if k and k not in declared and k in current.properties]
+        stale = {k: v for k, v in wanted.items() if current.properties.get(k) != v}
+        if not stale and not dropped:
+            return current
+        with current.transaction() as tx:
+            if dropped:
+                tx.remove_properties(*dropped)
+            if stale:
+                tx.set_properties(stale)
+        return catalog.load_table(table.name())
+
+    return with_commit_retries(attempt)
 
 
 class _Transaction(Transaction):
