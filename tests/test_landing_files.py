@@ -265,3 +265,11 @@ def test_column_checks_quarantine_what_the_row_check_does():
     assert rejects.rows == want.rows
     landed = rows.to_arrow(schema, "marketing_spend", at, "run").to_pylist()
     assert landed == want_rows.to_arrow(schema, "marketing_spend", at, "run").to_pylist()
+
+
+def test_blank_line_scan_agrees_with_a_substring_search_across_chunk_edges():
+    rng = random.Random(5)
+    for _ in range(5000):
+        data = bytes(rng.choice(b"a\n") for _ in range(rng.randint(0, 12)))
+        for chunk in (1, 2, 3, 1 << 20):
+            assert landing_files._has_blank_line(data, chunk) == (b"\n\n" in data), (data, chunk)

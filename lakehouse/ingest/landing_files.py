@@ -502,11 +502,16 @@ def _parse_plain_csv(
     return count
 
 
-def _has_blank_line(data: bytes) -> bool:
+def _has_blank_line(data: bytes, chunk: int = 1 << 20) -> bool:
     """Whether two newlines meet: numpy compares every byte in one pass, where
-    ``b"\\n\\n" in data`` stops at every newline (6x slower on a 400 kB file)."""
-    newline = np.frombuffer(data, dtype=np.uint8) == ord("\n")
-    return bool((newline[1:] & newline[:-1]).any())
+    ``b"\\n\\n" in data`` stops at every newline (6x slower on a 400 kB file).
+    Chunks overlap by a byte and bound the masks at 1 MiB for a 64 MiB file."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    for start in range(0, max(len(raw) - 1, 0), chunk):
+        newline = raw[start : start + chunk + 1] == ord("\n")
+        if (newline[1:] & newline[:-1]).any():
+            return True
+    return False
 
 
 def _parse_split_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
