@@ -63,8 +63,8 @@ def lakehouse_env(local_stack, tmp_path: Path, monkeypatch) -> LakehouseSettings
 @pytest.fixture
 def page_views_rebuilds(lakehouse_env) -> SimpleNamespace:
     """Empty bronze.clickstream and silver.page_views: ``bronze_commit()`` makes an
-    empty position commit and returns its snapshot id; ``rebuild(id)`` overwrites
-    silver recording that it was built from bronze snapshot ``id``."""
+    empty position commit and returns its snapshot; ``rebuild(snapshot)`` overwrites
+    silver recording that it was built from that bronze snapshot."""
     from lakehouse.sources import sources
     from lakehouse.tables.commits import append_with_position, ensure_table
     from lakehouse.tables.rebuilds import BUILT_FROM_KEY
@@ -78,15 +78,16 @@ def page_views_rebuilds(lakehouse_env) -> SimpleNamespace:
     silver = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
     commits = iter(range(1_000_000))
 
-    def bronze_commit() -> int:
+    def bronze_commit():
         n = next(commits)
-        return append_with_position(
-            bronze, layout.arrow_schema().empty_table(), "t", {"0": n}, f"r{n}"
-        )
+        empty = layout.arrow_schema().empty_table()
+        snapshot_id = append_with_position(bronze, empty, "t", {"0": n}, f"r{n}")
+        return bronze.metadata.snapshot_by_id(snapshot_id)
 
-    def rebuild(built_from: int) -> int:
+    def rebuild(built_from) -> int:
         rows = SILVER_PAGE_VIEWS.arrow_schema().empty_table()
-        silver.overwrite(rows, snapshot_properties={BUILT_FROM_KEY: str(built_from)})
+        recorded = {BUILT_FROM_KEY: str(built_from.snapshot_id)}
+        silver.overwrite(rows, snapshot_properties=recorded)
         return silver.current_snapshot().snapshot_id
 
     return SimpleNamespace(

@@ -386,7 +386,7 @@ def test_a_check_whose_bronze_snapshot_expired_checks_everything_and_says_why(
     since = t.rebuild(first)
     t.rebuild(t.bronze_commit())
     assert new_bronze_runs(t.silver, t.bronze, since)[0] is not None  # listed while kept
-    t.bronze.maintenance.expire_snapshots().by_id(first).commit()
+    t.bronze.maintenance.expire_snapshots().by_id(first.snapshot_id).commit()
     runs, reason = new_bronze_runs(t.silver, t.bronze, since)
     assert runs is None
-    assert f"bronze snapshot {first} is expired" in reason
+    assert f"bronze snapshot {first.snapshot_id} is expired" in reason

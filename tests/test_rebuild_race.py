@@ -12,7 +12,7 @@ def test_older_rebuild_sees_it_is_superseded(page_views_rebuilds):
     assert superseded_by(t.silver, t.bronze, older) is None  # never built: go ahead
 
     t.rebuild(newer)
-    assert superseded_by(t.silver, t.bronze, older) == newer
+    assert superseded_by(t.silver, t.bronze, older) == newer.snapshot_id
     assert superseded_by(t.silver, t.bronze, newer) is None  # same input: idempotent rewrite
 
     later = t.bronze_commit()
@@ -27,5 +27,13 @@ def test_a_rebuild_whose_bronze_snapshot_expired_is_superseded_by_a_kept_one(
     t = page_views_rebuilds
     older, newer = t.bronze_commit(), t.bronze_commit()
     t.rebuild(newer)
-    t.bronze.maintenance.expire_snapshots().by_id(older).commit()
-    assert superseded_by(t.silver, t.bronze, older) == newer
+    t.bronze.maintenance.expire_snapshots().by_id(older.snapshot_id).commit()
+    assert superseded_by(t.silver, t.bronze, older) == newer.snapshot_id
+
+
+def test_a_rebuild_from_an_expired_snapshot_does_not_hold_back_a_newer_one(page_views_rebuilds):
+    t = page_views_rebuilds
+    older, newer = t.bronze_commit(), t.bronze_commit()
+    t.rebuild(older)
+    t.bronze.maintenance.expire_snapshots().by_id(older.snapshot_id).commit()
+    assert superseded_by(t.silver, t.bronze, newer) is None

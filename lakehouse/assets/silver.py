@@ -239,7 +239,7 @@ def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalog
     def write() -> tuple[Table, Table]:
         silver = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
         quarantine = ensure_table(catalog, "quarantine.page_views", QUARANTINE)
-        if (snapshot := superseded_by(silver, bronze, built_from)) is not None:
+        if (snapshot := superseded_by(silver, bronze, bronze_snapshot)) is not None:
             newer.append(snapshot)  # a concurrent run already built from newer bronze
             return silver, quarantine
         with transaction(silver) as tx:

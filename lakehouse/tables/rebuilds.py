@@ -11,22 +11,24 @@ between (``commit.retry.num-retries=0``), and the retry checks again.
 from __future__ import annotations
 
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 
 BUILT_FROM_KEY = "lakehouse.bronze-snapshot-id"
 
 
-def superseded_by(target: Table, source: Table, built_from: int | None) -> int | None:
-    """The newer source snapshot ``target`` was already built from, if any."""
+def superseded_by(target: Table, source: Table, built_from: Snapshot | None) -> int | None:
+    """The newer source snapshot ``target`` was already built from, if any.
+
+    ``built_from`` is the source snapshot this rebuild read, held since it read it:
+    its sequence number is known even if maintenance has expired it meanwhile (a
+    source may keep less history than its target).
+    """
     current = target.current_snapshot()
     recorded = current.summary[BUILT_FROM_KEY] if current and current.summary else None
     if not recorded or built_from is None:
         return None
     source.refresh()
     theirs = source.metadata.snapshot_by_id(int(recorded))
-    ours = source.metadata.snapshot_by_id(built_from)
     if theirs is None:
-        return None  # expired: older than the snapshot this rebuild read
-    if ours is None:
-        # ours expired and theirs did not: bronze history is one line, so theirs is newer
-        return theirs.snapshot_id
-    return theirs.snapshot_id if theirs.sequence_number > ours.sequence_number else None
+        return None  # expired: older than anything a running rebuild can have read
+    return theirs.snapshot_id if theirs.sequence_number > built_from.sequence_number else None
