@@ -37,7 +37,7 @@ def expire_table_snapshots(
         note = ""
         try:
             retention = Retention.of(table, default)
-        except ValueError as exc:  # one table's typo must not stop the others' expiry
+        except (ValueError, OverflowError) as exc:  # one table's typo must not stop the rest
             retention, note = default, f"; default used: {exc}"
             context.log.warning(f"{'.'.join(identifier)}: {exc}; default retention used")
         result = expire_snapshots(table, now - retention.max_age, retention.keep_last)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lakehouse.quality.pii import PiiPolicy
 from lakehouse.settings import PROJECT_ROOT
@@ -59,7 +59,7 @@ class _Source(BaseModel):
     plain: tuple[str, ...] = ()
     # how long the bronze table keeps snapshots (its Iceberg property
     # history.expire.max-snapshot-age-ms); None: LAKEHOUSE_SNAPSHOT_RETENTION_HOURS
-    snapshot_retention_hours: PositiveInt | None = None
+    snapshot_retention_hours: int | None = Field(default=None, gt=0, le=876_000)  # 100 years
 
     @field_validator("pii", mode="before")
     @classmethod

@@ -252,11 +252,19 @@ def test_property_changes_racing_on_one_table_all_succeed(lakehouse_env):
         ({}, Retention(timedelta(hours=168), 5)),
         ({MAX_SNAPSHOT_AGE_MS: "86400000"}, Retention(timedelta(hours=24), 5)),
         ({MIN_SNAPSHOTS_TO_KEEP: "2"}, Retention(timedelta(hours=168), 2)),
+        ({MIN_SNAPSHOTS_TO_KEEP: "0"}, Retention(timedelta(hours=168), 1)),  # current stays
+        ({MAX_SNAPSHOT_AGE_MS: str(2**63 - 1)}, Retention(timedelta(days=36_525), 5)),  # never
     ],
 )
 def test_retention_reads_icebergs_units(properties, expected):
     table = SimpleNamespace(properties=properties)
     assert Retention.of(table, Retention(timedelta(hours=168), 5)) == expected
+
+
+@pytest.mark.parametrize("properties", [{MAX_SNAPSHOT_AGE_MS: "-1"}, {MIN_SNAPSHOTS_TO_KEEP: "-2"}])
+def test_a_negative_retention_property_is_refused(properties):
+    with pytest.raises(ValueError, match="negative"):
+        Retention.of(SimpleNamespace(properties=properties), Retention(timedelta(hours=1), 1))
 
 
 def _local(uri: str) -> str:

@@ -30,7 +30,6 @@ from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import load_sources, sources
 from lakehouse.stack.spark_jars import build_spark_jars
 from lakehouse.tables.commits import ensure_table
-from lakehouse.tables.schemas import cdc_bronze_layout
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 
@@ -226,7 +225,7 @@ def _changelog_ingested_on_the_first_demo_day(catalog) -> int:
                     "_run_id": "test-pii",
                 }
             )
-        table = ensure_table(catalog, source.bronze_table, cdc_bronze_layout())
+        table = ensure_table(catalog, source.bronze_table, source.layout)
         table.append(pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
         written += len(rows)
     return written

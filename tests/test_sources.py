@@ -61,6 +61,10 @@ def test_a_sources_snapshot_retention_becomes_its_bronze_tables_property(tmp_pat
             "kafka: [{name: x, topic: t, columns: {}, snapshot_retention_hours: 0}]",
             "snapshot_retention_hours",
         ),
+        (
+            "kafka: [{name: x, topic: t, columns: {}, snapshot_retention_hours: 100000000}]",
+            "snapshot_retention_hours",
+        ),
     ],
 )
 def test_a_bad_sources_file_names_the_file_and_the_problem(tmp_path: Path, text, message):

@@ -28,7 +28,7 @@ from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import sources
 from lakehouse.stack.spark_jars import SparkJarsMissing, build_spark_jars, spark_jars
 from lakehouse.tables.commits import ensure_table
-from lakehouse.tables.schemas import SILVER_PAGE_VIEWS, cdc_bronze_layout
+from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
 from resources.iceberg import IcebergCatalogResource
 from resources.spark import SparkResource, prepare_driver_environment, session_conf
 
@@ -251,7 +251,7 @@ def test_sessions_pandas_path_equals_the_spec(spark_env):
 def _cdc_bronze(catalog, messages: list[CdcMessage], days: list[int]) -> None:
     """Bronze changelog rows as the ingestion writes them, ingested on the given days."""
     source = _customers()
-    table = ensure_table(catalog, source.bronze_table, cdc_bronze_layout())
+    table = ensure_table(catalog, source.bronze_table, source.layout)
     rows = []
     for offset, (message, day) in enumerate(zip(messages, days, strict=True)):
         ingested = DAY0 + timedelta(days=day, hours=12)

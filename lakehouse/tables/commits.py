@@ -78,11 +78,11 @@ def _with_properties(catalog: Catalog, table: Table, layout: TableLayout) -> Tab
     make the same change: a lost race re-reads the table and looks again.
     """
     declared = dict(layout.properties)
-    wanted = {**declared, "commit.retry.num-retries": "0"}
     loaded = [table]
 
     def attempt() -> Table:
         current = loaded.pop() if loaded else catalog.load_table(table.name())
+        wanted = {**declared, "commit.retry.num-retries": "0"}
         if declared or DECLARED_KEY in current.properties:
             wanted[DECLARED_KEY] = ",".join(sorted(declared))
         earlier = current.properties.get(DECLARED_KEY, "").split(",")

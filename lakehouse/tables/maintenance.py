@@ -45,6 +45,9 @@ class ExpiryResult:
     kept: int
 
 
+_CENTURY_MS = 36_525 * 86_400_000
+
+
 @dataclass(frozen=True)
 class Retention:
     """How much history a table keeps: snapshots younger than ``max_age``, and at
@@ -55,12 +58,21 @@ class Retention:
 
     @classmethod
     def of(cls, table: Table, default: Retention) -> Retention:
-        """The table's own Iceberg expiry properties where it sets them, else ``default``."""
+        """The table's own Iceberg expiry properties where it sets them, else ``default``.
+
+        A ValueError names a property that is not a non-negative integer. Ages beyond
+        a century (Java's ``Long.MAX_VALUE`` means "never") count as a century, and
+        the current snapshot is always kept, as Iceberg does.
+        """
         age_ms = property_as_int(table.properties, MAX_SNAPSHOT_AGE_MS)
         keep = property_as_int(table.properties, MIN_SNAPSHOTS_TO_KEEP)
+        for key, value in ((MAX_SNAPSHOT_AGE_MS, age_ms), (MIN_SNAPSHOTS_TO_KEEP, keep)):
+            if value is not None and value < 0:
+                raise ValueError(f"table property {key} is negative: {value}")
+        age = None if age_ms is None else timedelta(milliseconds=min(age_ms, _CENTURY_MS))
         return cls(
-            default.max_age if age_ms is None else timedelta(milliseconds=age_ms),
-            default.keep_last if keep is None else keep,
+            default.max_age if age is None else age,
+            default.keep_last if keep is None else max(keep, 1),
         )
 
     def __str__(self) -> str:
