@@ -47,7 +47,8 @@ DECLARED_KEY = "lakehouse.declared-properties"
 
 
 def ensure_table(catalog: Catalog, identifier: str, layout: TableLayout) -> Table:
-    """Load the table, creating it (and its namespace) on first use."""
+    """Load the table, creating it (and its namespace) on first use, with the
+    properties its layout declares (``_with_properties``)."""
     namespace = identifier.split(".")[0]
     catalog.create_namespace_if_not_exists(namespace)
     try:
