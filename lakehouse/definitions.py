@@ -11,7 +11,12 @@ from lakehouse.assets.spark import spark_assets
 from lakehouse.checks import clickstream_offsets_exactly_once
 from lakehouse.jobs import gold_daily_job, gold_job, ingest_jobs, lakehouse_job, spark_job
 from lakehouse.k8s import lakehouse_executor
-from lakehouse.maintenance import iceberg_maintenance_job, iceberg_maintenance_schedule
+from lakehouse.maintenance import (
+    iceberg_maintenance_job,
+    iceberg_maintenance_schedule,
+    iceberg_snapshot_expiry_job,
+    iceberg_snapshot_expiry_schedule,
+)
 from lakehouse.quality.checks import all_contract_checks
 from lakehouse.quality.contracts import silver_contracts
 from lakehouse.quality.freshness import freshness_checks, freshness_sensor
@@ -58,9 +63,15 @@ defs = dg.Definitions(
         gold_daily_job,
         spark_job,
         iceberg_maintenance_job,
+        iceberg_snapshot_expiry_job,
     ],
     sensors=[*ingestion_sensors(sources()), automation_sensor, freshness_sensor(freshness)],
-    schedules=[gold_daily_schedule, gold_daily_partition_schedule, iceberg_maintenance_schedule],
+    schedules=[
+        gold_daily_schedule,
+        gold_daily_partition_schedule,
+        iceberg_maintenance_schedule,
+        iceberg_snapshot_expiry_schedule,
+    ],
     # One process per run on a laptop (a process per step costs ~15 s of imports on 2
     # cores); one pod per step, sized by its asset's profile, under the K8sRunLauncher.
     executor=lakehouse_executor,

@@ -126,6 +126,27 @@ def iceberg_maintenance_job() -> None:
     remove_table_orphan_files(expire_table_snapshots())
 
 
+@dg.job(
+    name="iceberg_snapshot_expiry",
+    description="Expire old Iceberg snapshots, never the committed source positions, every "
+    "hour: a table with a short retention (a busy source's bronze) keeps about that much "
+    "history, not a day more. Orphan files are removed by the daily iceberg_maintenance.",
+    tags={"dagster/max_retries": "1"},
+)
+def iceberg_snapshot_expiry_job() -> None:
+    expire_table_snapshots()
+
+
+iceberg_snapshot_expiry_schedule = dg.ScheduleDefinition(
+    name="iceberg_snapshot_expiry_hourly",
+    job=iceberg_snapshot_expiry_job,
+    cron_schedule="15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly snapshot expiry (each table's history.expire.max-snapshot-age-ms, "
+    "default LAKEHOUSE_SNAPSHOT_RETENTION_HOURS).",
+)
+
 iceberg_maintenance_schedule = dg.ScheduleDefinition(
     name="iceberg_maintenance_daily",
     job=iceberg_maintenance_job,

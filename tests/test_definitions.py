@@ -41,10 +41,11 @@ def test_sensors_schedules_and_jobs(defs):
         "gold_daily",
         "gold_daily_partitions",
         "iceberg_maintenance_daily",
+        "iceberg_snapshot_expiry_hourly",
     }
     jobs = ("ingest_clickstream", "ingest_marketing_spend", "lakehouse", "build_gold")
     more = ("build_gold_daily", "ingest_cdc_orders", "ingest_cdc_order_items")
-    for name in (*jobs, *more, "iceberg_maintenance"):
+    for name in (*jobs, *more, "iceberg_maintenance", "iceberg_snapshot_expiry"):
         assert repo.get_job(name) is not None
     config = {"ops": {"bronze_clickstream": {"config": {"until_offsets": {"0": 5}}}}}
     assert dg.validate_run_config(repo.get_job("ingest_clickstream"), config)

@@ -16,7 +16,7 @@ import pytest
 
 from lakehouse.ingest.kafka_events import ingest_kafka_batch, read_committed_offsets
 from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
-from lakehouse.maintenance import iceberg_maintenance_job
+from lakehouse.maintenance import iceberg_maintenance_job, iceberg_snapshot_expiry_job
 from lakehouse.sources import sources
 from lakehouse.tables.commits import (
     _with_properties,
@@ -24,6 +24,7 @@ from lakehouse.tables.commits import (
     append_with_position,
     committed_position,
     ensure_table,
+    with_commit_retries,
 )
 from lakehouse.tables.data_files import write_data_files
 from lakehouse.tables.maintenance import (
@@ -166,7 +167,10 @@ def test_maintenance_job_runs_over_the_catalog(lakehouse_env, monkeypatch):
     assert len(table.metadata.snapshots) == 1
 
 
-def test_a_tables_own_retention_overrides_the_default(lakehouse_env, monkeypatch):
+@pytest.mark.parametrize(
+    "job", [iceberg_maintenance_job, iceberg_snapshot_expiry_job], ids=["daily", "hourly"]
+)
+def test_a_tables_own_retention_overrides_the_default(lakehouse_env, monkeypatch, job):
     """A table that sets Iceberg's history.expire.* properties (a source's
     snapshot_retention_hours sets the first) is expired by them; the others by the
     settings' defaults; the step's metadata names the retention each table got."""
@@ -180,7 +184,7 @@ def test_a_tables_own_retention_overrides_the_default(lakehouse_env, monkeypatch
         table = ensure_table(catalog, identifier, layout)
         for n in range(4):
             append_with_position(table, QUARANTINE.arrow_schema().empty_table(), "t", {"0": n}, "r")
-    result = iceberg_maintenance_job.execute_in_process(
+    result = job.execute_in_process(
         resources={"iceberg": IcebergCatalogResource()}, instance=dg.DagsterInstance.ephemeral()
     )
     assert result.success
@@ -265,6 +269,34 @@ def test_retention_reads_icebergs_units(properties, expected):
 def test_a_negative_retention_property_is_refused(properties):
     with pytest.raises(ValueError, match="negative"):
         Retention.of(SimpleNamespace(properties=properties), Retention(timedelta(hours=1), 1))
+
+
+def test_expiry_racing_ingestion_commits_retries_and_keeps_every_position(lakehouse_env):
+    """The hourly expiry runs while sources commit: a commit landing between its look
+    at the snapshots and its own commit makes it look again, not fail."""
+    catalog = IcebergCatalogResource().load()
+    ensure_table(catalog, "bronze.expiry_race_probe", QUARANTINE)
+    empty = QUARANTINE.arrow_schema().empty_table()
+
+    def ingest() -> None:
+        own = IcebergCatalogResource().load().load_table("bronze.expiry_race_probe")
+        for n in range(150):
+            # as ingestion commits: a lost race reloads and commits again
+            with_commit_retries(
+                lambda n=n: append_with_position(own.refresh(), empty, "t", {"0": n}, "r")
+            )
+
+    def expire() -> None:
+        own = IcebergCatalogResource().load().load_table("bronze.expiry_race_probe")
+        for _ in range(60):
+            expire_snapshots(own, _soon(), keep_last=1)
+
+    with ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(ingest), pool.submit(expire)]:
+            future.result()
+    table = catalog.load_table("bronze.expiry_race_probe")
+    assert committed_position(table, "t") == {"0": 149}
+    assert len(table.metadata.snapshots) < 151  # expiry did commit
 
 
 def _local(uri: str) -> str:

@@ -133,25 +133,31 @@ def expire_snapshots(table: Table, older_than: datetime, keep_last: int) -> Expi
     ancestry and anything not older than the position checkpoint."""
     name = ".".join(table.name())
     checkpoint = checkpoint_positions(table)
+
+    def expire() -> int:
+        # an ingestion commit landing meanwhile fails this one: look again and retry
+        table.refresh()
+        current = table.current_snapshot()
+        if current is None:
+            return 0
+        ancestry = [s.snapshot_id for s in ancestors_of(current, table.metadata)]
+        protected = set(ancestry[: max(keep_last, 1)])
+        floor_ms = older_than.timestamp() * 1000
+        if checkpoint is not None:
+            floor_ms = min(floor_ms, table.metadata.snapshot_by_id(checkpoint).timestamp_ms)
+            protected.add(checkpoint)
+        doomed = [
+            s.snapshot_id
+            for s in table.metadata.snapshots
+            if s.timestamp_ms < floor_ms and s.snapshot_id not in protected
+        ]
+        if doomed:
+            table.maintenance.expire_snapshots().by_ids(doomed).commit()
+        return len(doomed)
+
+    expired = with_commit_retries(expire)
     table.refresh()
-    current = table.current_snapshot()
-    if current is None:
-        return ExpiryResult(name, None, 0, 0)
-    ancestry = [s.snapshot_id for s in ancestors_of(current, table.metadata)]
-    protected = set(ancestry[: max(keep_last, 1)])
-    floor_ms = older_than.timestamp() * 1000
-    if checkpoint is not None:
-        floor_ms = min(floor_ms, table.metadata.snapshot_by_id(checkpoint).timestamp_ms)
-        protected.add(checkpoint)
-    doomed = [
-        s.snapshot_id
-        for s in table.metadata.snapshots
-        if s.timestamp_ms < floor_ms and s.snapshot_id not in protected
-    ]
-    if doomed:
-        table.maintenance.expire_snapshots().by_ids(doomed).commit()
-    table.refresh()
-    return ExpiryResult(name, checkpoint, len(doomed), len(table.metadata.snapshots))
+    return ExpiryResult(name, checkpoint, expired, len(table.metadata.snapshots))
 
 
 @dataclass
