@@ -149,13 +149,18 @@ def test_checkpoint_merges_positions_and_is_not_repeated(lakehouse_env):
     assert committed_position(table, "topic") == {"0": 9}
 
 
+def _four_position_commits(catalog, identifier: str, layout) -> None:
+    """A table with four snapshots, each an empty append committing position {"0": n}."""
+    table = ensure_table(catalog, identifier, layout)
+    for n in range(4):
+        append_with_position(table, layout.arrow_schema().empty_table(), "t", {"0": n}, "r")
+
+
 def test_maintenance_job_runs_over_the_catalog(lakehouse_env, monkeypatch):
     monkeypatch.setenv("LAKEHOUSE_SNAPSHOT_RETENTION_HOURS", "0")
     monkeypatch.setenv("LAKEHOUSE_SNAPSHOTS_KEEP_LAST", "1")
     catalog = IcebergCatalogResource().load()
-    table = ensure_table(catalog, "bronze.maintenance_probe", QUARANTINE)
-    for n in range(4):
-        append_with_position(table, QUARANTINE.arrow_schema().empty_table(), "t", {"0": n}, "r")
+    _four_position_commits(catalog, "bronze.maintenance_probe", QUARANTINE)
     result = iceberg_maintenance_job.execute_in_process(
         resources={"iceberg": IcebergCatalogResource()}, instance=dg.DagsterInstance.ephemeral()
     )
@@ -181,9 +186,7 @@ def test_a_tables_own_retention_overrides_the_default(lakehouse_env, monkeypatch
     typo = QUARANTINE.with_properties({MAX_SNAPSHOT_AGE_MS: "24h"})
     tables = {"bronze.busy_probe": busy, "bronze.default_probe": QUARANTINE, "bronze.typo": typo}
     for identifier, layout in tables.items():
-        table = ensure_table(catalog, identifier, layout)
-        for n in range(4):
-            append_with_position(table, QUARANTINE.arrow_schema().empty_table(), "t", {"0": n}, "r")
+        _four_position_commits(catalog, identifier, layout)
     result = job.execute_in_process(
         resources={"iceberg": IcebergCatalogResource()}, instance=dg.DagsterInstance.ephemeral()
     )

@@ -57,15 +57,18 @@ def ensure_table(catalog: Catalog, identifier: str, layout: TableLayout) -> Tabl
         pass
     else:
         return _with_properties(catalog, table, layout)
-    properties = {**TABLE_PROPERTIES, **dict(layout.properties)}
-    if layout.properties:
-        properties[DECLARED_KEY] = ",".join(sorted(dict(layout.properties)))
     return catalog.create_table_if_not_exists(
         identifier,
         schema=layout.schema,
         partition_spec=layout.partition_spec,
-        properties=properties,
+        properties={**TABLE_PROPERTIES, **_declared(layout)},
     )
+
+
+def _declared(layout: TableLayout) -> dict[str, str]:
+    """The layout's properties and, if it has any, the record of their keys."""
+    declared = dict(layout.properties)
+    return {**declared, DECLARED_KEY: ",".join(sorted(declared))} if declared else {}
 
 
 def _with_properties(catalog: Catalog, table: Table, layout: TableLayout) -> Table:
@@ -79,16 +82,16 @@ def _with_properties(catalog: Catalog, table: Table, layout: TableLayout) -> Tab
     make the same change: a lost race re-reads the table and looks again.
     """
     declared = dict(layout.properties)
+    wanted = {**_declared(layout), "commit.retry.num-retries": "0"}
     loaded = [table]
 
     def attempt() -> Table:
         current = loaded.pop() if loaded else catalog.load_table(table.name())
-        wanted = {**declared, "commit.retry.num-retries": "0"}
-        if declared or DECLARED_KEY in current.properties:
-            wanted[DECLARED_KEY] = ",".join(sorted(declared))
+        # a table that had declarations keeps the record, empty once all are dropped
+        want = {DECLARED_KEY: "", **wanted} if DECLARED_KEY in current.properties else wanted
         earlier = current.properties.get(DECLARED_KEY, "").split(",")
         dropped = [k for k in earlier if k and k not in declared and k in current.properties]
-        stale = {k: v for k, v in wanted.items() if current.properties.get(k) != v}
+        stale = {k: v for k, v in want.items() if current.properties.get(k) != v}
         if not stale and not dropped:
             return current
         with current.transaction() as tx:
