@@ -20,10 +20,10 @@ from bench.common import Figure, fresh_catalog
 
 
 def commit_seconds(history: int, repeat: int) -> float:
+    from lakehouse.declarations.layouts import QUARANTINE
     from lakehouse.ingest.records import QuarantineBuffer
     from lakehouse.tables.commits import append_files_with_position, ensure_table
     from lakehouse.tables.data_files import write_data_files
-    from lakehouse.tables.schemas import QUARANTINE
 
     catalog = fresh_catalog(tempfile.mkdtemp(prefix="lakehouse-bench-"))
     table = ensure_table(catalog, "bronze.commit_cost", QUARANTINE)

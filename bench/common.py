@@ -99,10 +99,10 @@ def timed_kafka_ingest(state: str, topic: str, events: int) -> float:
     Its bronze and quarantine tables exist but are empty, as after a source's first
     run: creating them is not timed.
     """
+    from lakehouse.declarations.layouts import QUARANTINE
+    from lakehouse.declarations.sources import sources
     from lakehouse.ingest.kafka_events import ingest_kafka_batch
-    from lakehouse.sources import sources
     from lakehouse.tables.commits import ensure_table
-    from lakehouse.tables.schemas import QUARANTINE
     from resources.kafka import KafkaResource
 
     source = sources().kafka_source("clickstream")

@@ -25,7 +25,7 @@ from bench.common import (
 
 def run(events: int = 200_000, repeat: int = 3) -> list[Figure]:
     import lakehouse.definitions  # noqa: F401  the heap a step process has loaded
-    from lakehouse.heap import freeze_loaded_heap
+    from lakehouse.orchestration.heap import freeze_loaded_heap
 
     with local_services("kafka") as state:
         topic, n = clickstream_topic(events)

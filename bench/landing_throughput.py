@@ -47,6 +47,8 @@ def run(files: int = 20, rows: int = 10_000, repeat: int = 3) -> list[Figure]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    from lakehouse.declarations.layouts import QUARANTINE
+    from lakehouse.declarations.sources import sources
     from lakehouse.ingest.landing_files import (
         READ_AHEAD,
         ingest_files,
@@ -54,9 +56,7 @@ def run(files: int = 20, rows: int = 10_000, repeat: int = 3) -> list[Figure]:
         prefetched,
     )
     from lakehouse.settings import get_settings
-    from lakehouse.sources import sources
     from lakehouse.tables.commits import ensure_table
-    from lakehouse.tables.schemas import QUARANTINE
     from resources.s3 import S3Resource
 
     with local_services("s3") as state:

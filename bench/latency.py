@@ -21,10 +21,10 @@ from bench.common import Figure, create_topic, fresh_catalog, local_services
 def run(events: int = 20) -> list[Figure]:
     from pyiceberg.expressions import EqualTo
 
+    from lakehouse.declarations.sources import sources
+    from lakehouse.defs.bronze.sensors import kafka_highwater
     from lakehouse.ingest.kafka_events import ingest_kafka_batch, read_committed_offsets
-    from lakehouse.sensors import kafka_highwater
     from lakehouse.settings import get_settings
-    from lakehouse.sources import sources
     from resources.kafka import KafkaResource
 
     with local_services("kafka") as state:

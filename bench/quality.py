@@ -51,10 +51,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
+    from lakehouse.declarations.sources import sources
     from lakehouse.quality.contracts import PAGE_VIEWS
-    from lakehouse.quality.pii import Masker, mask_frame
     from lakehouse.quality.policy import enforce
-    from lakehouse.sources import sources
+    from lakehouse.transforms.masking import Masker, mask_frame
     from lakehouse.transforms.page_views import build_page_views
 
     bronze = _bronze(args.events)

@@ -49,7 +49,7 @@ def _step_seconds(instance, run_id: str) -> dict[str, float]:
 
 
 def _publish_new_day(settings, events: int) -> None:
-    from lakehouse.sources import sources
+    from lakehouse.declarations.sources import sources
     from resources.kafka import KafkaResource
 
     topic = sources().kafka_source("clickstream").resolved_topic(settings.kafka_topic_prefix)
@@ -74,7 +74,7 @@ def _publish_new_day(settings, events: int) -> None:
 
 
 def _update_one_customer(settings, catalog) -> None:
-    from lakehouse.sources import sources
+    from lakehouse.declarations.sources import sources
     from resources.kafka import KafkaResource
 
     source = sources().cdc_source("customers")

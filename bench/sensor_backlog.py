@@ -32,9 +32,9 @@ def produce_small(topic: str, messages: int) -> float:
 def run(messages: int = 1_000_000, ticks: int = 5) -> list[Figure]:
     import dagster as dg
 
-    from lakehouse.sensors import kafka_sensor
+    from lakehouse.declarations.sources import sources
+    from lakehouse.defs.bronze.sensors import kafka_sensor
     from lakehouse.settings import get_settings
-    from lakehouse.sources import sources
     from resources.iceberg import IcebergCatalogResource
     from resources.kafka import KafkaResource
 

@@ -2,7 +2,7 @@
 
 Fills silver.page_views of a temporary catalog with N synthetic page views over
 three days, then measures, per size (median of --repeat runs):
-  arrow   pyiceberg scan -> pandas sessionize (lakehouse.transforms.sessions) ->
+  arrow   pyiceberg scan -> pandas sessionize (lakehouse.spark.sessions) ->
           pyiceberg overwrite of the sessions table
   spark   Spark reads the same Iceberg table, sessionizes, overwrites its days
           (warm session: the JVM start is measured separately, once, cold and warm)
@@ -27,7 +27,7 @@ START = datetime(2026, 11, 1, tzinfo=UTC)
 
 def page_views(n: int, seed: int = 1) -> pa.Table:
     """Three days of page views by n/40 users (sessions of a few views, as in the demo)."""
-    from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
+    from lakehouse.declarations.layouts import SILVER_PAGE_VIEWS
 
     rng = np.random.default_rng(seed)
     users = max(100, n // 40)
@@ -71,16 +71,16 @@ def main() -> None:
     )
     from pyspark.sql import functions as F
 
+    from lakehouse.declarations.layouts import SILVER_PAGE_VIEWS
     from lakehouse.settings import get_settings
-    from lakehouse.stack.spark_jars import build_spark_jars
-    from lakehouse.tables.commits import ensure_table
-    from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
-    from lakehouse.transforms.sessions import (
+    from lakehouse.spark.jars import build_spark_jars
+    from lakehouse.spark.sessions import (
         SESSIONS_ARROW,
         SESSIONS_DDL,
         sessionize,
         sessionize_pandas,
     )
+    from lakehouse.tables.commits import ensure_table
     from resources.iceberg import IcebergCatalogResource
     from resources.spark import SparkResource
 

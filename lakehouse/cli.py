@@ -74,7 +74,8 @@ def stack_session(settings: LakehouseSettings):
 
 def prepare_dbt() -> None:
     """Write dbt's manifest, which the gold assets are built from at import."""
-    from resources.dbt import dbt_cli_resource, dbt_project
+    from lakehouse.dbt.project import dbt_project
+    from resources.dbt import dbt_cli_resource
 
     dbt_cli_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
 
@@ -137,7 +138,7 @@ def prepare() -> None:
     """Parse the dbt project and build the Spark jar cache (both idempotent)."""
     prepare_dbt()
     typer.echo("dbt manifest ready")
-    from lakehouse.stack.spark_jars import SparkJarsMissing, build_spark_jars, provided_runtime
+    from lakehouse.spark.jars import SparkJarsMissing, build_spark_jars, provided_runtime
 
     settings = get_settings()
     if (runtime := provided_runtime()) is not None:
@@ -160,7 +161,7 @@ def check_sql(
     ] = None,
 ) -> None:
     """Check the gold SQL for Trino, offline: every model and test, against silver schemas."""
-    from lakehouse.dbt_sql_check import SqlCheckError, check_project
+    from lakehouse.dbt.sql_check import SqlCheckError, check_project
 
     started = time.monotonic()
     try:
@@ -221,11 +222,11 @@ def run_graph(settings: LakehouseSettings) -> str:
     prepare_dagster_home(settings)
     import dagster as dg
 
+    from lakehouse.declarations.sources import sources
     from lakehouse.definitions import defs
     from lakehouse.demo.shop import postgres_reachable
-    from lakehouse.partitions import DAILY
-    from lakehouse.sources import sources
-    from lakehouse.summary import summarize
+    from lakehouse.demo.summary import summarize
+    from lakehouse.orchestration.partitions import DAILY
 
     job = defs.resolve_job_def("lakehouse")
     selection = None
@@ -269,8 +270,8 @@ def replay(source: str = typer.Argument(..., help="A Kafka or CDC source of sour
     """Re-ingest quarantined records of SOURCE that pass today's rules (exactly once)."""
     import uuid
 
+    from lakehouse.declarations.sources import sources
     from lakehouse.quality.replay import replay_quarantine
-    from lakehouse.sources import sources
     from resources.iceberg import IcebergCatalogResource
 
     declared = {s.name: s for s in (*sources().kafka, *sources().cdc)}

@@ -1,18 +1,10 @@
-"""The dbt project and CLI resource (dbt-duckdb locally, dbt-trino in production)."""
+"""The dbt CLI resource (dbt-duckdb locally, dbt-trino in production)."""
 
 from __future__ import annotations
 
-import shutil
-import sys
-from pathlib import Path
+from dagster_dbt import DbtCliResource
 
-from dagster_dbt import DbtCliResource, DbtProject
-
-from lakehouse.settings import PROJECT_ROOT
-
-DBT_PROJECT_DIR: Path = PROJECT_ROOT / "dbt_project"
-
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+from lakehouse.dbt.project import DBT_PROJECT_DIR, dbt_executable, dbt_project
 
 
 def dbt_cli_resource() -> DbtCliResource:
@@ -22,9 +14,3 @@ def dbt_cli_resource() -> DbtCliResource:
         profiles_dir=str(DBT_PROJECT_DIR),
         dbt_executable=dbt_executable(),
     )
-
-
-def dbt_executable() -> str:
-    """dbt beside this interpreter (the venv need not be activated), else the one on PATH."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")

@@ -23,7 +23,7 @@ from pydantic import PrivateAttr
 
 from lakehouse.catalog_config import spark_conf
 from lakehouse.settings import LakehouseSettings, get_settings
-from lakehouse.stack.spark_jars import SparkJars, SparkJarsMissing, spark_jars
+from lakehouse.spark.jars import SparkJars, SparkJarsMissing, spark_jars
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -65,10 +65,10 @@ def page_views_rebuilds(lakehouse_env) -> SimpleNamespace:
     """Empty bronze.clickstream and silver.page_views: ``bronze_commit()`` makes an
     empty position commit and returns its snapshot; ``rebuild(snapshot)`` overwrites
     silver recording that it was built from that bronze snapshot."""
-    from lakehouse.sources import sources
+    from lakehouse.declarations.layouts import SILVER_PAGE_VIEWS
+    from lakehouse.declarations.sources import sources
     from lakehouse.tables.commits import append_with_position, ensure_table
     from lakehouse.tables.rebuilds import BUILT_FROM_KEY
-    from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
     from resources.iceberg import IcebergCatalogResource
 
     catalog = IcebergCatalogResource().load()
@@ -99,7 +99,7 @@ def page_views_rebuilds(lakehouse_env) -> SimpleNamespace:
 def dbt_manifest() -> Path:
     """dbt's manifest, which the gold assets are defined from at import."""
     from lakehouse.cli import prepare_dbt
-    from resources.dbt import dbt_project
+    from lakehouse.dbt.project import dbt_project
 
     prepare_dbt()
     return dbt_project.manifest_path

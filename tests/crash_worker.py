@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
+from lakehouse.declarations.sources import DatabaseSource, sources
 from lakehouse.settings import get_settings
-from lakehouse.sources import DatabaseSource, sources
 from resources.iceberg import IcebergCatalogResource
 
 ITEMS = DatabaseSource(

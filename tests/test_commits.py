@@ -12,7 +12,8 @@ import pyarrow as pa
 from pyiceberg.expressions import EqualTo
 from pyiceberg.table.snapshots import ancestors_of
 
-from lakehouse.dbt_duckdb_iceberg import load_iceberg_extension
+from lakehouse.dbt.duckdb_plugin import load_iceberg_extension
+from lakehouse.declarations.layouts import QUARANTINE
 from lakehouse.ingest.records import QuarantineBuffer
 from lakehouse.tables.commits import (
     append_with_position,
@@ -20,7 +21,6 @@ from lakehouse.tables.commits import (
     ensure_table,
     transaction,
 )
-from lakehouse.tables.schemas import QUARANTINE
 from resources.iceberg import IcebergCatalogResource
 
 

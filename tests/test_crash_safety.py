@@ -14,8 +14,8 @@ import time
 import psycopg
 import pytest
 
+from lakehouse.declarations.sources import sources
 from lakehouse.demo.load import publish_clickstream
-from lakehouse.sources import sources
 from resources.iceberg import IcebergCatalogResource
 from resources.s3 import S3Resource
 from tests.crash_worker import ITEMS

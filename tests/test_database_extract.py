@@ -6,8 +6,8 @@ import dagster as dg
 import psycopg
 import pytest
 
+from lakehouse.declarations.sources import DatabaseSource
 from lakehouse.ingest.database import committed_watermark, extract_batch
-from lakehouse.sources import DatabaseSource
 from resources.iceberg import IcebergCatalogResource
 from resources.postgres import PostgresResource
 

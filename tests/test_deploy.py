@@ -30,7 +30,13 @@ from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import construct_dagster_k8s_job, get_user_defined_k8s_config
 
 from lakehouse import deployment
-from lakehouse.k8s import K8S_CONFIG_TAG, PROFILE_LABEL, PROFILES, k8s_config, k8s_tags
+from lakehouse.orchestration.k8s import (
+    K8S_CONFIG_TAG,
+    PROFILE_LABEL,
+    PROFILES,
+    k8s_config,
+    k8s_tags,
+)
 from lakehouse.settings import PROJECT_ROOT, LakehouseSettings
 
 DEPLOY = PROJECT_ROOT / "deploy"
@@ -531,7 +537,7 @@ def run_configs(defs, sources) -> dict[str, dict]:
 
 
 def test_run_config_of_every_job_validates(defs):
-    from lakehouse.sources import sources
+    from lakehouse.declarations.sources import sources
 
     configs = run_configs(defs, sources())
     assert {"ingest_clickstream", "ingest_marketing_spend", "build_gold", "lakehouse"} <= set(

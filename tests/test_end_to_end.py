@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from lakehouse.dbt_duckdb_iceberg import load_iceberg_extension
+from lakehouse.dbt.duckdb_plugin import load_iceberg_extension
 from lakehouse.demo.clickstream import generate
 from lakehouse.demo.load import publish_clickstream, publish_landing_files
 from resources.iceberg import IcebergCatalogResource

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from lakehouse.quality.freshness import silver_asset_keys, source_asset_keys
-from lakehouse.sources import sources
+from lakehouse.defs.bronze.checks import bronze_asset_keys
+from lakehouse.defs.silver.checks import silver_asset_keys
 
 
 def _freshness_keys(defs) -> dict[dg.AssetKey, dg.AssetCheckKey]:
@@ -16,7 +16,7 @@ def _freshness_keys(defs) -> dict[dg.AssetKey, dg.AssetCheckKey]:
 
 def test_every_source_and_silver_table_has_a_freshness_check(defs):
     checked = _freshness_keys(defs)
-    wanted = [*source_asset_keys(sources()), *silver_asset_keys(sources())]
+    wanted = [*bronze_asset_keys(), *silver_asset_keys()]
     assert wanted and set(wanted) <= set(checked)
     assert {dg.AssetKey(["bronze", "clickstream"]), dg.AssetKey(["silver", "customers"])} <= set(
         wanted

@@ -11,8 +11,8 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from lakehouse.dbt_duckdb_iceberg import WINDOW_KEY
-from lakehouse.dbt_sql_check import silver_layouts
+from lakehouse.dbt.duckdb_plugin import WINDOW_KEY
+from lakehouse.dbt.sql_check import silver_layouts
 from lakehouse.tables.commits import ensure_table
 from resources.iceberg import IcebergCatalogResource
 from tests import gold_expected as expected

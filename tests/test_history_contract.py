@@ -14,11 +14,11 @@ import pyarrow.compute as pc
 import pytest
 from pyiceberg.expressions import EqualTo
 
+from lakehouse.declarations.sources import sources
+from lakehouse.defs.silver.contract_checks import check_name
 from lakehouse.demo.load import publish_cdc
-from lakehouse.quality.checks import check_name
 from lakehouse.quality.history import HISTORY_RULES, history_contract
 from lakehouse.quality.policy import Policy, evaluate
-from lakehouse.sources import sources
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pytest
 
+from lakehouse.declarations.sources import sources
 from lakehouse.ingest import kafka_events
 from lakehouse.ingest.kafka_events import MAX_PAYLOAD_BYTES, BronzeBuilder, bronze_row
 from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, raw_text
-from lakehouse.sources import sources
 
 INGESTED_AT = datetime(2026, 11, 2, tzinfo=UTC)
 

@@ -9,11 +9,11 @@ import threading
 import pytest
 from kafka.admin import NewTopic
 
+from lakehouse.declarations.layouts import QUARANTINE
+from lakehouse.declarations.sources import sources
 from lakehouse.ingest.kafka_events import OffsetsOutOfRange, ingest_kafka_batch
 from lakehouse.settings import KafkaOffsetPolicy
-from lakehouse.sources import sources
 from lakehouse.tables.commits import append_with_position, committed_position, ensure_table
-from lakehouse.tables.schemas import QUARANTINE
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 
@@ -214,7 +214,7 @@ def test_a_transactional_topic_is_read_past_its_commit_markers(lakehouse_env):
     position must move past them, or the topic would look unread forever."""
     from kafka import KafkaProducer
 
-    from lakehouse.sensors import kafka_highwater
+    from lakehouse.defs.bronze.sensors import kafka_highwater
 
     settings = lakehouse_env
     source = sources().kafka_source("clickstream")
@@ -254,7 +254,7 @@ def test_files_written_while_polling_are_committed_once_and_a_lost_commit_leaves
     record once; DuckDB reads the committed files back."""
     import duckdb
 
-    from lakehouse.dbt_duckdb_iceberg import load_iceberg_extension
+    from lakehouse.dbt.duckdb_plugin import load_iceberg_extension
     from lakehouse.ingest.kafka_events import BronzeBuilder
 
     settings = lakehouse_env

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pytest
 
+from lakehouse.declarations.sources import sources
 from lakehouse.ingest import landing_files
 from lakehouse.ingest.landing_files import (
     LandedRows,
@@ -18,7 +19,6 @@ from lakehouse.ingest.landing_files import (
     split_version,
 )
 from lakehouse.ingest.records import QuarantineBuffer
-from lakehouse.sources import sources
 from resources.iceberg import IcebergCatalogResource
 from resources.s3 import S3Resource
 
@@ -89,7 +89,7 @@ def test_listing_pages_through_more_than_a_thousand_objects(lakehouse_env):
 
 
 def _source(fmt: str):
-    from lakehouse.sources import LandingSource
+    from lakehouse.declarations.sources import LandingSource
 
     return LandingSource(
         name=f"partner_{fmt}",

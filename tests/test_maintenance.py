@@ -14,10 +14,11 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
+from lakehouse.declarations.layouts import MAX_SNAPSHOT_AGE_MS, MIN_SNAPSHOTS_TO_KEEP, QUARANTINE
+from lakehouse.declarations.sources import sources
+from lakehouse.defs.maintenance.jobs import iceberg_maintenance_job, iceberg_snapshot_expiry_job
 from lakehouse.ingest.kafka_events import ingest_kafka_batch, read_committed_offsets
 from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
-from lakehouse.maintenance import iceberg_maintenance_job, iceberg_snapshot_expiry_job
-from lakehouse.sources import sources
 from lakehouse.tables.commits import (
     _with_properties,
     append_files_with_position,
@@ -34,7 +35,6 @@ from lakehouse.tables.maintenance import (
     referenced_files,
     remove_orphan_files,
 )
-from lakehouse.tables.schemas import MAX_SNAPSHOT_AGE_MS, MIN_SNAPSHOTS_TO_KEEP, QUARANTINE
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource

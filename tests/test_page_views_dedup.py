@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from lakehouse.sources import sources
+from lakehouse.declarations.sources import sources
 from lakehouse.transforms.page_views import build_page_views
 
 

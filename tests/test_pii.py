@@ -14,22 +14,22 @@ import pyarrow as pa
 import pytest
 from cryptography.exceptions import InvalidTag
 
+from lakehouse.declarations.pii import PiiPolicy
+from lakehouse.declarations.sources import load_sources, sources
 from lakehouse.demo.cdc import envelope, generate_shop_changes
 from lakehouse.demo.clickstream import generate
 from lakehouse.demo.load import publish_cdc, publish_clickstream, publish_landing_files
 from lakehouse.ingest.kafka_events import RecordRejected, bronze_row
-from lakehouse.quality.pii import (
+from lakehouse.settings import LakehouseSettings
+from lakehouse.spark.jars import build_spark_jars
+from lakehouse.tables.commits import ensure_table
+from lakehouse.transforms.masking import (
     DEV_KEY,
     REDACTED,
     Masker,
     PiiKeyMissing,
-    PiiPolicy,
     pii_key,
 )
-from lakehouse.settings import LakehouseSettings
-from lakehouse.sources import load_sources, sources
-from lakehouse.stack.spark_jars import build_spark_jars
-from lakehouse.tables.commits import ensure_table
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 

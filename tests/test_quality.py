@@ -12,15 +12,15 @@ import pyarrow as pa
 import pytest
 from pyiceberg.exceptions import NoSuchTableError
 
-from lakehouse.quality.checks import check_name, unique_across_scope
+from lakehouse.declarations.layouts import SILVER_PAGE_VIEWS
+from lakehouse.declarations.sources import CdcSource, sources
+from lakehouse.defs.silver.contract_checks import check_name, unique_across_scope
+from lakehouse.defs.silver.reconciliation import page_views_reconcile
+from lakehouse.defs.silver.score import SCORE_KEY
 from lakehouse.quality.contracts import PAGE_VIEWS, default_cdc_contract
 from lakehouse.quality.policy import Policy, enforce, evaluate
-from lakehouse.quality.reconcile import page_views_reconcile
 from lakehouse.quality.scope import Scope, new_bronze_runs
-from lakehouse.quality.score import SCORE_KEY
-from lakehouse.sources import CdcSource, sources
 from lakehouse.tables.commits import ensure_table
-from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 
@@ -281,7 +281,7 @@ def test_a_fail_rule_blocks_the_downstream_gold_model_in_the_same_run(lakehouse_
 
 
 def test_every_silver_table_gets_one_check_per_rule_blocking_exactly_for_fail(defs):
-    from lakehouse.quality.checks import contract_checks
+    from lakehouse.defs.silver.contract_checks import contract_checks
     from lakehouse.quality.contracts import silver_contracts
 
     contracts = silver_contracts()

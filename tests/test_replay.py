@@ -9,9 +9,9 @@ import subprocess
 import sys
 from collections import Counter
 
+from lakehouse.declarations.sources import sources
 from lakehouse.ingest.kafka_events import ingest_kafka_batch
 from lakehouse.quality.replay import append_replayed, replay_quarantine
-from lakehouse.sources import sources
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 

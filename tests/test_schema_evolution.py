@@ -13,11 +13,13 @@ import dagster as dg
 import pytest
 from pyiceberg.types import DecimalType, IntegerType, LongType, StringType
 
-from lakehouse.assets.silver import NEW_COLUMNS_CHECK, cdc_silver_asset, typed_silver_asset
+from lakehouse.declarations.sources import DatabaseSource, LandingSource, sources
+from lakehouse.defs.silver.cdc import cdc_silver_asset
+from lakehouse.defs.silver.evolution import NEW_COLUMNS_CHECK
+from lakehouse.defs.silver.typed import typed_silver_asset
 from lakehouse.demo.cdc import CUSTOMERS, envelope
-from lakehouse.quality.pii import Masker
-from lakehouse.sources import DatabaseSource, LandingSource, sources
 from lakehouse.tables.evolution import SchemaBreak, plan
+from lakehouse.transforms.masking import Masker
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 
@@ -273,7 +275,7 @@ def _ingest_events(settings, events: list, run_id: str):
 
 
 def _page_views(instance):
-    from lakehouse.assets.silver import silver_page_views
+    from lakehouse.defs.silver.page_views import silver_page_views
 
     return dg.materialize(
         [silver_page_views],
@@ -319,7 +321,7 @@ def test_a_new_event_field_is_withheld_until_classified_then_flows(lakehouse_env
             update={"plain": ("referrer",), "pii": {**CLICKSTREAM.pii, "score": "hash"}}
         )
         patched = sources().model_copy(update={"kafka": (classified,)})
-        monkeypatch.setattr("lakehouse.assets.silver.sources", lambda: patched)
+        monkeypatch.setattr("lakehouse.defs.silver.page_views.sources", lambda: patched)
         result = _page_views(instance)
         assert result.success and _check(result, ["silver", "page_views"]).passed
         table = catalog.load_table("silver.page_views")
@@ -391,8 +393,8 @@ def test_a_new_database_column_flows_typed_and_a_dropped_or_narrowed_one_stops(
 ):
     import psycopg
 
+    from lakehouse.defs.bronze.sensors import database_sensor
     from lakehouse.ingest.database import extract_batch
-    from lakehouse.sensors import database_sensor
     from resources.postgres import PostgresResource
 
     dsn = make_database("evolve")

@@ -98,7 +98,7 @@ def test_every_setting_is_documented_in_env_example():
 
 
 def test_daily_partitions_start_where_the_settings_say(monkeypatch):
-    from lakehouse.partitions import daily_partitions
+    from lakehouse.orchestration.partitions import daily_partitions
 
     assert daily_partitions().get_first_partition_key() == "2026-11-01"
     monkeypatch.setenv("LAKEHOUSE_PARTITIONS_START", "2025-01-15")

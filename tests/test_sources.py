@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from lakehouse.declarations.sources import load_sources, sources
 from lakehouse.ingest.values import value_error
-from lakehouse.sources import load_sources, sources
 
 
 def test_the_shipped_sources_file_declares_the_demo_sources():

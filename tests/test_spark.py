@@ -22,13 +22,13 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
+from lakehouse.declarations.layouts import SILVER_PAGE_VIEWS
+from lakehouse.declarations.sources import sources
 from lakehouse.demo.cdc import CdcMessage, envelope, generate_changes
 from lakehouse.ingest.kafka_events import bronze_row
 from lakehouse.settings import LakehouseSettings
-from lakehouse.sources import sources
-from lakehouse.stack.spark_jars import SparkJarsMissing, build_spark_jars, spark_jars
+from lakehouse.spark.jars import SparkJarsMissing, build_spark_jars, spark_jars
 from lakehouse.tables.commits import ensure_table
-from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
 from resources.iceberg import IcebergCatalogResource
 from resources.spark import SparkResource, prepare_driver_environment, session_conf
 
@@ -102,7 +102,7 @@ def test_jar_cache_is_idempotent_and_says_what_is_missing(spark_jars_dir, tmp_pa
 
 
 def test_an_image_with_the_complete_iceberg_runtime_needs_no_cache(tmp_path, monkeypatch):
-    from lakehouse.stack import spark_jars as module
+    from lakehouse.spark import jars as module
 
     pyspark_jars = tmp_path / "pyspark-jars"
     pyspark_jars.mkdir()
@@ -199,7 +199,7 @@ def _read_sessions(catalog) -> dict[str, dict]:
 
 
 def test_sessions_backfill_is_one_spark_run_and_matches_an_independent_computation(spark_env):
-    from lakehouse.assets.spark import silver_sessions
+    from lakehouse.defs.silver.spark import silver_sessions
 
     catalog = IcebergCatalogResource().load()
     rows = _page_views(random.Random(5))
@@ -237,7 +237,7 @@ def test_sessions_backfill_is_one_spark_run_and_matches_an_independent_computati
 
 
 def test_sessions_pandas_path_equals_the_spec(spark_env):
-    from lakehouse.transforms.sessions import sessionize_pandas
+    from lakehouse.spark.sessions import sessionize_pandas
 
     rows = _page_views(random.Random(9))
     out = sessionize_pandas(pa.Table.from_pylist(rows, schema=SILVER_PAGE_VIEWS.arrow_schema()))
@@ -295,7 +295,7 @@ def _changelog() -> tuple[list[CdcMessage], list[int]]:
 
 def _pyiceberg_path(catalog):
     """silver.customers as the pyiceberg asset computes it from the same bronze."""
-    from lakehouse.assets.silver import cdc_silver_asset
+    from lakehouse.defs.silver.cdc import cdc_silver_asset
 
     assert dg.materialize(
         [cdc_silver_asset(_customers())], resources={"iceberg": IcebergCatalogResource()}
@@ -308,7 +308,7 @@ def _by_key(rows: list[dict]) -> dict[str, dict]:
 
 
 def test_cdc_merge_equals_the_pyiceberg_path(spark_env):
-    from lakehouse.assets.spark import cdc_merge_asset
+    from lakehouse.defs.silver.spark import cdc_merge_asset
 
     catalog = IcebergCatalogResource().load()
     messages, days = _changelog()
@@ -383,8 +383,8 @@ def test_spark_reads_a_pyiceberg_table_row_for_row(spark_env):
 
 def test_concurrent_pyiceberg_and_spark_commits_both_land(spark_env):
     """Spark replaces days of silver.sessions while pyiceberg appends another day."""
-    from lakehouse.assets.spark import silver_sessions
-    from lakehouse.transforms.sessions import SESSIONS_ARROW
+    from lakehouse.defs.silver.spark import silver_sessions
+    from lakehouse.spark.sessions import SESSIONS_ARROW
 
     catalog = IcebergCatalogResource().load()
     rows = _page_views(random.Random(21))

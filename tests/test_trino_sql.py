@@ -16,13 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from lakehouse.cli import app
-from lakehouse.dbt_sql_check import (
+from lakehouse.dbt.project import DBT_PROJECT_DIR, dbt_executable
+from lakehouse.dbt.sql_check import (
     SqlCheckError,
     check_project,
     check_sql,
     source_schemas,
 )
-from resources.dbt import DBT_PROJECT_DIR, dbt_executable
 
 RELATIONS = {
     ("lakehouse", "silver", "page_views"): {"event_id": "varchar", "event_date": "date"},

@@ -4,7 +4,7 @@
   and which columns a relation has; with `--vars '{offline_compile: fresh|incremental}'`
   these answers come from the project instead: "fresh" = nothing exists yet (the
   full-refresh SQL), "incremental" = every model exists as a table (the incremental SQL).
-  Columns are never known here: the checker infers them (lakehouse/dbt_sql_check.py).
+  Columns are never known here: the checker infers them (lakehouse/dbt/sql_check.py).
   Without the var the adapter's own macros run, so normal runs are unchanged.
 -#}
 {% macro trino__list_relations_without_caching(relation) %}

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from kafka import TopicPartition
 
+from lakehouse.declarations.sources import sources
 from lakehouse.demo.cdc import generate_shop_changes
 from lakehouse.demo.clickstream import generate
 from lakehouse.demo.partner_files import marketing_spend_files
 from lakehouse.demo.shop import postgres_reachable, seed_shop
 from lakehouse.settings import LakehouseSettings
-from lakehouse.sources import sources
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource
 

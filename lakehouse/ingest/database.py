@@ -26,8 +26,8 @@ import pyarrow as pa
 from psycopg import sql
 from pyiceberg.catalog import Catalog
 
+from lakehouse.declarations.sources import DatabaseSource
 from lakehouse.ingest.values import DECIMAL
-from lakehouse.sources import DatabaseSource
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import (
     append_with_position,

@@ -28,10 +28,11 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
+from lakehouse.declarations.layouts import QUARANTINE
+from lakehouse.declarations.sources import CdcSource, KafkaSource
 from lakehouse.ingest.debezium import parse_change
 from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, parse_json_event, raw_text
 from lakehouse.settings import KafkaOffsetPolicy
-from lakehouse.sources import CdcSource, KafkaSource
 from lakehouse.tables.commits import (
     append_files_with_position,
     append_with_position,
@@ -40,7 +41,6 @@ from lakehouse.tables.commits import (
     with_commit_retries,
 )
 from lakehouse.tables.data_files import GROUP_BYTES, BackgroundDataFiles
-from lakehouse.tables.schemas import QUARANTINE
 from resources.kafka import KafkaResource
 
 MAX_PAYLOAD_BYTES = 1024 * 1024

@@ -31,9 +31,10 @@ from botocore.exceptions import ClientError
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 
+from lakehouse.declarations.layouts import QUARANTINE
+from lakehouse.declarations.sources import LandingSource
 from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, decode_json
 from lakehouse.ingest.values import DECIMAL, value_error
-from lakehouse.sources import LandingSource
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import (
     append_files_with_position,
@@ -44,7 +45,6 @@ from lakehouse.tables.commits import (
     with_commit_retries,
 )
 from lakehouse.tables.data_files import GROUP_BYTES, BackgroundDataFiles
-from lakehouse.tables.schemas import QUARANTINE
 
 # Partner files can carry large free-text fields; the csv module's default is 128 KiB.
 csv.field_size_limit(64 * 1024 * 1024)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lakehouse.tables.schemas import QUARANTINE
+from lakehouse.declarations.layouts import QUARANTINE
 
 
 class RecordRejected(ValueError):

@@ -1,7 +1,7 @@
 """The silver contracts and their policies, side by side: one place to read what silver promises.
 
 Declaring a contract here is all a silver table needs: the silver assets enforce it
-(quarantine) and ``lakehouse.quality.checks`` turns every rule into an asset check
+(quarantine) and ``lakehouse.defs.silver.contract_checks`` turns every rule into an asset check
 (blocking for ``fail``, WARN for ``warn``). A CDC table without a declared contract
 (or a typed database/landing table) gets one from ``sources.yml`` (non-null unique
 keys, masked PII), all rules ``fail``.
@@ -15,13 +15,14 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from lakehouse.quality.pii import TOKEN_PREFIX, PiiPolicy
+from lakehouse.declarations.sources import CdcSource, DatabaseSource, LandingSource, sources
+from lakehouse.quality.history import history_contract
+from lakehouse.quality.masked import HEX64, masked_form_checks
 from lakehouse.quality.policy import Contract, Policy, contract_from_model
-from lakehouse.sources import CdcSource, DatabaseSource, LandingSource, sources
+from lakehouse.transforms.masking import TOKEN_PREFIX
 
 TableSource = CdcSource | DatabaseSource | LandingSource
 
-HEX64 = r"^[0-9a-f]{64}$"  # a hashed PII value (HMAC-SHA256, hex)
 CLOCK_FLOOR = datetime(2000, 1, 1)
 CLOCK_SKEW = timedelta(days=1)
 
@@ -106,15 +107,6 @@ CUSTOMERS = contract_from_model(
 DECLARED: dict[str, Contract] = {c.table: c for c in (PAGE_VIEWS, CUSTOMERS)}
 
 
-def masked_form_checks(policy: PiiPolicy | None) -> list[pa.Check]:
-    """A masked column holds only masked values: hashes as hex, tokens with their prefix."""
-    if policy is PiiPolicy.HASH:
-        return [pa.Check.str_matches(HEX64)]
-    if policy is PiiPolicy.TOKENIZE:
-        return [pa.Check.str_startswith(TOKEN_PREFIX)]
-    return []
-
-
 def default_contract(source: TableSource) -> Contract:
     """Keys present and unique, masked PII columns in their masked form; all ``fail``."""
     columns = {}
@@ -155,8 +147,6 @@ def contract_for(table: str) -> Contract | None:
 
 def silver_contracts() -> list[Contract]:
     """Every silver table's contract: the declared ones, else one from sources.yml."""
-    from lakehouse.quality.history import history_contract  # it builds on this module
-
     tables = ["silver.page_views", *(f"silver.{s.name}" for s in _table_sources())]
     declared = [c for c in map(contract_for, tables) if c is not None]
     return [*declared, *(history_contract(s) for s in sources().cdc)]

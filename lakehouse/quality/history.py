@@ -15,7 +15,8 @@ plus the declared columns (keys and ``valid_from`` present, masked PII in masked
 The history is written whole by the CDC silver asset and has no quarantine: every
 rule is ``fail`` (blocking), since a broken timeline gives wrong answers downstream
 rather than a few bad rows. That the current versions are ``silver.<cdc>`` is the
-blocking reconciliation check ``history_matches_current`` (``lakehouse.quality.reconcile``).
+blocking reconciliation check ``history_matches_current``
+(``lakehouse.defs.silver.reconciliation``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from collections.abc import Sequence
 import pandas as pd
 import pandera.pandas as pa
 
-from lakehouse.quality.contracts import masked_form_checks
+from lakehouse.declarations.sources import CdcSource
+from lakehouse.quality.masked import masked_form_checks
 from lakehouse.quality.policy import Contract, Policy
-from lakehouse.sources import CdcSource
 
 REOPENING_OPS = ("c", "r")  # a version after a gap must (re)create the row
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pyarrow as pa
 
+from lakehouse.declarations.layouts import QUARANTINE
 from lakehouse.quality.policy import Enforced, to_json
-from lakehouse.tables.schemas import QUARANTINE
 
 COORDINATES = ("_kafka_topic", "_kafka_partition", "_kafka_offset", "_file", "_row")
 

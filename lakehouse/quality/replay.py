@@ -33,9 +33,10 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import And, EqualTo, In, Or
 
+from lakehouse.declarations.layouts import QUARANTINE
+from lakehouse.declarations.sources import CdcSource, KafkaSource
 from lakehouse.ingest.kafka_events import bronze_row
 from lakehouse.ingest.records import RecordRejected
-from lakehouse.sources import CdcSource, KafkaSource
 from lakehouse.tables.commits import (
     RUN_ID_KEY,
     conform,
@@ -43,7 +44,6 @@ from lakehouse.tables.commits import (
     transaction,
     with_commit_retries,
 )
-from lakehouse.tables.schemas import QUARANTINE
 
 LOSSY_RULES = {"utf8", "max_size", "not_null"}
 REPLAY_KEY = "lakehouse.replayed-from"

@@ -30,8 +30,8 @@ from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, BooleanExpression, In
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
+from lakehouse.declarations.sources import CdcSource, sources
 from lakehouse.ingest.debezium import parse_change
-from lakehouse.sources import CdcSource, sources
 from lakehouse.tables.commits import RUN_ID_KEY
 
 BRONZE_SNAPSHOT_KEY = "lakehouse.bronze-snapshot-id"

@@ -6,8 +6,8 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from lakehouse.catalog_config import NAMESPACES
+from lakehouse.declarations.sources import sources
 from lakehouse.settings import LakehouseSettings
-from lakehouse.sources import sources
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource

@@ -25,7 +25,7 @@ from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.table.update import update_table_metadata
 from pyiceberg.utils.properties import property_as_bool
 
-from lakehouse.tables.schemas import TableLayout
+from lakehouse.declarations.layouts import TableLayout
 
 POSITION_PREFIX = "lakehouse.position."
 RUN_ID_KEY = "lakehouse.run-id"

@@ -34,7 +34,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from lakehouse.tables.schemas import iceberg_type
+from lakehouse.declarations.layouts import iceberg_type
 
 INT32 = (-(2**31), 2**31 - 1)
 

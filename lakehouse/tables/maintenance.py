@@ -30,10 +30,10 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.utils.properties import property_as_int
 
+from lakehouse.declarations.layouts import MAX_SNAPSHOT_AGE_MS, MIN_SNAPSHOTS_TO_KEEP
 from lakehouse.tables.commits import POSITION_PREFIX, transaction, with_commit_retries
-from lakehouse.tables.schemas import MAX_SNAPSHOT_AGE_MS, MIN_SNAPSHOTS_TO_KEEP
 
-CHECKPOINT_KEY = "lakehouse.maintenance"
+CHECKPOINT_KEY = "lakehouse.defs.maintenance.jobs"
 RETRIES_OFF = "commit.retry.num-retries"
 
 

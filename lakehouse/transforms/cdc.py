@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from lakehouse.ingest.debezium import UNAVAILABLE, ChangeEvent
+from pyiceberg.table import Table
+
+from lakehouse.declarations.sources import CdcSource
+from lakehouse.ingest.debezium import UNAVAILABLE, ChangeEvent, parse_change
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,21 @@ def _ts(ts_ms: int | None) -> datetime:
 
 def _sortable(key: tuple) -> tuple:
     return tuple("" if v is None else str(v) for v in key)
+
+
+def read_changelog(bronze: Table, source: CdcSource) -> list[OrderedChange]:
+    """The bronze changelog of ``source`` as ordered changes (tombstones left out)."""
+    log = bronze.scan(
+        selected_fields=("op", "payload", "_kafka_partition", "_kafka_offset")
+    ).to_arrow()
+    return [
+        OrderedChange(parse_change(payload.encode(), source.columns), partition, offset)
+        for op, payload, partition, offset in zip(
+            log["op"].to_pylist(),
+            log["payload"].to_pylist(),
+            log["_kafka_partition"].to_pylist(),
+            log["_kafka_offset"].to_pylist(),
+            strict=True,
+        )
+        if op != "tombstone"
+    ]

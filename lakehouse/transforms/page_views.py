@@ -19,9 +19,9 @@ import pyarrow as pa
 from pyiceberg.schema import Schema
 from pyiceberg.types import IcebergType, NestedField
 
+from lakehouse.declarations.layouts import SILVER_PAGE_VIEWS
 from lakehouse.tables import evolution
 from lakehouse.tables.evolution import SchemaBreak
-from lakehouse.tables.schemas import SILVER_PAGE_VIEWS
 
 TABLE = "silver.page_views"
 # silver columns read from the event by name, leniently (a number lands as its text)

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from pyiceberg.schema import Schema
 from pyiceberg.types import NestedField
 
-from lakehouse.tables.schemas import iceberg_type
+from lakehouse.declarations.layouts import iceberg_type
 
 
 class TypingError(ValueError):

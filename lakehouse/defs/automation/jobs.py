@@ -1,0 +1,15 @@
+"""The whole graph once: what `make demo` and `lakehouse demo` run."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lakehouse.defs.gold.jobs import DAILY_GOLD
+from lakehouse.defs.silver.jobs import SPARK_ASSETS
+
+lakehouse_job = dg.define_asset_job(
+    "lakehouse",
+    selection=dg.AssetSelection.all() - DAILY_GOLD - SPARK_ASSETS,
+    description="The whole graph once: ingest what is new, rebuild silver and the "
+    "unpartitioned gold models (daily partitions run in build_gold_daily, Spark in spark).",
+)

@@ -1,0 +1,197 @@
+"""Every contract rule as a Dagster asset check, built from the contract alone.
+
+``fail`` rules are blocking (downstream assets of the run do not materialize when
+they fail), ``warn`` rules report WARN severity, ``quarantine`` rules pass when the
+silver table holds no violating row and report what was set aside. Each result
+carries the failing row count and up to ten failing rows in its metadata.
+
+A check reads only the rows that changed since its last good evaluation
+(``lakehouse.quality.scope``); run it with config ``full: true`` to read them all.
+A uniqueness rule also looks outside that scope (its key column only), since a new
+row can collide with an old one.
+"""
+
+import re
+from collections.abc import Iterable
+
+import dagster as dg
+import pyarrow.compute as pc
+from pyiceberg.exceptions import NoSuchTableError
+
+from lakehouse.quality.policy import Contract, Evaluation, Policy, evaluate
+from lakehouse.quality.scope import CHECKED_SNAPSHOT, SCOPE, Scope, changed_scope, full
+from resources.iceberg import IcebergCatalogResource
+
+HISTORY_LOOKBACK = 50  # evaluations searched for the last good one; beyond: evaluate all
+
+
+class QualityCheckConfig(dg.Config):
+    """``full``: evaluate every row, not only what changed since the last good evaluation."""
+
+    full: bool = False
+
+
+def check_name(rule: str) -> str:
+    return "contract_" + re.sub(r"[^A-Za-z0-9_]", "_", rule)
+
+
+def _description(contract: Contract, rule: str) -> str:
+    policy = contract.policy(rule)
+    effect = {
+        Policy.FAIL: "blocking: downstream assets do not materialize when it fails",
+        Policy.WARN: "advisory: rows flow, the check warns",
+        Policy.QUARANTINE: f"violating rows are moved to {contract.quarantine_table}",
+    }[policy]
+    return f"{contract.table} contract rule `{rule}` ({policy}: {effect})."
+
+
+def contract_checks(contract: Contract) -> dg.AssetChecksDefinition:
+    key = dg.AssetKey(contract.asset_key)
+    specs = [
+        dg.AssetCheckSpec(
+            check_name(rule),
+            asset=key,
+            blocking=contract.policy(rule) is Policy.FAIL,
+            description=_description(contract, rule),
+            metadata={"lakehouse/rule": rule, "lakehouse/policy": str(contract.policy(rule))},
+        )
+        for rule in contract.rules
+    ]
+
+    @dg.multi_asset_check(
+        specs=specs,
+        name=f"{'_'.join(contract.asset_key)}_contract",
+        description=f"pandera contract of {contract.table}, one check per rule.",
+    )
+    def _checks(
+        context: dg.AssetCheckExecutionContext,
+        config: QualityCheckConfig,
+        iceberg: IcebergCatalogResource,
+    ):
+        catalog = iceberg.load()
+        try:
+            table = catalog.load_table(contract.table)
+        except NoSuchTableError:
+            for rule in contract.rules:
+                yield dg.AssetCheckResult(
+                    asset_key=key,
+                    check_name=check_name(rule),
+                    passed=False,
+                    metadata={"error": f"{contract.table} does not exist"},
+                )
+            return
+        snapshot = table.current_snapshot()
+        if config.full:
+            scope = full("requested by the run's config (full: true)")
+        else:
+            rules = [
+                (dg.AssetCheckKey(key, check_name(r)), contract.policy(r) is Policy.WARN)
+                for r in contract.rules
+            ]
+            since = last_good_snapshot(context.instance, table, rules)
+            scope = changed_scope(catalog, table, contract.table, since)
+        df = table.scan(row_filter=scope.row_filter).to_pandas()
+        evaluation = evaluate(contract, df)
+        if not scope.full:
+            unique_across_scope(table, contract, scope, df, evaluation)
+        quarantined = (
+            _quarantined_by_rule(catalog, contract)
+            if any(contract.policy(r) is Policy.QUARANTINE for r in contract.rules)
+            else {}
+        )
+        for rule in contract.rules:
+            outcome = evaluation.outcomes[rule]
+            policy = outcome.policy
+            metadata = {
+                "policy": str(policy),
+                CHECKED_SNAPSHOT: str(snapshot.snapshot_id if snapshot else ""),
+                SCOPE: dg.MetadataValue.json(scope.metadata()),
+                "rows_checked": evaluation.rows,
+                "failing_rows": outcome.failing_rows,
+                "failing_examples": dg.MetadataValue.json(outcome.examples),
+            }
+            if policy is Policy.QUARANTINE:
+                count, examples = quarantined.get(rule, (0, []))
+                metadata["rows_quarantined"] = count
+                metadata["quarantined_examples"] = dg.MetadataValue.json(examples)
+            yield dg.AssetCheckResult(
+                asset_key=key,
+                check_name=check_name(rule),
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.WARN
+                if policy is Policy.WARN
+                else dg.AssetCheckSeverity.ERROR,
+                metadata=metadata,
+            )
+
+    return _checks
+
+
+def last_good_snapshot(
+    instance: dg.DagsterInstance, table, checks: Iterable[tuple[dg.AssetCheckKey, bool]]
+) -> int | None:
+    """The oldest of the snapshots each check last passed on (or ran on, when the flag
+    says a failure counts: a warn rule), from the metadata of its evaluations.
+
+    None when a check has no such evaluation (or its snapshot is gone): evaluate all.
+    """
+    oldest: tuple[int, int] | None = None
+    for check_key, failure_counts in checks:
+        evaluation = None
+        for limit in (3, HISTORY_LOOKBACK):  # this run's planned record, then the last one
+            records = instance.event_log_storage.get_asset_check_execution_history(
+                check_key, limit=limit
+            )
+            evaluations = [r.event.asset_check_evaluation for r in records if r.event]
+            evaluation = next((e for e in evaluations if e and (failure_counts or e.passed)), None)
+            if evaluation is not None or len(records) < limit:
+                break
+        recorded = evaluation.metadata.get(CHECKED_SNAPSHOT) if evaluation else None
+        if recorded is None or not str(recorded.value):
+            return None
+        snapshot = table.metadata.snapshot_by_id(int(recorded.value))
+        if snapshot is None:
+            return None
+        if oldest is None or snapshot.sequence_number < oldest[0]:
+            oldest = (snapshot.sequence_number, snapshot.snapshot_id)
+    return oldest[1] if oldest else None
+
+
+def unique_across_scope(
+    table, contract: Contract, scope: Scope, df, evaluation: Evaluation
+) -> None:
+    """A row in scope whose unique key is also held by a row outside it breaks the rule."""
+    schema = contract.schema
+    groups = {f"{n}:field_uniqueness": (n,) for n, c in schema.columns.items() if c.unique}
+    if schema.unique:
+        groups["multiple_fields_uniqueness"] = tuple(schema.unique)
+    for rule, columns in groups.items():
+        if df.empty or not set(columns) <= set(df.columns):
+            continue
+        outside = table.scan(row_filter=scope.outside, selected_fields=columns).to_arrow()
+        taken = set(zip(*(outside[c].to_pylist() for c in columns), strict=True))
+        if not taken:
+            continue
+        inside = zip(*(df[c].tolist() for c in columns), strict=True)
+        labels = [i for i, k in zip(df.index, inside, strict=True) if k in taken]
+        outcome = evaluation.outcomes[rule]
+        new = [i for i in labels if i not in outcome.index]
+        outcome.index.update(new)
+        outcome.failing_rows += len(new)
+        outcome.examples.extend(
+            {c: str(df.at[i, c]) for c in columns} | {"found_outside_scope": True}
+            for i in new[: max(0, 10 - len(outcome.examples))]
+        )
+
+
+def _quarantined_by_rule(catalog, contract: Contract) -> dict[str, tuple[int, list[dict]]]:
+    try:
+        table = catalog.load_table(contract.quarantine_table)
+    except NoSuchTableError:
+        return {}
+    rows = table.scan(selected_fields=("_rule", "_reason", "_raw")).to_arrow()
+    out: dict[str, tuple[int, list[dict]]] = {}
+    for rule in pc.unique(rows["_rule"]).to_pylist() if rows.num_rows else []:
+        matching = rows.filter(pc.equal(rows["_rule"], rule))
+        out[rule] = (matching.num_rows, matching.slice(0, 10).to_pylist())
+    return out
