@@ -35,6 +35,7 @@ check-sql: install  ## the gold SQL, compiled for Trino offline and checked (run
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

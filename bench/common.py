@@ -101,7 +101,7 @@ def timed_kafka_ingest(state: str, topic: str, events: int) -> float:
     """
     from lakehouse.declarations.layouts import QUARANTINE
     from lakehouse.declarations.sources import sources
-    from lakehouse.ingest.kafka_events import ingest_kafka_batch
+    from lakehouse.ingest.kafka.reader import ingest_kafka_batch
     from lakehouse.tables.commits import ensure_table
     from resources.kafka import KafkaResource
 

@@ -4,7 +4,7 @@ Starts its own Tansu broker and catalog, produces N clickstream events, then run
 ``--repeat`` pairs, each pair back to back so both see the same machine load:
   raw      kafka-python assign/seek/poll of every record, nothing else, timed from
            the consumer's creation as ingest's own consumer is
-  ingest   lakehouse.ingest.kafka_events.ingest_kafka_batch into a new catalog whose
+  ingest   lakehouse.ingest.kafka.reader.ingest_kafka_batch into a new catalog whose
            bronze and quarantine tables exist but are empty, as after a source's first
            run (parse, quarantine, Arrow, data files written while polling, one Iceberg
            commit carrying the offsets); creating the tables is not timed, as in

@@ -7,7 +7,7 @@ pairs back to back:
            zstd Parquet file per object to local disk: the same I/O, no validation.
            GETs run ahead of the parsing exactly as ingest_files runs them
            (``prefetched``, READ_AHEAD in flight), so neither side wins by I/O
-  ingest   lakehouse.ingest.landing_files.ingest_files into a new catalog whose bronze
+  ingest   lakehouse.ingest.landing.reader.ingest_files into a new catalog whose bronze
            and quarantine tables exist but are empty, as after a source's first run
            (validate each value against its declared type, quarantine and bronze
            commits with the files)
@@ -49,7 +49,7 @@ def run(files: int = 20, rows: int = 10_000, repeat: int = 3) -> list[Figure]:
 
     from lakehouse.declarations.layouts import QUARANTINE
     from lakehouse.declarations.sources import sources
-    from lakehouse.ingest.landing_files import (
+    from lakehouse.ingest.landing.reader import (
         READ_AHEAD,
         ingest_files,
         list_new_files,

@@ -23,7 +23,7 @@ def run(events: int = 20) -> list[Figure]:
 
     from lakehouse.declarations.sources import sources
     from lakehouse.defs.bronze.sensors import kafka_highwater
-    from lakehouse.ingest.kafka_events import ingest_kafka_batch, read_committed_offsets
+    from lakehouse.ingest.kafka.reader import ingest_kafka_batch, read_committed_offsets
     from lakehouse.settings import get_settings
     from resources.kafka import KafkaResource
 

@@ -74,10 +74,9 @@ def stack_session(settings: LakehouseSettings):
 
 def prepare_dbt() -> None:
     """Write dbt's manifest, which the gold assets are built from at import."""
-    from lakehouse.dbt.project import dbt_project
-    from resources.dbt import dbt_cli_resource
+    from lakehouse.dbt.project import prepare_manifest
 
-    dbt_cli_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
+    prepare_manifest()
 
 
 def prepare_dagster_home(settings: LakehouseSettings) -> None:

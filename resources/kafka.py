@@ -1,7 +1,7 @@
 """Kafka clients for sensors and ingestion assets.
 
 Consumers never join a group and never commit to the broker: positions live in the
-Iceberg snapshot summaries (see ``lakehouse.tables.positions``).
+Iceberg snapshot summaries (see ``lakehouse.tables.commits``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ ITEMS = DatabaseSource(
 
 
 def kafka(size: int, data_file_bytes: int | None = None) -> None:
-    from lakehouse.ingest.kafka_events import ingest_kafka_batch
+    from lakehouse.ingest.kafka.reader import ingest_kafka_batch
     from resources.kafka import KafkaResource
 
     source = sources().kafka_source("clickstream")
@@ -44,7 +44,7 @@ def kafka(size: int, data_file_bytes: int | None = None) -> None:
 
 
 def landing(size: int) -> None:
-    from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
+    from lakehouse.ingest.landing.reader import ingest_files, ingested_files, list_new_files
     from resources.s3 import S3Resource
 
     source = sources().landing_source("marketing_spend")

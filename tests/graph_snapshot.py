@@ -28,6 +28,16 @@ def _partitions(partitions_def) -> str | None:
     return f"{kind}(start={start:%Y-%m-%d})" if start is not None else kind
 
 
+def _profile(assets_def) -> str | None:
+    """The Kubernetes resource profile that sizes the asset's step pod."""
+    config = (
+        (assets_def.op.tags or {}).get("dagster-k8s/config") if assets_def.is_executable else None
+    )
+    if config is None:
+        return None
+    return json.loads(config)["pod_template_spec_metadata"]["labels"]["lakehouse/profile"]
+
+
 def graph_snapshot(defs) -> dict[str, Any]:
     graph = defs.resolve_asset_graph()
     assets = {}
@@ -42,6 +52,7 @@ def graph_snapshot(defs) -> dict[str, Any]:
             if node.automation_condition
             else None,
             "executable": node.is_executable,
+            "profile": _profile(node.assets_def),
         }
     checks = {}
     for check_key in sorted(graph.asset_check_keys, key=lambda k: k.to_user_string()):

@@ -16,7 +16,7 @@ import pytest
 from lakehouse.declarations.sources import sources
 from lakehouse.demo.cdc import ShopChanges, envelope, generate_changes
 from lakehouse.ingest.debezium import UNAVAILABLE, ChangeEvent, parse_change
-from lakehouse.ingest.kafka_events import ingest_kafka_batch
+from lakehouse.ingest.kafka.reader import ingest_kafka_batch
 from lakehouse.ingest.records import RecordRejected
 from lakehouse.transforms.cdc import OrderedChange, apply_changes
 from lakehouse.transforms.masking import Masker

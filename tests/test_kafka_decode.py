@@ -17,8 +17,8 @@ import pyarrow as pa
 import pytest
 
 from lakehouse.declarations.sources import sources
-from lakehouse.ingest import kafka_events
-from lakehouse.ingest.kafka_events import MAX_PAYLOAD_BYTES, BronzeBuilder, bronze_row
+from lakehouse.ingest.kafka import decode
+from lakehouse.ingest.kafka.decode import MAX_PAYLOAD_BYTES, BronzeBuilder, bronze_row
 from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, raw_text
 
 INGESTED_AT = datetime(2026, 11, 2, tzinfo=UTC)
@@ -274,7 +274,7 @@ def _built(source, records: list[Record], chunk_sizes: list[int]) -> tuple[list,
 def arrow_rows(monkeypatch) -> list[int]:
     """How many values Arrow's reader decoded: the fast path must really be exercised."""
     decoded: list[int] = []
-    real = kafka_events._ArrowJson.decode
+    real = decode._ArrowJson.decode
 
     def spy(self, raw):
         result = real(self, raw)
@@ -282,7 +282,7 @@ def arrow_rows(monkeypatch) -> list[int]:
             decoded.append(len(result))
         return result
 
-    monkeypatch.setattr(kafka_events._ArrowJson, "decode", spy)
+    monkeypatch.setattr(decode._ArrowJson, "decode", spy)
     return decoded
 
 
@@ -345,7 +345,7 @@ def test_each_odd_payload_alone_in_a_chunk_of_good_events(arrow_rows):
 
 def test_arrow_reader_takes_plain_events_and_leaves_doubtful_ones():
     source = sources().kafka_source("clickstream")
-    columns = kafka_events._EventColumns(source)
+    columns = decode._EventColumns(source)
     plain = json.dumps({"event_id": "e", "user_id": "u", "page": "/café"}, ensure_ascii=False)
     doubtful = [
         b'{"a": "\\ud800"}',

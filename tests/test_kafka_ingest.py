@@ -11,7 +11,7 @@ from kafka.admin import NewTopic
 
 from lakehouse.declarations.layouts import QUARANTINE
 from lakehouse.declarations.sources import sources
-from lakehouse.ingest.kafka_events import OffsetsOutOfRange, ingest_kafka_batch
+from lakehouse.ingest.kafka.reader import OffsetsOutOfRange, ingest_kafka_batch
 from lakehouse.settings import KafkaOffsetPolicy
 from lakehouse.tables.commits import append_with_position, committed_position, ensure_table
 from resources.iceberg import IcebergCatalogResource
@@ -255,7 +255,7 @@ def test_files_written_while_polling_are_committed_once_and_a_lost_commit_leaves
     import duckdb
 
     from lakehouse.dbt.duckdb_plugin import load_iceberg_extension
-    from lakehouse.ingest.kafka_events import BronzeBuilder
+    from lakehouse.ingest.kafka.decode import BronzeBuilder
 
     settings = lakehouse_env
     source = sources().kafka_source("clickstream")
@@ -311,7 +311,7 @@ def test_a_chunk_that_fails_to_convert_fails_the_batch_and_leaves_no_files(
     """Chunks are converted in a worker thread while polling goes on: its error must
     surface in the run, before any commit, and the data files written for the chunks
     before it are deleted. The next run lands everything once."""
-    from lakehouse.ingest.kafka_events import BronzeBuilder
+    from lakehouse.ingest.kafka.decode import BronzeBuilder
     from lakehouse.tables.data_files import BackgroundDataFiles
 
     settings = lakehouse_env

@@ -9,13 +9,13 @@ import pyarrow as pa
 import pytest
 
 from lakehouse.declarations.sources import sources
-from lakehouse.ingest import landing_files
-from lakehouse.ingest.landing_files import (
+from lakehouse.ingest.landing import parsers
+from lakehouse.ingest.landing.parsers import parse_file
+from lakehouse.ingest.landing.reader import (
     LandedRows,
     ingest_files,
     ingested_files,
     list_new_files,
-    parse_file,
     split_version,
 )
 from lakehouse.ingest.records import QuarantineBuffer
@@ -228,11 +228,11 @@ def test_plain_csv_paths_agree_with_the_csv_module(monkeypatch, blank_lines):
     rows, line numbers, rules, reasons and raw text."""
     rng = random.Random(7 if blank_lines else 3)
     texts = [_plain_csv(rng, blank_lines) for _ in range(300)]
-    assert all(landing_files._plain(t) for t in texts)
+    assert all(parsers._plain(t) for t in texts)
     if blank_lines:
         assert sum("\n\n" in t for t in texts) > 100
     fast = [_parse(t) for t in texts]
-    monkeypatch.setattr(landing_files, "_plain", lambda text: False)
+    monkeypatch.setattr(parsers, "_plain", lambda text: False)
     reference = [_parse(t) for t in texts]
     assert sum(len(r[2]) for r in reference) > 500  # the cases do exercise quarantine
     for text, got, want in zip(texts, fast, reference, strict=True):
@@ -253,13 +253,13 @@ def test_column_checks_quarantine_what_the_row_check_does():
     rows, rejects = LandedRows(), QuarantineBuffer("marketing_spend", "run", at)
     columns = [pa.array(column, pa.large_string()) for column in zip(*records, strict=True)]
     lines = pa.array(range(2, len(records) + 2), pa.int64())
-    landing_files._land_columns(columns, lines, uri, MARKETING_SPEND, rows, rejects)
+    parsers._land_columns(columns, lines, uri, MARKETING_SPEND, rows, rejects)
 
     want_rows, want = LandedRows(), QuarantineBuffer("marketing_spend", "run", at)
     for line, values in enumerate(records, start=2):
         record = dict(zip(MARKETING_SPEND.columns, values, strict=True))
         raw = ",".join(values)
-        landing_files._check_row(record, line, raw, uri, MARKETING_SPEND, want_rows, want)
+        parsers._check_row(record, line, raw, uri, MARKETING_SPEND, want_rows, want)
 
     assert sum("; " in r["_reason"] for r in want.rows) > 20  # rows with several problems
     assert rejects.rows == want.rows
@@ -272,4 +272,4 @@ def test_blank_line_scan_agrees_with_a_substring_search_across_chunk_edges():
     for _ in range(5000):
         data = bytes(rng.choice(b"a\n") for _ in range(rng.randint(0, 12)))
         for chunk in (1, 2, 3, 1 << 20):
-            assert landing_files._has_blank_line(data, chunk) == (b"\n\n" in data), (data, chunk)
+            assert parsers._has_blank_line(data, chunk) == (b"\n\n" in data), (data, chunk)

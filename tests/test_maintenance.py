@@ -17,8 +17,8 @@ import pytest
 from lakehouse.declarations.layouts import MAX_SNAPSHOT_AGE_MS, MIN_SNAPSHOTS_TO_KEEP, QUARANTINE
 from lakehouse.declarations.sources import sources
 from lakehouse.defs.maintenance.jobs import iceberg_maintenance_job, iceberg_snapshot_expiry_job
-from lakehouse.ingest.kafka_events import ingest_kafka_batch, read_committed_offsets
-from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
+from lakehouse.ingest.kafka.reader import ingest_kafka_batch, read_committed_offsets
+from lakehouse.ingest.landing.reader import ingest_files, ingested_files, list_new_files
 from lakehouse.tables.commits import (
     _with_properties,
     append_files_with_position,

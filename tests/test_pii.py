@@ -19,7 +19,8 @@ from lakehouse.declarations.sources import load_sources, sources
 from lakehouse.demo.cdc import envelope, generate_shop_changes
 from lakehouse.demo.clickstream import generate
 from lakehouse.demo.load import publish_cdc, publish_clickstream, publish_landing_files
-from lakehouse.ingest.kafka_events import RecordRejected, bronze_row
+from lakehouse.ingest.kafka.decode import bronze_row
+from lakehouse.ingest.records import RecordRejected
 from lakehouse.settings import LakehouseSettings
 from lakehouse.spark.jars import build_spark_jars
 from lakehouse.tables.commits import ensure_table

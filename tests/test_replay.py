@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 
 from lakehouse.declarations.sources import sources
-from lakehouse.ingest.kafka_events import ingest_kafka_batch
+from lakehouse.ingest.kafka.reader import ingest_kafka_batch
 from lakehouse.quality.replay import append_replayed, replay_quarantine
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource

@@ -267,7 +267,7 @@ def _publish(settings, events: list) -> str:
 
 
 def _ingest_events(settings, events: list, run_id: str):
-    from lakehouse.ingest.kafka_events import ingest_kafka_batch
+    from lakehouse.ingest.kafka.reader import ingest_kafka_batch
 
     topic = _publish(settings, events)
     catalog = IcebergCatalogResource().load()
@@ -473,7 +473,7 @@ def test_a_new_landing_column_flows_and_a_dropped_one_stops_the_source(lakehouse
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lakehouse.ingest.landing_files import ingest_files
+    from lakehouse.ingest.landing.reader import ingest_files
     from resources.s3 import S3Resource
 
     catalog = IcebergCatalogResource().load()

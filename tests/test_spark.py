@@ -25,7 +25,7 @@ import pytest
 from lakehouse.declarations.layouts import SILVER_PAGE_VIEWS
 from lakehouse.declarations.sources import sources
 from lakehouse.demo.cdc import CdcMessage, envelope, generate_changes
-from lakehouse.ingest.kafka_events import bronze_row
+from lakehouse.ingest.kafka.decode import bronze_row
 from lakehouse.settings import LakehouseSettings
 from lakehouse.spark.jars import SparkJarsMissing, build_spark_jars, spark_jars
 from lakehouse.tables.commits import ensure_table

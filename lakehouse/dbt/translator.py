@@ -74,4 +74,7 @@ def _describe_test(props: Mapping[str, Any]) -> str:
     return f"dbt test `{test['name']}` on {where}{extra}.{blocking}"
 
 
-translator = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+# code references: each gold asset links to its model's .sql file in the UI
+translator = LakehouseDbtTranslator(
+    settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)
+)

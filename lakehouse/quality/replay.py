@@ -35,7 +35,7 @@ from pyiceberg.expressions import And, EqualTo, In, Or
 
 from lakehouse.declarations.layouts import QUARANTINE
 from lakehouse.declarations.sources import CdcSource, KafkaSource
-from lakehouse.ingest.kafka_events import bronze_row
+from lakehouse.ingest.kafka.decode import bronze_row
 from lakehouse.ingest.records import RecordRejected
 from lakehouse.tables.commits import (
     RUN_ID_KEY,

@@ -24,8 +24,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.io.pyarrow import (
-    _check_pyarrow_schema_compatible,
-    _dataframe_to_data_files,
     bin_pack_arrow_table,
     pyarrow_to_schema,
     write_file,
@@ -37,6 +35,7 @@ from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.utils.properties import property_as_int
 
 from lakehouse.tables.commits import conform
+from lakehouse.tables.pyiceberg_internals import check_schema_compatible, dataframe_to_data_files
 
 # Rows are handed to the writer thread once this much Arrow data is pending: large
 # enough that a 500k-event batch makes a handful of files, small enough that most
@@ -124,12 +123,10 @@ def write_data_files(table: Table, rows: pa.Table) -> list[DataFile]:
     if rows.num_rows == 0:
         return []
     metadata = table.metadata
-    _check_pyarrow_schema_compatible(
-        metadata.schema(), provided_schema=rows.schema, format_version=metadata.format_version
-    )
+    check_schema_compatible(metadata, rows.schema)
     key = _single_partition(metadata.spec(), metadata.schema(), rows)
     if key is None:
-        return list(_dataframe_to_data_files(metadata, rows, table.io))
+        return dataframe_to_data_files(metadata, rows, table.io)
     schema = pyarrow_to_schema(
         rows.schema,
         name_mapping=metadata.schema().name_mapping,

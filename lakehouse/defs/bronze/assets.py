@@ -14,8 +14,8 @@ from lakehouse.declarations.sources import (
     sources,
 )
 from lakehouse.ingest.database import extract_batch
-from lakehouse.ingest.kafka_events import ingest_kafka_batch
-from lakehouse.ingest.landing_files import ingest_files, ingested_files, list_new_files
+from lakehouse.ingest.kafka.reader import ingest_kafka_batch
+from lakehouse.ingest.landing.reader import ingest_files, ingested_files, list_new_files
 from lakehouse.orchestration.heap import freeze_loaded_heap
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata

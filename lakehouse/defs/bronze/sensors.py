@@ -28,8 +28,8 @@ from lakehouse.ingest.database import (
     rows_after,
     table_columns,
 )
-from lakehouse.ingest.kafka_events import read_committed_offsets
-from lakehouse.ingest.landing_files import ingested_files, list_new_files
+from lakehouse.ingest.kafka.reader import read_committed_offsets
+from lakehouse.ingest.landing.reader import ingested_files, list_new_files
 from lakehouse.settings import KafkaOffsetPolicy, get_settings
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource

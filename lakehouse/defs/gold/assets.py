@@ -19,14 +19,14 @@ from pyiceberg.catalog import Catalog
 from sqlglot.errors import SqlglotError
 
 from lakehouse.dbt.lineage import column_lineage
-from lakehouse.dbt.project import dbt_project
+from lakehouse.dbt.project import dbt_project, prepare_if_dev
 from lakehouse.dbt.translator import translator
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
 from lakehouse.orchestration.partitions import DAILY as DAILY_PARTITIONS
 from resources.iceberg import IcebergCatalogResource
 
-dbt_project.prepare_if_dev()
+prepare_if_dev()
 
 
 def with_iceberg_metadata(

@@ -1,0 +1,1 @@
+"""Kafka ingestion: the reader (offsets, polling, commits) and the record decoding."""

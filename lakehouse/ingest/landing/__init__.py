@@ -1,0 +1,1 @@
+"""Landing-bucket ingestion: the reader (listing, fetching, commits) and the file parsers."""
