@@ -53,4 +53,4 @@ def _assemble(parts: dg.Definitions) -> dg.Definitions:
     )
 
 
-defs = _assemble(dg.load_from_defs_folder(project_root=PROJECT_ROOT))
+defs = _assemble(dg.load_from_defs_folder(path_within_project=PROJECT_ROOT / "lakehouse"))

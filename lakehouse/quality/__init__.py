@@ -1,1 +1,5 @@
-"""Data quality: contracts with per-rule policies, PII masking, reconciliation, freshness."""
+"""Data quality rules without Dagster: contracts with per-rule policies, the SCD2 history
+contract, check scopes (what changed since a check last passed), quarantine, replay.
+
+The asset checks built from them live with the assets they check (``lakehouse.defs``).
+"""

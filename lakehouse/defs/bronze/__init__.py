@@ -1,0 +1,1 @@
+"""Bronze: ingestion assets per declared source, their sensors and jobs, their checks."""

@@ -1,0 +1,1 @@
+"""Table maintenance: snapshot expiry and orphan-file removal, and when they run."""

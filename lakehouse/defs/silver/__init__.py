@@ -1,0 +1,1 @@
+"""Silver: typed, validated, deduplicated tables (Arrow and Spark engines) and their checks."""
