@@ -218,9 +218,16 @@ def test_warn_lets_rows_flow_quarantine_moves_exactly_the_failing_rows(
         gold = catalog.load_table("gold.daily_page_views").scan().to_arrow()
         assert sum(gold["page_views"].to_pylist()) == len(good) + 1  # the warned row flowed
 
-        # a second run: the score is plotted over materializations; its checks read every
-        # row (an incremental check would not repeat the warning about unchanged rows)
-        full = {"ops": {"silver_page_views_contract": {"config": {"full": True}}}}
+        # a second run: the score is plotted over materializations; it rebuilds silver in
+        # full (an incremental build with nothing new evaluates no row, so plots no score)
+        # and its checks read every row (an incremental check would not repeat the warning
+        # about unchanged rows)
+        full = {
+            "ops": {
+                "silver_page_views": {"config": {"full": True}},
+                "silver_page_views_contract": {"config": {"full": True}},
+            }
+        }
         assert _run(defs, instance, full).success
         # 30 of 32 rows passed every rule (one quarantined, one warned)
         _assert_ui_shows_checks_and_scores(instance, 30 / 32)

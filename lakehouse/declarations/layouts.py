@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.transforms import DayTransform
+from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.types import (
     BooleanType,
     DateType,
@@ -140,7 +140,19 @@ def cdc_silver_layouts(columns: dict[str, str]) -> tuple[TableLayout, TableLayou
             ("is_current", BooleanType()),
         )
     )
-    return TableLayout(current, PartitionSpec()), TableLayout(history, PartitionSpec())
+    # Closed versions never change again; only a key's open version is rewritten when a
+    # change arrives. Partitioned by is_current, an incremental build rewrites the open
+    # versions (one per key) and appends to the closed ones: its cost follows the
+    # table's keys, not the length of its history.
+    open_versions = PartitionSpec(
+        PartitionField(
+            source_id=history.find_field("is_current").field_id,
+            field_id=1000,
+            transform=IdentityTransform(),
+            name="is_current",
+        )
+    )
+    return TableLayout(current, PartitionSpec()), TableLayout(history, open_versions)
 
 
 def typed_silver_layout(columns: dict[str, str]) -> TableLayout:

@@ -10,9 +10,11 @@ loses the optimistic-concurrency check, re-reads the position and retries.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -111,6 +113,18 @@ def transaction(table: Table) -> Transaction:
     of history takes 39 ms instead of 314 ms (``bench.commit_cost``).
     """
     return MemoizedTransaction(table)
+
+
+@contextlib.contextmanager
+def quiet_empty_deletes() -> Iterator[None]:
+    """Silence pyiceberg's warning when an overwrite's filter matches no stored row.
+
+    An incremental build replaces the rows of the keys or days it touched; where none
+    were stored yet (a new key, a new day) there is nothing to delete, which is expected.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+        yield
 
 
 def position_key(source: str) -> str:

@@ -36,24 +36,48 @@ def latest_typed(
     bronze: pa.Table, columns: dict[str, str], keys: tuple[str, ...], order_by: list[str]
 ) -> TypedResult:
     """One typed row per key: the last by ``order_by`` (bronze's arrival order)."""
-    schema = pa.schema([pa.field(c, _arrow_type(t)) for c, t in columns.items()])
-    if bronze.num_rows == 0:
-        return TypedResult(schema.empty_table(), 0, 0)
-    ordered = bronze.sort_by([(c, "ascending") for c in order_by])
-    typed = pa.table(
-        {c: _convert(ordered[c], c, t, schema.field(c).type) for c, t in columns.items()},
-        schema=schema,
+    rows = latest_per_key(typed_columns(bronze, columns, carry=order_by), keys, order_by)
+    return TypedResult(
+        rows.drop_columns(order_by), bronze.num_rows, bronze.num_rows - rows.num_rows
     )
+
+
+def order_columns(order_by: list[str]) -> list[str]:
+    """Names under which ``typed_columns`` carries the raw order columns (a watermark column
+    can be declared too: it is typed under its own name and ordered by its bronze text)."""
+    return [f"__order_{i}" for i in range(len(order_by))]
+
+
+def typed_columns(bronze: pa.Table, columns: dict[str, str], carry: list[str] = ()) -> pa.Table:
+    """Each declared column converted to its type; ``carry`` columns passed on as they
+    arrived, under ``order_columns(carry)``."""
+    schema = pa.schema([pa.field(c, arrow_type(t)) for c, t in columns.items()])
+    if bronze.num_rows == 0:
+        out = schema.empty_table()
+    else:
+        out = pa.table(
+            {c: _convert(bronze[c], c, t, schema.field(c).type) for c, t in columns.items()},
+            schema=schema,
+        )
+    for name, column in zip(order_columns(list(carry)), carry, strict=True):
+        out = out.append_column(pa.field(name, bronze.schema.field(column).type), bronze[column])
+    return out
+
+
+def latest_per_key(rows: pa.Table, keys: tuple[str, ...], order_by: list[str]) -> pa.Table:
+    """The last row of each key by ``order_by``, in that order (``order_by`` columns kept)."""
+    if rows.num_rows == 0:
+        return rows
+    ordered = rows.sort_by([(c, "ascending") for c in order_by])
     # the last occurrence of each key wins: reverse, keep the first, restore order
-    indexed = typed.append_column("_i", pa.array(range(typed.num_rows), pa.int64()))
-    reverse = indexed.take(pa.array(range(typed.num_rows - 1, -1, -1)))
+    indexed = ordered.append_column("_i", pa.array(range(ordered.num_rows), pa.int64()))
+    reverse = indexed.take(pa.array(range(ordered.num_rows - 1, -1, -1)))
     latest = reverse.group_by(list(keys), use_threads=False).aggregate([("_i", "first")])
     keep = pc.take(latest["_i_first"], pc.sort_indices(latest["_i_first"]))
-    rows = typed.take(keep)
-    return TypedResult(rows, bronze.num_rows, bronze.num_rows - rows.num_rows)
+    return ordered.take(keep)
 
 
-def _arrow_type(declared: str) -> pa.DataType:
+def arrow_type(declared: str) -> pa.DataType:
     field = NestedField(1, "x", iceberg_type(declared), required=False)
     return Schema(field).as_arrow().field("x").type
 

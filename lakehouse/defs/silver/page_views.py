@@ -1,50 +1,34 @@
 """silver.page_views and quarantine.page_views, from the clickstream's bronze events."""
 
 import json
-from datetime import UTC, datetime
 
 import dagster as dg
-import pyarrow as pa
 from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
-from pyiceberg.types import StringType
 
 from lakehouse.declarations.layouts import (
     QUARANTINE,
-    SILVER_PAGE_VIEWS,
 )
-from lakehouse.declarations.pii import PiiPolicy
 from lakehouse.declarations.sources import (
     KafkaSource,
     sources,
 )
-from lakehouse.defs.silver.evolution import (
-    evolution_metadata,
-    evolve,
-    existing_schema,
-    new_columns_result,
-    new_columns_spec,
-    pii_as_text,
-    withhold,
-)
+from lakehouse.defs.silver.builds import SilverBuildConfig, silver_shape
+from lakehouse.defs.silver.evolution import evolution_metadata, new_columns_result, new_columns_spec
 from lakehouse.defs.silver.score import quality_metadata
 from lakehouse.ingest.records import json_object
 from lakehouse.orchestration.heap import freeze_loaded_heap
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
 from lakehouse.quality.contracts import contract_for
-from lakehouse.quality.policy import enforce
-from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
+from lakehouse.silver.page_views import PageViewsBuild
 from lakehouse.tables.commits import (
     RUN_ID_KEY,
     ensure_table,
-    transaction,
     with_commit_retries,
 )
 from lakehouse.tables.evolution import SchemaBreak
-from lakehouse.tables.rebuilds import superseded_by
-from lakehouse.transforms.masking import Masker, mask_frame
-from lakehouse.transforms.page_views import build_page_views, vanished_fields
+from lakehouse.transforms.page_views import vanished_fields
 from resources.iceberg import IcebergCatalogResource
 
 
@@ -105,90 +89,47 @@ def _check_required_fields(catalog, bronze: Table, source: KafkaSource) -> None:
     ],
     check_specs=[new_columns_spec(["silver", "page_views"])],
 )
-def silver_page_views(context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource):
+def silver_page_views(
+    context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource, config: SilverBuildConfig
+):
     freeze_loaded_heap()
     catalog = iceberg.load()
     source = sources().kafka_source("clickstream")
     contract = contract_for("silver.page_views")
-    masker = Masker.from_settings()
     bronze = ensure_table(catalog, source.bronze_table, source.layout)
-    bronze_snapshot = bronze.current_snapshot()
     # breaking changes stop here, before anything is written, naming the field
     _check_required_fields(catalog, bronze, source)
-    result = build_page_views(
-        bronze.scan().to_arrow(),
-        declared=source.columns.values(),
-        current=existing_schema(catalog, "silver.page_views"),
+    build = PageViewsBuild(
+        catalog, source, contract, silver_shape(source, contract), context.run.run_id
     )
-    withheld = source.withheld(result.evolved)
-    raw_policy = {**source.pii, **{c: PiiPolicy.REDACT for c in withheld}}
-
-    # PII is masked before anything is stored, quarantine included
-    rejects = result.rejects.assign(
-        _source="clickstream",
-        _raw=[masker.mask_json_text(t, raw_policy) for t in result.rejects["_raw"]],
-        _ingested_at=datetime.now(UTC),
-        _run_id=context.run.run_id,
-    )
-    silver_table = evolve(
-        ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS),
-        result.additions,
-        {c: StringType() for c in result.evolved if c in source.pii},
-    )
-    if result.additions:
-        context.log.info(f"schema evolved: added {sorted(result.additions)} to silver.page_views")
-    unmasked, withheld_values = withhold(result.silver, withheld)
-    unmasked = pii_as_text(unmasked, source.pii)
-    enforced = enforce(contract, mask_frame(unmasked.to_pandas(), source.pii, masker))
-    silver_rows = pa.Table.from_pandas(
-        enforced.passed, schema=silver_table.schema().as_arrow(), preserve_index=False
-    )
-    quarantine_rows = quarantine_table(
-        rejects, quarantine_frame(enforced, "clickstream", context.run.run_id)
-    )
-    # Silver is a function of bronze: a full overwrite per run is idempotent.
-    properties = {
-        RUN_ID_KEY: context.run.run_id,
-        "lakehouse.bronze-snapshot-id": str(bronze_snapshot.snapshot_id if bronze_snapshot else ""),
-    }
-
-    built_from = bronze_snapshot.snapshot_id if bronze_snapshot else None
-    newer: list[int] = []
-
-    def write() -> tuple[Table, Table]:
-        silver = ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
-        quarantine = ensure_table(catalog, "quarantine.page_views", QUARANTINE)
-        if (snapshot := superseded_by(silver, bronze, bronze_snapshot)) is not None:
-            newer.append(snapshot)  # a concurrent run already built from newer bronze
-            return silver, quarantine
-        with transaction(silver) as tx:
-            tx.overwrite(silver_rows, snapshot_properties=properties)
-        with transaction(quarantine) as tx:
-            tx.overwrite(quarantine_rows, snapshot_properties=properties)
-        return silver, quarantine
-
-    silver, quarantine = with_commit_retries(write)
-    if newer:
+    # a lost commit race re-plans from what the winner recorded: nothing is applied twice
+    built = with_commit_retries(lambda: build.run(full=config.full))
+    if built.additions:
+        context.log.info(f"schema evolved: added {sorted(built.additions)} to silver.page_views")
+    if built.superseded:
         context.log.warning(
-            f"silver.page_views was already rebuilt from bronze snapshot {newer[0]}, newer "
-            f"than this run's {built_from}: nothing written"
+            f"silver.page_views was already rebuilt from bronze snapshot {built.superseded}, "
+            f"newer than this run's {built.plan.until_id}: nothing written"
         )
+    context.log.info(f"silver.page_views: {built.plan.mode} build ({built.plan.reason})")
     yield dg.MaterializeResult(
         asset_key=["silver", "page_views"],
         metadata={
-            **table_metadata(silver),
-            **quality_metadata(contract, enforced, earlier_rejects=len(rejects)),
-            "rows_written": 0 if newer else silver_rows.num_rows,
-            "bronze_page_view_rows": result.bronze_page_view_rows,
-            "duplicates_removed": result.duplicates_removed,
-            "rows_quarantined": quarantine_rows.num_rows,
-            "bronze_snapshot_id": properties["lakehouse.bronze-snapshot-id"],
-            "superseded_by_bronze_snapshot": str(newer[0]) if newer else "",
-            **evolution_metadata(result.additions, withheld, withheld_values),
+            **table_metadata(built.silver),
+            **quality_metadata(contract, built.enforced, earlier_rejects=built.rejects),
+            **built.plan.metadata(),
+            "rows_written": built.rows_written,
+            "days_rewritten": dg.MetadataValue.json(built.days),
+            "bronze_rows_read": built.bronze_rows_read,
+            "bronze_page_view_rows": built.bronze_page_view_rows,
+            "duplicates_removed": built.duplicates_removed,
+            "rows_quarantined": built.rows_quarantined,
+            "superseded_by_bronze_snapshot": str(built.superseded or ""),
+            **evolution_metadata(built.additions, built.withheld, built.withheld_values),
         },
     )
     yield dg.MaterializeResult(
         asset_key=["quarantine", "page_views"],
-        metadata={**table_metadata(quarantine), "rows_quarantined": quarantine_rows.num_rows},
+        metadata={**table_metadata(built.quarantine), "rows_quarantined": built.rows_quarantined},
     )
-    yield new_columns_result(["silver", "page_views"], source, result.evolved, withheld_values)
+    yield new_columns_result(["silver", "page_views"], source, built.evolved, built.withheld_values)

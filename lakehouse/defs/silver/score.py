@@ -4,6 +4,10 @@ Reported as materialization metadata under ``lakehouse/quality_score`` (a float,
 the Dagster UI plots it over the asset's materializations) and per partition value
 (``lakehouse/quality_score_by_partition``). Rows rejected before the contract ran
 (unparseable values) count as failed. Seed target: above 0.95.
+
+Silver builds incrementally, so a materialization scores the rows it evaluated: the
+new rows of an incremental build, every row of a full one. A build that evaluated no
+row reports no score (it would plot a perfect 1.0 for no data).
 """
 
 from __future__ import annotations
@@ -27,10 +31,14 @@ def quality_metadata(
         for rule, outcome in enforced.evaluation.outcomes.items()
         if outcome.failing_rows
     }
-    return {
+    evaluated = enforced.evaluation.rows + earlier_rejects
+    scores = {
         SCORE_KEY: dg.FloatMetadataValue(enforced.quality_score(earlier_rejects)),
         PARTITION_SCORE_KEY: dg.MetadataValue.json(score_by_partition(contract, enforced)),
-        "lakehouse/rows_evaluated": enforced.evaluation.rows + earlier_rejects,
+    }
+    return {
+        **(scores if evaluated else {}),
+        "lakehouse/rows_evaluated": evaluated,
         "lakehouse/rule_violations": dg.MetadataValue.json(violations),
         "lakehouse/rows_warned": len(enforced.evaluation.failing_index(Policy.WARN)),
         "lakehouse/rows_failing_blocking_rules": len(

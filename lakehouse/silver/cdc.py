@@ -1,0 +1,414 @@
+"""silver.<table> (current state) and silver.<table>_history (SCD2) of a CDC source.
+
+An incremental build reads the changes bronze appended since the last build, reads
+the history versions of the keys they touch, and applies the changes on top of them
+(``transforms.cdc.apply_changes``): the open version is the key's state (unchanged
+TOAST values carry from it), a change already in the history is a duplicate. The
+touched keys' rows are then replaced in the current-state and history tables, and
+their rows in quarantine: every other key's data files stay as they are.
+
+It rebuilds from the whole changelog when an increment holds a truncate, a replay of
+quarantined records (they may be older than what silver applied), or a change older
+than what silver holds for its key (``late_change``): a full rebuild is exact, so
+anything an increment cannot vouch for goes there.
+
+Values are masked before they are applied: masking is per value and deterministic, so
+this equals masking the result, and a carried value is never masked twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import (
+    AlwaysFalse,
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThan,
+    GreaterThanOrEqual,
+    In,
+    IsNull,
+    LessThanOrEqual,
+    Or,
+)
+from pyiceberg.table import Table
+from pyiceberg.types import IcebergType, StringType
+
+from lakehouse.declarations.layouts import QUARANTINE, cdc_silver_layouts, iceberg_type
+from lakehouse.declarations.sources import CdcSource
+from lakehouse.ingest.debezium import UNAVAILABLE
+from lakehouse.quality.policy import Contract, Enforced, enforce
+from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
+from lakehouse.quality.replay import REPLAY_KEY
+from lakehouse.silver.columns import evolve, existing_schema, withhold
+from lakehouse.tables import evolution
+from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, quiet_empty_deletes, transaction
+from lakehouse.tables.increments import FULL, Plan, plan_build, read_increment
+from lakehouse.transforms.cdc import (
+    AppliedChanges,
+    OrderedChange,
+    apply_changes,
+    key_of,
+    late_change,
+    new_keys,
+    ordered_changes,
+)
+from lakehouse.transforms.masking import Masker
+
+CHANGELOG_FIELDS = ("op", "payload", "_kafka_partition", "_kafka_offset")
+
+
+@dataclass
+class CdcBuilt:
+    plan: Plan
+    current: Table
+    history: Table
+    quarantine: Table
+    applied: AppliedChanges
+    enforced: Enforced
+    changes_read: int = 0
+    keys_touched: int = 0
+    rows_quarantined: int = 0
+    additions: dict[str, IcebergType] = field(default_factory=dict)
+    evolved: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)
+    withheld_values: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class CdcBuild:
+    """One build of a CDC source's silver tables; ``run`` may be called again after a lost
+    commit race (it re-plans from what the winner recorded)."""
+
+    catalog: Catalog
+    source: CdcSource
+    contract: Contract
+    shape: dict[str, str]
+    run_id: str
+    masker: Masker = field(default_factory=Masker.from_settings)
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return f"silver.{self.source.name}", f"silver.{self.source.name}_history"
+
+    def run(self, full: bool = False) -> CdcBuilt:
+        """Build once: incrementally where the plan allows, else in full (``plan_build``)."""
+        with quiet_empty_deletes():
+            return self._run(full)
+
+    def _run(self, full: bool) -> CdcBuilt:
+        source = self.source
+        current_layout, history_layout = cdc_silver_layouts(source.columns)
+        current_name, history_name = self.names
+        bronze = self.catalog.load_table(source.bronze_table)
+        current_table = ensure_table(self.catalog, current_name, current_layout)
+        history_table = ensure_table(self.catalog, history_name, history_layout)
+        plan = plan_build(current_table, bronze, self.shape, full=full)
+        if not _partitioned_like(history_table, history_layout):
+            history_table = _repartition(history_table, history_layout)
+            plan = Plan(FULL, f"{history_name} is now partitioned by is_current", plan.until)
+        replayed = [s.snapshot_id for s in plan.appends if REPLAY_KEY in _summary(s)]
+        if replayed:
+            plan = Plan(
+                FULL,
+                f"bronze snapshot {replayed[0]} replays quarantined records "
+                "that may be older than what silver applied",
+                plan.until,
+            )
+        changes = ordered_changes(read_increment(bronze, plan, CHANGELOG_FIELDS), source)
+        stored: dict[tuple, list[dict[str, Any]]] = {}
+        if not plan.full:
+            stored = self._stored_versions(history_table, changes)
+            late = late_change(changes, source.keys, stored)
+            if late:  # look again with every version of the keys: it may be a redelivery
+                stored = self._stored_versions(history_table, changes, every=True)
+                late = late_change(changes, source.keys, stored)
+            if late:
+                plan = Plan(FULL, late, plan.until)
+                changes = ordered_changes(read_increment(bronze, plan, CHANGELOG_FIELDS), source)
+                stored = {}
+            else:
+                earlier = self._earlier_removals(bronze, plan, changes, stored)
+                if any(c.event.op == "t" for c in earlier):
+                    plan = Plan(
+                        FULL, "a truncate newer than a change of this increment", plan.until
+                    )
+                    changes = ordered_changes(
+                        read_increment(bronze, plan, CHANGELOG_FIELDS), source
+                    )
+                    stored = {}
+                else:
+                    changes += earlier
+        # additive source changes evolve silver first; breaking ones stop here, naming it
+        additions = evolution.plan(
+            current_name,
+            source.columns,
+            existing_schema(self.catalog, current_name),
+            (
+                (f"LSN {c.event.lsn} (kafka {c.partition}/{c.offset})", c.event.after)
+                for c in changes
+                if c.event.op in ("c", "u", "r") and c.event.after is not None
+            ),
+            skip=UNAVAILABLE,
+        )
+        existing = existing_schema(self.catalog, current_name)
+        evolved = [
+            c
+            for c in (*(existing.column_names if existing else ()), *additions)
+            if c not in current_layout.schema.column_names
+        ]
+        # declared types win (a column classified after it evolved), masked PII is text
+        retyped = {
+            **{c: iceberg_type(t) for c, t in source.columns.items()},
+            **{c: StringType() for c in evolved if c in source.pii},
+        }
+        current_table = evolve(current_table, additions, retyped)
+        history_table = evolve(history_table, additions, retyped)
+        undeclared = set(current_table.schema().column_names) - set(
+            current_layout.schema.column_names
+        )
+        withheld = source.withheld(undeclared)
+        prepared = [self._prepared(c, undeclared) for c in changes]
+        applied = apply_changes(prepared, source.keys, stored)
+        current_schema = current_table.schema().as_arrow()
+        current_rows, withheld_values = withhold(
+            pa.Table.from_pylist(applied.current, schema=current_schema), withheld
+        )
+        enforced = enforce(self.contract, current_rows.to_pandas())
+        current_rows = pa.Table.from_pandas(
+            enforced.passed, schema=current_schema, preserve_index=False
+        )
+        new_quarantine = quarantine_table(quarantine_frame(enforced, source.name, self.run_id))
+        history_rows, _ = withhold(
+            pa.Table.from_pylist(applied.history, schema=history_table.schema().as_arrow()),
+            withheld,
+        )
+        quarantine = ensure_table(self.catalog, self.contract.quarantine_table, QUARANTINE)
+        properties = plan.properties(self.run_id, self.shape, RUN_ID_KEY)
+        touched = {key_of(c.event, source.keys) for c in prepared if c.event.op != "t"}
+        built = CdcBuilt(
+            plan=plan,
+            current=current_table,
+            history=history_table,
+            quarantine=quarantine,
+            applied=applied,
+            enforced=enforced,
+            changes_read=len(changes),
+            keys_touched=len(touched),
+            rows_quarantined=new_quarantine.num_rows,
+            additions=additions,
+            evolved=evolved,
+            withheld=withheld,
+            withheld_values=withheld_values,
+        )
+        if plan.full:
+            for table, rows in (
+                (history_table, history_rows),
+                (quarantine, new_quarantine),
+                (current_table, current_rows),
+            ):
+                with transaction(table) as tx:
+                    tx.overwrite(rows, snapshot_properties=properties)
+            return built
+        if not plan.appends:
+            return built  # nothing new in bronze
+        keys = _keys_filter(source.keys, touched)
+        # history and quarantine first, current last: current records how far bronze was
+        # applied, and a retry after a lost race finds the others' rows as duplicates
+        # closed versions silver held stay where they are: only open versions are replaced
+        unchanged = {
+            _version_id(v, source.keys)
+            for versions in stored.values()
+            for v in versions
+            if not v["is_current"]
+        }
+        changed = history_rows.filter(
+            pa.array(
+                [_version_id(v, source.keys) not in unchanged for v in history_rows.to_pylist()],
+                pa.bool_(),
+            )
+        )
+        with transaction(history_table) as tx:
+            tx.overwrite(
+                changed,
+                overwrite_filter=And(EqualTo("is_current", True), keys),
+                snapshot_properties=properties,
+            )
+        kept = self._quarantine_outside(quarantine, touched)
+        if new_quarantine.num_rows or kept.num_rows != _rows(quarantine):
+            with transaction(quarantine) as tx:
+                tx.overwrite(
+                    pa.concat_tables([kept, new_quarantine]), snapshot_properties=properties
+                )
+        with transaction(current_table) as tx:
+            tx.overwrite(current_rows, overwrite_filter=keys, snapshot_properties=properties)
+        return built
+
+    def _prepared(self, change: OrderedChange, undeclared: set[str]) -> OrderedChange:
+        """The change as silver stores it: PII masked, undeclared values storable."""
+        event = change.event
+
+        def image(values: dict[str, Any] | None) -> dict[str, Any] | None:
+            if values is None:
+                return None
+            out = {}
+            for column, value in values.items():
+                if value is not UNAVAILABLE:
+                    if column in self.source.pii:
+                        value = self.masker.mask(value, self.source.pii[column])
+                    elif column in undeclared:
+                        value = evolution.to_storable(value)
+                out[column] = value
+            return out
+
+        masked = dataclasses.replace(event, before=image(event.before), after=image(event.after))
+        return dataclasses.replace(change, event=masked)
+
+    def _key(self, change: OrderedChange) -> tuple:
+        """The change's key as silver stores it (a PII key column is masked)."""
+        pii = self.source.pii
+        return tuple(
+            self.masker.mask(v, pii[c]) if c in pii else v
+            for c, v in zip(self.source.keys, key_of(change.event, self.source.keys), strict=True)
+        )
+
+    def _earlier_removals(
+        self, bronze: Table, plan: Plan, changes: list[OrderedChange], stored: dict
+    ) -> list[OrderedChange]:
+        """Deletes (of keys the changes reopen) and truncates already in bronze, newer than
+        those changes: ``new_keys``.
+
+        Bronze files carry LSN bounds in their metrics, so the scan reads only files with
+        changes newer than the increment's oldest new key: usually the increment's own.
+        """
+        fresh, floor = new_keys(changes, self.source.keys, stored, key=self._key)
+        if not fresh or floor is None:
+            return []
+        rows = bronze.scan(
+            row_filter=And(In("op", {"d", "t"}), GreaterThan("lsn", floor)),
+            selected_fields=CHANGELOG_FIELDS,
+            snapshot_id=plan.until.snapshot_id,
+        ).to_arrow()
+        return [
+            c
+            for c in ordered_changes(rows, self.source)
+            if c.event.op == "t" or self._key(c) in fresh
+        ]
+
+    def _stored_versions(
+        self, history: Table, changes: list[OrderedChange], every: bool = False
+    ) -> dict[tuple, list[dict[str, Any]]]:
+        """What silver holds for the keys ``changes`` touch, oldest version first.
+
+        The open version of each key (the ``is_current`` partition, one row per key),
+        and for a key without one its last closed version; with ``every``, all of its
+        versions. Closed versions are read by key range, which the files' key bounds
+        prune when keys grow with time (new rows get new, higher keys).
+        """
+        keys = self.source.keys
+        touched = {self._key(c) for c in changes if c.event.op != "t"}
+        if not touched:
+            return {}
+        stored: dict[tuple, list[dict[str, Any]]] = {}
+
+        def read(is_current: bool, wanted: set[tuple]) -> None:
+            if not wanted:
+                return
+            rows = history.scan(
+                row_filter=And(EqualTo("is_current", is_current), _key_range(keys, wanted))
+            ).to_arrow()
+            for row in rows.to_pylist():
+                key = tuple(row[k] for k in keys)
+                if key in wanted:
+                    stored.setdefault(key, []).append(row)
+
+        read(True, touched)
+        closed_only = touched - set(stored)
+        read(False, touched if every else closed_only)
+        for key, versions in stored.items():
+            versions.sort(key=lambda v: (v["valid_from"], v["_lsn"] or -1))
+            if not every and key in closed_only:
+                del versions[:-1]  # the last closed version bounds what may follow
+        return stored
+
+    def _quarantine_outside(self, quarantine: Table, touched: set[tuple]) -> pa.Table:
+        """Quarantined rows of keys no change touched (quarantine is small: read whole)."""
+        rows = quarantine.scan().to_arrow()
+        keys = self.source.keys
+        keep = []
+        for raw in rows["_raw"].to_pylist():
+            row = json.loads(raw) if raw else {}
+            keep.append(tuple(_as_key(row.get(k)) for k in keys) not in _loose(touched))
+        return rows.filter(pa.array(keep, pa.bool_())) if rows.num_rows else rows
+
+
+def _summary(snapshot) -> dict[str, str]:
+    return dict(snapshot.summary.additional_properties) if snapshot.summary else {}
+
+
+def _rows(table: Table) -> int:
+    snapshot = table.current_snapshot()
+    summary = snapshot.summary if snapshot and snapshot.summary else None
+    return int(summary["total-records"]) if summary and "total-records" in summary else 0
+
+
+def _as_key(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _loose(keys: set[tuple]) -> set[tuple]:
+    """Keys compared as text: quarantine keeps rows as JSON (numbers, decimals as text)."""
+    return {tuple(_as_key(v) for v in key) for key in keys}
+
+
+def _version_id(version: dict[str, Any], keys: tuple[str, ...]) -> tuple:
+    return (*(version[k] for k in keys), version["_lsn"], version["_op"], version["valid_from"])
+
+
+def _key_range(columns: tuple[str, ...], keys: set[tuple]) -> BooleanExpression:
+    """A filter the files' key bounds can prune by: the keys themselves while few, else
+    their range (pyiceberg stops pruning on ``In`` beyond 200 values); callers match
+    the keys exactly on what it returns."""
+    values = sorted({k[0] for k in keys if k[0] is not None})
+    if not values:
+        return IsNull(columns[0])
+    if len(values) <= 200:
+        return In(columns[0], set(values))
+    return And(GreaterThanOrEqual(columns[0], values[0]), LessThanOrEqual(columns[0], values[-1]))
+
+
+def _partitioned_like(table: Table, layout) -> bool:
+    fields = [(f.name, str(f.transform)) for f in table.spec().fields]
+    return fields == [(f.name, str(f.transform)) for f in layout.partition_spec.fields]
+
+
+def _repartition(table: Table, layout) -> Table:
+    """A history table created before it was partitioned by is_current gets the spec;
+    the full rebuild that follows rewrites its rows under it."""
+    with table.update_spec() as update:
+        for field in table.spec().fields:
+            update.remove_field(field.name)
+        for field in layout.partition_spec.fields:
+            source = layout.schema.find_field(field.source_id).name
+            update.add_field(source, field.transform, field.name)
+    return table
+
+
+def _keys_filter(columns: tuple[str, ...], keys: set[tuple]) -> BooleanExpression:
+    if not keys:
+        return AlwaysFalse()
+    if len(columns) == 1:
+        values = {k[0] for k in keys if k[0] is not None}
+        present = In(columns[0], values) if values else AlwaysFalse()
+        return Or(present, IsNull(columns[0])) if len(values) < len(keys) else present
+    expression: BooleanExpression = AlwaysFalse()
+    for key in keys:
+        one = And(*(EqualTo(c, v) for c, v in zip(columns, key, strict=True)))
+        expression = one if isinstance(expression, AlwaysFalse) else Or(expression, one)
+    return expression

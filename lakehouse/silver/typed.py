@@ -1,0 +1,161 @@
+"""silver.<name> of a landing-file or database source: the latest typed row per key.
+
+An incremental build reads the rows bronze appended since the last build, keeps the
+latest of each key among them (bronze's arrival order: ingestion time, then the file
+and row or the watermark) and upserts them: the stored rows of those keys are replaced,
+every other key's data files stay. A later arrival always wins, so rows already in silver
+never beat new ones. Bronze is read a chunk of data files at a time and reduced to its
+latest rows per key as it goes, so memory follows a chunk and the result, in full
+rebuilds too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, EqualTo, In, Or
+from pyiceberg.table import Table
+from pyiceberg.types import IcebergType, StringType
+
+from lakehouse.declarations.layouts import iceberg_type, typed_silver_layout
+from lakehouse.declarations.sources import DatabaseSource, LandingSource
+from lakehouse.silver.columns import evolve, pii_as_text, withhold
+from lakehouse.tables import evolution
+from lakehouse.tables.commits import (
+    RUN_ID_KEY,
+    conform,
+    ensure_table,
+    quiet_empty_deletes,
+    transaction,
+)
+from lakehouse.tables.increments import Plan, increment_batches, plan_build
+from lakehouse.transforms.masking import Masker, mask_frame
+from lakehouse.transforms.typed import (
+    arrow_type,
+    latest_per_key,
+    order_columns,
+    typed_columns,
+)
+
+
+@dataclass
+class TypedBuilt:
+    plan: Plan
+    table: Table
+    bronze_rows: int = 0
+    superseded: int = 0
+    rows_written: int = 0
+    additions: dict[str, IcebergType] = field(default_factory=dict)
+    extras: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)
+    withheld_values: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class TypedBuild:
+    catalog: Catalog
+    source: DatabaseSource | LandingSource
+    shape: dict[str, str]
+    run_id: str
+    masker: Masker = field(default_factory=Masker.from_settings)
+
+    @property
+    def order_by(self) -> list[str]:
+        if isinstance(self.source, DatabaseSource):
+            return ["_ingested_at", self.source.watermark]
+        return ["_ingested_at", "_file", "_row"]
+
+    def run(self, full: bool = False) -> TypedBuilt:
+        """Build once: incrementally where the plan allows, else in full (``plan_build``)."""
+        with quiet_empty_deletes():
+            return self._run(full)
+
+    def _run(self, full: bool) -> TypedBuilt:
+        source = self.source
+        name = f"silver.{source.name}"
+        layout = typed_silver_layout(source.columns)
+        bronze = self.catalog.load_table(source.bronze_table)
+        table = ensure_table(self.catalog, name, layout)
+        plan = plan_build(table, bronze, self.shape, full=full)
+        # columns ingestion added to bronze (the source started sending them): typed by
+        # the source's own type where it told one, else kept as the text that arrived
+        known = set(source.layout.schema.column_names)
+        extras = {
+            f.name: evolution.text_type(f) for f in bronze.schema().fields if f.name not in known
+        }
+        columns = {**source.columns, **extras}
+        in_bronze = set(bronze.schema().column_names)
+        fields = (*(c for c in columns if c in in_bronze), *self.order_by)
+        # each chunk reduced to its latest row per key as it is read: memory follows a
+        # chunk and the result, never bronze
+        latest, bronze_rows, order = None, 0, order_columns(self.order_by)
+        for chunk in increment_batches(bronze, plan, fields):
+            for column in columns.keys() - in_bronze:  # declared before any row carried it
+                chunk = chunk.append_column(column, pa.nulls(chunk.num_rows, pa.string()))
+            bronze_rows += chunk.num_rows
+            reduced = latest_per_key(
+                typed_columns(chunk, columns, carry=self.order_by), source.keys, order
+            )
+            if latest is not None:
+                reduced = latest_per_key(pa.concat_tables([latest, reduced]), source.keys, order)
+            latest = reduced
+        if latest is None:
+            typed = pa.schema(
+                [pa.field(c, arrow_type(t)) for c, t in columns.items()]
+            ).empty_table()
+        else:
+            typed = latest.drop_columns(order)
+        superseded = bronze_rows - typed.num_rows
+        present = set(table.schema().column_names)
+        additions = {c: iceberg_type(t) for c, t in extras.items() if c not in present}
+        table = evolve(
+            table,
+            additions,
+            {
+                **{c: iceberg_type(t) for c, t in columns.items()},
+                **{c: StringType() for c in source.pii},
+            },
+        )
+        withheld = source.withheld(extras)
+        rows, withheld_values = withhold(typed, withheld)
+        schema = table.schema().as_arrow()
+        if source.pii:  # masked on entry to silver, like every other silver table
+            unmasked = pii_as_text(rows, source.pii)
+            masked = mask_frame(unmasked.to_pandas(), source.pii, self.masker)
+            rows = pa.Table.from_pandas(masked, schema=schema, preserve_index=False)
+        else:
+            rows = conform(rows, schema)
+        built = TypedBuilt(
+            plan=plan,
+            table=table,
+            bronze_rows=bronze_rows,
+            superseded=superseded,
+            rows_written=rows.num_rows,
+            additions=additions,
+            extras=list(extras),
+            withheld=withheld,
+            withheld_values=withheld_values,
+        )
+        properties = plan.properties(self.run_id, self.shape, RUN_ID_KEY)
+        with transaction(table) as tx:
+            if plan.full:
+                tx.overwrite(rows, snapshot_properties=properties)
+            elif plan.appends:
+                keys = _keys_filter(source.keys, rows)
+                tx.overwrite(rows, overwrite_filter=keys, snapshot_properties=properties)
+        return built
+
+
+def _keys_filter(columns: tuple[str, ...], rows: pa.Table) -> BooleanExpression:
+    keys = list(zip(*(rows[c].to_pylist() for c in columns), strict=True))
+    if not keys:
+        return AlwaysFalse()
+    if len(columns) == 1:
+        return In(columns[0], {k[0] for k in keys})
+    expression: BooleanExpression = AlwaysFalse()
+    for key in keys:
+        one = And(*(EqualTo(c, v) for c, v in zip(columns, key, strict=True)))
+        expression = one if isinstance(expression, AlwaysFalse) else Or(expression, one)
+    return expression

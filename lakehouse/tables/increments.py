@@ -1,0 +1,187 @@
+"""Incremental silver: which bronze rows a build must read, and when it must read them all.
+
+A silver table is a function of its bronze table, and bronze only appends. Every silver
+commit records the bronze snapshot it was computed up to (``lakehouse.bronze-snapshot-id``)
+and the shape it was computed with (``lakehouse.silver-shape``: a digest per thing that
+decides silver's contents, such as the contract, the PII policy, the keys, the declared
+and classified columns, the code's logic version). The next build reads only the data
+files bronze appended after that snapshot, up to the bronze snapshot current when it
+started (pinned, and recorded in turn).
+
+A full rebuild happens only when it must, and the plan says why: the first build, a silver
+snapshot without a recorded bronze snapshot (written outside a materialization), a
+changed shape, a recorded bronze snapshot that is no longer an ancestor (expired, or
+bronze was rolled back), a bronze snapshot in the range that is not an append (a delete
+or overwrite: bronze is append-only, so something unexpected happened), or a run that
+asks for it (config ``full: true``). Compaction (``replace``) adds no rows and is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
+
+from lakehouse.tables.rebuilds import BUILT_FROM_KEY
+
+SHAPE_KEY = "lakehouse.silver-shape"
+MODE_KEY = "lakehouse.silver-mode"
+FULL = "full"
+INCREMENTAL = "incremental"
+# data files read per chunk of an increment: memory follows a chunk, not the increment
+FILES_PER_CHUNK = 16
+ALWAYS_TRUE = AlwaysTrue()
+
+
+def shape(parts: Mapping[str, Any]) -> dict[str, str]:
+    """A short digest of each part that shapes a silver table (JSON-serializable values)."""
+    return {
+        name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[
+            :16
+        ]
+        for name, value in sorted(parts.items())
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a silver build reads: the bronze appends after ``since`` up to ``until``, or all."""
+
+    mode: str
+    reason: str
+    until: Snapshot | None  # the bronze snapshot pinned at the start of the build
+    since: int | None = None  # the bronze snapshot the last build recorded
+    appends: tuple[Snapshot, ...] = field(default=())
+
+    @property
+    def full(self) -> bool:
+        return self.mode == FULL
+
+    @property
+    def until_id(self) -> str:
+        return str(self.until.snapshot_id) if self.until else ""
+
+    def properties(self, run_id: str, shape: Mapping[str, str], run_key: str) -> dict[str, str]:
+        """The snapshot summary every silver commit of this build carries."""
+        return {
+            run_key: run_id,
+            BUILT_FROM_KEY: self.until_id,
+            SHAPE_KEY: json.dumps(dict(shape), sort_keys=True),
+            MODE_KEY: self.mode,
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        """What the materialization says about the mode (plotted and shown by the UI)."""
+        return {
+            "lakehouse/silver_mode": self.mode,
+            "lakehouse/silver_mode_reason": self.reason,
+            "bronze_snapshot_id": self.until_id,
+            "bronze_snapshots_read": len(self.appends) if not self.full else 0,
+        }
+
+
+def _summary(snapshot: Snapshot | None) -> dict[str, str]:
+    if snapshot is None or snapshot.summary is None:
+        return {}
+    return dict(snapshot.summary.additional_properties)
+
+
+def plan_build(
+    silver: Table | None, bronze: Table, shape: Mapping[str, str], *, full: bool = False
+) -> Plan:
+    """Decide between an incremental build and a full rebuild of ``silver`` from ``bronze``."""
+    until = bronze.current_snapshot()
+    current = silver.current_snapshot() if silver is not None else None
+    if full:
+        return Plan(FULL, "asked for (config full: true)", until)
+    if current is None:
+        return Plan(FULL, "first build", until)
+    recorded = _summary(current)
+    if not recorded.get(BUILT_FROM_KEY):
+        return Plan(FULL, "the table was written outside a materialization", until)
+    before = json.loads(recorded.get(SHAPE_KEY) or "{}")
+    changed = sorted(k for k in {*before, *shape} if before.get(k) != shape.get(k))
+    if changed:
+        return Plan(FULL, f"what shapes the table changed: {', '.join(changed)}", until)
+    since = int(recorded[BUILT_FROM_KEY])
+    if until is None or until.snapshot_id == since:
+        return Plan(INCREMENTAL, "nothing new in bronze", until, since)
+    appends = []
+    for snapshot in ancestors_of(until, bronze.metadata):
+        if snapshot.snapshot_id == since:
+            break
+        operation = snapshot.summary.operation if snapshot.summary else None
+        if operation == Operation.APPEND:
+            appends.append(snapshot)
+        elif operation != Operation.REPLACE:  # compaction adds no rows: nothing to read
+            what = f"bronze snapshot {snapshot.snapshot_id} is a {operation}, not an append"
+            return Plan(FULL, what, until)
+    else:
+        return Plan(
+            FULL,
+            f"bronze snapshot {since} of the last build is expired or no longer an ancestor",
+            until,
+        )
+    return Plan(
+        INCREMENTAL,
+        f"{len(appends)} bronze append(s) since snapshot {since}",
+        until,
+        since,
+        tuple(reversed(appends)),
+    )
+
+
+def increment_batches(
+    bronze: Table,
+    plan: Plan,
+    selected_fields: tuple[str, ...] = ("*",),
+    row_filter: BooleanExpression = ALWAYS_TRUE,
+) -> Iterator[pa.Table]:
+    """The rows the plan reads, a chunk of data files at a time (every row when full)."""
+    if plan.until is None:
+        return
+    if plan.full:
+        scan = bronze.scan(
+            row_filter=row_filter,
+            selected_fields=selected_fields,
+            snapshot_id=plan.until.snapshot_id,
+        )
+    elif not plan.appends:
+        return
+    else:
+        scan = bronze.incremental_append_scan(
+            row_filter=row_filter,
+            selected_fields=selected_fields,
+            from_snapshot_id_exclusive=plan.since,
+            to_snapshot_id_inclusive=plan.until.snapshot_id,
+        )
+    tasks = list(scan.plan_files())
+    reader = ArrowScan(
+        bronze.metadata, bronze.io, scan.projection(), scan.row_filter, scan.case_sensitive
+    )
+    for start in range(0, len(tasks), FILES_PER_CHUNK):
+        chunk = reader.to_table(tasks[start : start + FILES_PER_CHUNK])
+        if chunk.num_rows:
+            yield chunk
+
+
+def read_increment(
+    bronze: Table,
+    plan: Plan,
+    selected_fields: tuple[str, ...] = ("*",),
+    row_filter: BooleanExpression = ALWAYS_TRUE,
+) -> pa.Table:
+    """The plan's rows as one table (the increment's size, not bronze's, on an incremental run)."""
+    chunks = list(increment_batches(bronze, plan, selected_fields, row_filter))
+    if chunks:
+        return pa.concat_tables(chunks, promote_options="default")
+    scan = bronze.scan(selected_fields=selected_fields)
+    return scan.projection().as_arrow().empty_table()
