@@ -18,6 +18,7 @@ BENCHES = [
     "commit_cost",
     "sensor_backlog",
     "latency",
+    "incremental",
 ]
 
 

@@ -385,3 +385,46 @@ def test_a_changed_shape_or_an_expired_bronze_snapshot_rebuilds_and_says_why(lak
     assert plan.mode == FULL and "expired or no longer an ancestor" in plan.reason
     summary = catalog.load_table("silver.marketing_spend").current_snapshot().summary
     assert json.loads(summary["lakehouse.silver-shape"]) == changed.shape
+
+
+@pytest.mark.parametrize("touched", [5, 300])
+def test_replacing_a_few_or_many_keys_leaves_every_other_row(lakehouse_env, touched):
+    """Few keys: a filtered overwrite; many: read, drop in Arrow, overwrite (same result)."""
+    from pyiceberg.expressions import EqualTo
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.schema import Schema
+    from pyiceberg.transforms import IdentityTransform
+    from pyiceberg.types import BooleanType, LongType, NestedField, StringType
+
+    from lakehouse.tables.replace import FEW_KEYS, replace_keys
+
+    catalog = IcebergCatalogResource().load()
+    schema = Schema(
+        NestedField(1, "a", LongType(), required=False),
+        NestedField(2, "b", StringType(), required=False),
+        NestedField(3, "v", StringType(), required=False),
+        NestedField(4, "open", BooleanType(), required=False),
+    )
+    spec = PartitionSpec(PartitionField(4, 1000, IdentityTransform(), "open"))
+    catalog.create_namespace_if_not_exists("silver")
+    table = catalog.create_table("silver.replace_test", schema=schema, partition_spec=spec)
+    stored = [{"a": i, "b": f"x{i % 3}", "v": "old", "open": i % 2 == 0} for i in range(1_000)]
+    table.append(pa.Table.from_pylist(stored, schema=schema.as_arrow()))
+    keys = {(i, f"x{i % 3}") for i in range(0, 2 * touched, 2)}  # open rows only
+    new = [{"a": a, "b": b, "v": "new", "open": True} for a, b in keys]
+    new += [{"a": 5_000, "b": "x0", "v": "added", "open": False}]
+    replace_keys(
+        table,
+        pa.Table.from_pylist(new, schema=schema.as_arrow()),
+        ("a", "b"),
+        keys,
+        {"lakehouse.run-id": "r"},
+        within=EqualTo("open", True),
+    )
+    rows = {(r["a"], r["b"]): r for r in table.scan().to_arrow().to_pylist()}
+    assert (touched > FEW_KEYS) == (len(keys) > FEW_KEYS)
+    assert len(rows) == 1_001
+    assert all(rows[k]["v"] == "new" for k in keys)
+    assert sum(r["v"] == "old" for r in rows.values()) == 1_000 - len(keys)
+    assert rows[(5_000, "x0")]["v"] == "added"
+    assert table.current_snapshot().summary["lakehouse.run-id"] == "r"

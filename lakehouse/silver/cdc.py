@@ -26,7 +26,6 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import (
-    AlwaysFalse,
     And,
     BooleanExpression,
     EqualTo,
@@ -35,7 +34,6 @@ from pyiceberg.expressions import (
     In,
     IsNull,
     LessThanOrEqual,
-    Or,
 )
 from pyiceberg.table import Table
 from pyiceberg.types import IcebergType, StringType
@@ -50,6 +48,7 @@ from lakehouse.silver.columns import evolve, existing_schema, withhold
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, quiet_empty_deletes, transaction
 from lakehouse.tables.increments import FULL, Plan, plan_build, read_increment
+from lakehouse.tables.replace import key_mask, replace_keys
 from lakehouse.transforms.cdc import (
     AppliedChanges,
     OrderedChange,
@@ -218,7 +217,6 @@ class CdcBuild:
             return built
         if not plan.appends:
             return built  # nothing new in bronze
-        keys = _keys_filter(source.keys, touched)
         # history and quarantine first, current last: current records how far bronze was
         # applied, and a retry after a lost race finds the others' rows as duplicates
         # closed versions silver held stay where they are: only open versions are replaced
@@ -234,20 +232,15 @@ class CdcBuild:
                 pa.bool_(),
             )
         )
-        with transaction(history_table) as tx:
-            tx.overwrite(
-                changed,
-                overwrite_filter=And(EqualTo("is_current", True), keys),
-                snapshot_properties=properties,
-            )
+        open_versions = EqualTo("is_current", True)
+        replace_keys(history_table, changed, source.keys, touched, properties, open_versions)
         kept = self._quarantine_outside(quarantine, touched)
         if new_quarantine.num_rows or kept.num_rows != _rows(quarantine):
             with transaction(quarantine) as tx:
                 tx.overwrite(
                     pa.concat_tables([kept, new_quarantine]), snapshot_properties=properties
                 )
-        with transaction(current_table) as tx:
-            tx.overwrite(current_rows, overwrite_filter=keys, snapshot_properties=properties)
+        replace_keys(current_table, current_rows, source.keys, touched, properties)
         return built
 
     def _prepared(self, change: OrderedChange, undeclared: set[str]) -> OrderedChange:
@@ -323,6 +316,8 @@ class CdcBuild:
             rows = history.scan(
                 row_filter=And(EqualTo("is_current", is_current), _key_range(keys, wanted))
             ).to_arrow()
+            if rows.num_rows:  # the range holds more than the keys: match them in Arrow first
+                rows = rows.filter(key_mask(rows, keys, wanted))
             for row in rows.to_pylist():
                 key = tuple(row[k] for k in keys)
                 if key in wanted:
@@ -398,17 +393,3 @@ def _repartition(table: Table, layout) -> Table:
             source = layout.schema.find_field(field.source_id).name
             update.add_field(source, field.transform, field.name)
     return table
-
-
-def _keys_filter(columns: tuple[str, ...], keys: set[tuple]) -> BooleanExpression:
-    if not keys:
-        return AlwaysFalse()
-    if len(columns) == 1:
-        values = {k[0] for k in keys if k[0] is not None}
-        present = In(columns[0], values) if values else AlwaysFalse()
-        return Or(present, IsNull(columns[0])) if len(values) < len(keys) else present
-    expression: BooleanExpression = AlwaysFalse()
-    for key in keys:
-        one = And(*(EqualTo(c, v) for c, v in zip(columns, key, strict=True)))
-        expression = one if isinstance(expression, AlwaysFalse) else Or(expression, one)
-    return expression

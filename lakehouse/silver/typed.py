@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, EqualTo, In, Or
 from pyiceberg.table import Table
 from pyiceberg.types import IcebergType, StringType
 
@@ -31,6 +30,7 @@ from lakehouse.tables.commits import (
     transaction,
 )
 from lakehouse.tables.increments import Plan, increment_batches, plan_build
+from lakehouse.tables.replace import replace_keys
 from lakehouse.transforms.masking import Masker, mask_frame
 from lakehouse.transforms.typed import (
     arrow_type,
@@ -139,23 +139,10 @@ class TypedBuild:
             withheld_values=withheld_values,
         )
         properties = plan.properties(self.run_id, self.shape, RUN_ID_KEY)
-        with transaction(table) as tx:
-            if plan.full:
+        if plan.full:
+            with transaction(table) as tx:
                 tx.overwrite(rows, snapshot_properties=properties)
-            elif plan.appends:
-                keys = _keys_filter(source.keys, rows)
-                tx.overwrite(rows, overwrite_filter=keys, snapshot_properties=properties)
+        elif plan.appends:
+            keys = zip(*(rows[c].to_pylist() for c in source.keys), strict=True)
+            replace_keys(table, rows, source.keys, keys, properties)
         return built
-
-
-def _keys_filter(columns: tuple[str, ...], rows: pa.Table) -> BooleanExpression:
-    keys = list(zip(*(rows[c].to_pylist() for c in columns), strict=True))
-    if not keys:
-        return AlwaysFalse()
-    if len(columns) == 1:
-        return In(columns[0], {k[0] for k in keys})
-    expression: BooleanExpression = AlwaysFalse()
-    for key in keys:
-        one = And(*(EqualTo(c, v) for c, v in zip(columns, key, strict=True)))
-        expression = one if isinstance(expression, AlwaysFalse) else Or(expression, one)
-    return expression
