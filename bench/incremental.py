@@ -37,10 +37,12 @@ PAGES = ["/", "/search", "/cart", "/checkout", "/account"]
 # --- data -----------------------------------------------------------------------------
 
 
-def _events(day: int, n: int, rng: random.Random, first: int) -> list[bytes]:
+def _events(
+    day: int, n: int, rng: random.Random, first: int, start: datetime = START
+) -> list[bytes]:
     """A day of clickstream events: page views mostly, a few late, a few re-sent."""
     out = []
-    base = START + timedelta(days=day)
+    base = start + timedelta(days=day)
     for i in range(n):
         at = base + timedelta(seconds=int(86_399 * i / n))
         if rng.random() < 0.03 and day:  # late: from the day before
@@ -108,13 +110,15 @@ class Customers:
         return out
 
 
-def _land(catalog, source, values: list[bytes], day: int, offset: int) -> int:
+def _land(
+    catalog, source, values: list[bytes], day: int, offset: int, start: datetime = START
+) -> int:
     import pyarrow as pa
 
     from lakehouse.ingest.kafka.decode import bronze_row
     from lakehouse.tables.commits import append_with_position, ensure_table
 
-    at = START + timedelta(days=day, hours=23)
+    at = start + timedelta(days=day, hours=23)
     rows = []
     for value in values:
         rows.append(
@@ -246,6 +250,9 @@ def big_page_views(root: str, events: int, per_day: int) -> dict:
     masker = Masker.from_settings()
     days = max(1, events // per_day)
     step = days * 86_400 / events
+    # history up to yesterday: the contract warns about events dated in the future
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = today - timedelta(days=days + 1)
     written = 0
     while written < events:
         n = min(1_000_000, events - written)
@@ -254,7 +261,7 @@ def big_page_views(root: str, events: int, per_day: int) -> dict:
         seconds = pc.cast(pc.floor(pc.multiply(pc.cast(numbers, pa.float64()), step)), pa.int64())
         micros = pc.cast(pc.multiply(seconds, 1_000_000), pa.duration("us"))
         ts = pc.assume_timezone(
-            pc.add(pa.scalar(START.replace(tzinfo=None), pa.timestamp("us")), micros), "UTC"
+            pc.add(pa.scalar(start.replace(tzinfo=None), pa.timestamp("us")), micros), "UTC"
         )
         users = pc.binary_join_element_wise(
             "u-", pc.cast(pc.bit_wise_and(numbers, 4095), pa.string()), ""
@@ -270,7 +277,7 @@ def big_page_views(root: str, events: int, per_day: int) -> dict:
             '"}',
             "",
         )
-        at = pa.repeat(pa.scalar(START + timedelta(days=days), pa.timestamp("us", tz="UTC")), n)
+        at = pa.repeat(pa.scalar(start + timedelta(days=days), pa.timestamp("us", tz="UTC")), n)
         bronze_rows = pa.table(
             {
                 "event_id": event_ids,
@@ -307,7 +314,8 @@ def big_page_views(root: str, events: int, per_day: int) -> dict:
             silver_rows, snapshot_properties=plan.properties("history", shape, RUN_ID_KEY)
         )
         written += n
-    _land(catalog, source, _events(days, per_day, random.Random(1), events), days, events)
+    new_day = _events(days, per_day, random.Random(1), events, start)
+    _land(catalog, source, new_day, days, events, start)
     return _measure(state, "page_views")
 
 
