@@ -67,9 +67,11 @@ def _events(
 class Customers:
     """A customers table changing by ``--changes`` a day: updates, inserts, some deletes."""
 
-    def __init__(self, rng: random.Random, keys: int) -> None:
+    def __init__(
+        self, rng: random.Random, keys: int, inserts: float = 0.15, deletes: float = 0.05
+    ) -> None:
         self.rng, self.rows, self.lsn, self.next_key = rng, {}, 1_000, 0
-        self.initial = keys
+        self.initial, self.inserts, self.deletes = keys, inserts, deletes
 
     def _row(self, key: str, at: datetime) -> dict:
         rng = self.rng
@@ -94,12 +96,12 @@ class Customers:
             self.lsn += 3
             ts = int(at.timestamp() * 1000)
             roll = self.rng.random()
-            if not self.rows or roll < 0.15 or (day == 0 and len(self.rows) < self.initial):
+            if not self.rows or roll < self.inserts or (day == 0 and len(self.rows) < self.initial):
                 key = f"c-{self.next_key:07d}"
                 self.next_key += 1
                 self.rows[key] = self._row(key, at)
                 value = envelope("c", None, self.rows[key], self.lsn, ts, self.lsn, False)
-            elif roll < 0.20:
+            elif roll < self.inserts + self.deletes:
                 key = self.rng.choice(list(self.rows))
                 value = envelope("d", self.rows.pop(key), None, self.lsn, ts, self.lsn, False)
             else:
@@ -207,7 +209,7 @@ def history_run(root: str, days: int, args) -> list[dict]:
     catalog = fresh_catalog(root)
     state = os.environ["LAKEHOUSE_STATE_DIR"]
     rng = random.Random(days)
-    customers = Customers(rng, args.customers)
+    customers = Customers(rng, args.customers, args.inserts, args.deletes)
     clicks, cdc = sources().kafka_source("clickstream"), sources().cdc_source("customers")
     click_offset = cdc_offset = first = 0
     page_views, changes = _builds(catalog)
@@ -326,6 +328,8 @@ def run(argv: list[str] | None = None) -> list[Figure]:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--changes", type=int, default=5_000)
     parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--inserts", type=float, default=0.15, help="share of new keys")
+    parser.add_argument("--deletes", type=float, default=0.05, help="share of deletes")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--big", default="1000000,10000000", help="page-view histories")
     parser.add_argument("--child")
