@@ -155,8 +155,8 @@ def _builds(catalog):
     clicks, customers = sources().kafka_source("clickstream"), sources().cdc_source("customers")
     views, current = contract_for("silver.page_views"), contract_for("silver.customers")
     return (
-        PageViewsBuild(catalog, clicks, views, silver_shape(clicks, views), "bench"),
-        CdcBuild(catalog, customers, current, silver_shape(customers, current), "bench"),
+        PageViewsBuild(catalog, clicks, silver_shape(clicks, views), "bench", contract=views),
+        CdcBuild(catalog, customers, silver_shape(customers, current), "bench", contract=current),
     )
 
 

@@ -252,12 +252,9 @@ def test_page_views_in_increments_equal_a_full_rebuild(lakehouse_env, seed):
             rows.append((row, other, offsets[other]))
             offsets[other] += 1
     batches = _split(rng, rows)
+    contract = contract_for("silver.page_views")
     build = PageViewsBuild(
-        catalog,
-        source,
-        contract_for("silver.page_views"),
-        silver_shape(source, contract_for("silver.page_views")),
-        "silver-run",
+        catalog, source, silver_shape(source, contract), "silver-run", contract=contract
     )
     modes = []
     for n, batch in enumerate(batches):
@@ -293,7 +290,9 @@ def test_cdc_in_increments_equals_a_full_rebuild(lakehouse_env, seed):
             first = delivered.index(message)
             delivered.insert(rng.randint(first + 1, len(delivered)), message)
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    build = CdcBuild(catalog, source, contract, silver_shape(source, contract), "silver-run")
+    build = CdcBuild(
+        catalog, source, silver_shape(source, contract), "silver-run", contract=contract
+    )
     modes = []
     offset = 0
     for n, batch in enumerate(_split(rng, delivered)):

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import (
     And,
     BooleanExpression,
@@ -36,7 +35,7 @@ from pyiceberg.expressions import (
     LessThanOrEqual,
 )
 from pyiceberg.table import Table
-from pyiceberg.types import IcebergType, StringType
+from pyiceberg.types import StringType
 
 from lakehouse.declarations.layouts import QUARANTINE, cdc_silver_layouts, iceberg_type
 from lakehouse.declarations.sources import CdcSource
@@ -44,9 +43,10 @@ from lakehouse.ingest.debezium import UNAVAILABLE
 from lakehouse.quality.policy import Contract, Enforced, enforce
 from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
 from lakehouse.quality.replay import REPLAY_KEY
+from lakehouse.silver.build import ColumnChanges, SilverBuild
 from lakehouse.silver.columns import evolve, existing_schema, withhold
 from lakehouse.tables import evolution
-from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, quiet_empty_deletes, transaction
+from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, transaction
 from lakehouse.tables.increments import FULL, Plan, plan_build, read_increment
 from lakehouse.tables.replace import key_mask, replace_keys
 from lakehouse.transforms.cdc import (
@@ -58,7 +58,6 @@ from lakehouse.transforms.cdc import (
     new_keys,
     ordered_changes,
 )
-from lakehouse.transforms.masking import Masker
 
 CHANGELOG_FIELDS = ("op", "payload", "_kafka_partition", "_kafka_offset")
 
@@ -74,32 +73,19 @@ class CdcBuilt:
     changes_read: int = 0
     keys_touched: int = 0
     rows_quarantined: int = 0
-    additions: dict[str, IcebergType] = field(default_factory=dict)
-    evolved: list[str] = field(default_factory=list)
-    withheld: list[str] = field(default_factory=list)
-    withheld_values: dict[str, int] = field(default_factory=dict)
+    columns: ColumnChanges = field(default_factory=ColumnChanges)
 
 
 @dataclass
-class CdcBuild:
-    """One build of a CDC source's silver tables; ``run`` may be called again after a lost
-    commit race (it re-plans from what the winner recorded)."""
+class CdcBuild(SilverBuild):
+    """One build of a CDC source's current-state, history and quarantine tables."""
 
-    catalog: Catalog
     source: CdcSource
-    contract: Contract
-    shape: dict[str, str]
-    run_id: str
-    masker: Masker = field(default_factory=Masker.from_settings)
+    contract: Contract = field(kw_only=True)
 
     @property
     def names(self) -> tuple[str, str]:
         return f"silver.{self.source.name}", f"silver.{self.source.name}_history"
-
-    def run(self, full: bool = False) -> CdcBuilt:
-        """Build once: incrementally where the plan allows, else in full (``plan_build``)."""
-        with quiet_empty_deletes():
-            return self._run(full)
 
     def _run(self, full: bool) -> CdcBuilt:
         source = self.source
@@ -201,10 +187,7 @@ class CdcBuild:
             changes_read=len(changes),
             keys_touched=len(touched),
             rows_quarantined=new_quarantine.num_rows,
-            additions=additions,
-            evolved=evolved,
-            withheld=withheld,
-            withheld_values=withheld_values,
+            columns=ColumnChanges(additions, evolved, withheld, withheld_values),
         )
         if plan.full:
             for table, rows in (

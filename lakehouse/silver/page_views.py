@@ -21,7 +21,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import (
     AlwaysFalse,
     And,
@@ -32,39 +31,29 @@ from pyiceberg.expressions import (
     Or,
 )
 from pyiceberg.table import Table
-from pyiceberg.types import IcebergType, StringType
+from pyiceberg.types import StringType
 
 from lakehouse.declarations.layouts import QUARANTINE, SILVER_PAGE_VIEWS
 from lakehouse.declarations.pii import PiiPolicy
 from lakehouse.declarations.sources import KafkaSource
 from lakehouse.quality.policy import Contract, Enforced, enforce
 from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
+from lakehouse.silver.build import ColumnChanges, SilverBuild
 from lakehouse.silver.columns import evolve, pii_as_text, withhold
 from lakehouse.tables.commits import (
     RUN_ID_KEY,
     conform,
     ensure_table,
-    quiet_empty_deletes,
     transaction,
 )
 from lakehouse.tables.increments import Plan, plan_build, read_increment
 from lakehouse.tables.rebuilds import superseded_by
-from lakehouse.transforms.masking import Masker, mask_frame
-from lakehouse.transforms.page_views import build_page_views
+from lakehouse.transforms.masking import mask_frame
+from lakehouse.transforms.page_views import BRONZE_FIELDS, build_page_views
 
 TABLE = "silver.page_views"
 QUARANTINE_TABLE = "quarantine.page_views"
 TIMESTAMP_RULE = "event_ts_parseable"  # rejected before the contract: not a page view yet
-BRONZE_FIELDS = (
-    "event_id",
-    "event_type",
-    "user_id",
-    "event_ts",
-    "payload",
-    "_kafka_topic",
-    "_kafka_partition",
-    "_kafka_offset",
-)
 
 
 @dataclass
@@ -80,28 +69,16 @@ class PageViewsBuilt:
     duplicates_removed: int = 0
     rows_quarantined: int = 0
     days: list[str] = field(default_factory=list)
-    additions: dict[str, IcebergType] = field(default_factory=dict)
-    evolved: list[str] = field(default_factory=list)
-    withheld: list[str] = field(default_factory=list)
-    withheld_values: dict[str, int] = field(default_factory=dict)
+    columns: ColumnChanges = field(default_factory=ColumnChanges)
     superseded: int | None = None
 
 
 @dataclass
-class PageViewsBuild:
-    """One build of silver.page_views; ``run`` may be called again after a lost commit race."""
+class PageViewsBuild(SilverBuild):
+    """One build of silver.page_views and quarantine.page_views."""
 
-    catalog: Catalog
     source: KafkaSource
-    contract: Contract
-    shape: dict[str, str]
-    run_id: str
-    masker: Masker = field(default_factory=Masker.from_settings)
-
-    def run(self, full: bool = False) -> PageViewsBuilt:
-        """Build once: incrementally where the plan allows, else in full (``plan_build``)."""
-        with quiet_empty_deletes():
-            return self._run(full)
+    contract: Contract = field(kw_only=True)
 
     def _run(self, full: bool) -> PageViewsBuilt:
         bronze = self.catalog.load_table(self.source.bronze_table)  # what the winner saw
@@ -135,10 +112,7 @@ class PageViewsBuild:
             bronze_rows_read=rows.num_rows,
             bronze_page_view_rows=result.bronze_page_view_rows,
             duplicates_removed=result.duplicates_removed,
-            additions=result.additions,
-            evolved=result.evolved,
-            withheld=withheld,
-            withheld_values=withheld_values,
+            columns=ColumnChanges(result.additions, result.evolved, withheld, withheld_values),
         )
         properties = plan.properties(self.run_id, self.shape, RUN_ID_KEY)
         if plan.full:

@@ -14,24 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
-from pyiceberg.types import IcebergType, StringType
+from pyiceberg.types import StringType
 
 from lakehouse.declarations.layouts import iceberg_type, typed_silver_layout
 from lakehouse.declarations.sources import DatabaseSource, LandingSource
+from lakehouse.silver.build import ColumnChanges, SilverBuild
 from lakehouse.silver.columns import evolve, pii_as_text, withhold
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import (
     RUN_ID_KEY,
     conform,
     ensure_table,
-    quiet_empty_deletes,
     transaction,
 )
 from lakehouse.tables.increments import Plan, increment_batches, plan_build
 from lakehouse.tables.replace import replace_keys
-from lakehouse.transforms.masking import Masker, mask_frame
+from lakehouse.transforms.masking import mask_frame
 from lakehouse.transforms.typed import (
     arrow_type,
     latest_per_key,
@@ -47,30 +46,20 @@ class TypedBuilt:
     bronze_rows: int = 0
     superseded: int = 0
     rows_written: int = 0
-    additions: dict[str, IcebergType] = field(default_factory=dict)
-    extras: list[str] = field(default_factory=list)
-    withheld: list[str] = field(default_factory=list)
-    withheld_values: dict[str, int] = field(default_factory=dict)
+    columns: ColumnChanges = field(default_factory=ColumnChanges)
 
 
 @dataclass
-class TypedBuild:
-    catalog: Catalog
+class TypedBuild(SilverBuild):
+    """One build of a landing or database source's silver table."""
+
     source: DatabaseSource | LandingSource
-    shape: dict[str, str]
-    run_id: str
-    masker: Masker = field(default_factory=Masker.from_settings)
 
     @property
     def order_by(self) -> list[str]:
         if isinstance(self.source, DatabaseSource):
             return ["_ingested_at", self.source.watermark]
         return ["_ingested_at", "_file", "_row"]
-
-    def run(self, full: bool = False) -> TypedBuilt:
-        """Build once: incrementally where the plan allows, else in full (``plan_build``)."""
-        with quiet_empty_deletes():
-            return self._run(full)
 
     def _run(self, full: bool) -> TypedBuilt:
         source = self.source
@@ -133,10 +122,7 @@ class TypedBuild:
             bronze_rows=bronze_rows,
             superseded=superseded,
             rows_written=rows.num_rows,
-            additions=additions,
-            extras=list(extras),
-            withheld=withheld,
-            withheld_values=withheld_values,
+            columns=ColumnChanges(additions, list(extras), withheld, withheld_values),
         )
         properties = plan.properties(self.run_id, self.shape, RUN_ID_KEY)
         if plan.full:

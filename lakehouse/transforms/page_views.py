@@ -27,6 +27,17 @@ TABLE = "silver.page_views"
 # silver columns read from the event by name, leniently (a number lands as its text)
 DETAIL_FIELDS = ("session_id", "page", "product_id")
 BASE_COLUMNS = frozenset(SILVER_PAGE_VIEWS.schema.column_names)
+# what a build reads of each bronze event
+BRONZE_FIELDS = (
+    "event_id",
+    "event_type",
+    "user_id",
+    "event_ts",
+    "payload",
+    "_kafka_topic",
+    "_kafka_partition",
+    "_kafka_offset",
+)
 
 
 @dataclass
@@ -51,18 +62,7 @@ def build_page_views(
     ``declared`` are the event fields sources.yml names (text); ``current`` is the
     silver table's schema, whose evolved columns keep their type.
     """
-    df = bronze.select(
-        [
-            "event_id",
-            "event_type",
-            "user_id",
-            "event_ts",
-            "payload",
-            "_kafka_topic",
-            "_kafka_partition",
-            "_kafka_offset",
-        ]
-    ).to_pandas()
+    df = bronze.select(list(BRONZE_FIELDS)).to_pandas()
     df = df[df["event_type"] == "page_view"]
     total = len(df)
     parsed_ts = pd.to_datetime(df["event_ts"], utc=True, errors="coerce", format="ISO8601")

@@ -7,7 +7,12 @@ from lakehouse.declarations.sources import (
     sources,
 )
 from lakehouse.defs.silver.builds import SilverBuildConfig, silver_shape
-from lakehouse.defs.silver.evolution import evolution_metadata, new_columns_result, new_columns_spec
+from lakehouse.defs.silver.evolution import (
+    evolution_metadata,
+    log_evolution,
+    new_columns_result,
+    new_columns_spec,
+)
 from lakehouse.defs.silver.score import quality_metadata
 from lakehouse.orchestration.heap import freeze_loaded_heap
 from lakehouse.orchestration.k8s import k8s_tags
@@ -68,13 +73,14 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         freeze_loaded_heap()
         contract = contract_for(f"silver.{source.name}")
         build = CdcBuild(
-            iceberg.load(), source, contract, silver_shape(source, contract), context.run.run_id
+            iceberg.load(),
+            source,
+            silver_shape(source, contract),
+            context.run.run_id,
+            contract=contract,
         )
         built = with_commit_retries(lambda: build.run(full=config.full))
-        if built.additions:
-            context.log.info(
-                f"schema evolved: added {sorted(built.additions)} to silver.{source.name}"
-            )
+        log_evolution(context, f"silver.{source.name}", built.columns)
         context.log.info(f"silver.{source.name}: {built.plan.mode} build ({built.plan.reason})")
         applied = built.applied
         yield dg.MaterializeResult(
@@ -82,7 +88,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
             metadata={
                 **table_metadata(built.current),
                 **quality_metadata(contract, built.enforced),
-                **evolution_metadata(built.additions, built.withheld, built.withheld_values),
+                **evolution_metadata(built.columns),
                 **built.plan.metadata(),
                 "rows_quarantined": built.rows_quarantined,
                 "changes_read": built.changes_read,
@@ -107,9 +113,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
                 "rows_quarantined": built.rows_quarantined,
             },
         )
-        yield new_columns_result(
-            ["silver", source.name], source, built.evolved, built.withheld_values
-        )
+        yield new_columns_result(["silver", source.name], source, built.columns)
 
     return _asset
 

@@ -8,6 +8,7 @@ import dagster as dg
 from lakehouse.declarations.sources import (
     Source,
 )
+from lakehouse.silver.build import ColumnChanges
 
 NEW_COLUMNS_CHECK = "new_columns_classified"
 
@@ -24,8 +25,9 @@ def new_columns_spec(key: list[str]) -> dg.AssetCheckSpec:
 
 
 def new_columns_result(
-    key: list[str], source: Source, evolved: list[str], withheld: dict[str, int]
+    key: list[str], source: Source, columns: ColumnChanges
 ) -> dg.AssetCheckResult:
+    evolved, withheld = columns.evolved, columns.withheld_values
     return dg.AssetCheckResult(
         asset_key=key,
         check_name=NEW_COLUMNS_CHECK,
@@ -46,9 +48,14 @@ def new_columns_result(
     )
 
 
-def evolution_metadata(additions: dict, withheld: list[str], counts: dict[str, int]) -> dict:
+def evolution_metadata(columns: ColumnChanges) -> dict:
     return {
-        "columns_added": dg.MetadataValue.json({n: str(t) for n, t in additions.items()}),
-        "columns_withheld": dg.MetadataValue.json(withheld),
-        "withheld_values": sum(counts.values()),
+        "columns_added": dg.MetadataValue.json({n: str(t) for n, t in columns.additions.items()}),
+        "columns_withheld": dg.MetadataValue.json(columns.withheld),
+        "withheld_values": sum(columns.withheld_values.values()),
     }
+
+
+def log_evolution(context: dg.AssetExecutionContext, table: str, columns: ColumnChanges) -> None:
+    if columns.additions:
+        context.log.info(f"schema evolved: added {sorted(columns.additions)} to {table}")

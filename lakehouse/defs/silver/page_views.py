@@ -14,7 +14,12 @@ from lakehouse.declarations.sources import (
     sources,
 )
 from lakehouse.defs.silver.builds import SilverBuildConfig, silver_shape
-from lakehouse.defs.silver.evolution import evolution_metadata, new_columns_result, new_columns_spec
+from lakehouse.defs.silver.evolution import (
+    evolution_metadata,
+    log_evolution,
+    new_columns_result,
+    new_columns_spec,
+)
 from lakehouse.defs.silver.score import quality_metadata
 from lakehouse.ingest.records import json_object
 from lakehouse.orchestration.heap import freeze_loaded_heap
@@ -100,12 +105,11 @@ def silver_page_views(
     # breaking changes stop here, before anything is written, naming the field
     _check_required_fields(catalog, bronze, source)
     build = PageViewsBuild(
-        catalog, source, contract, silver_shape(source, contract), context.run.run_id
+        catalog, source, silver_shape(source, contract), context.run.run_id, contract=contract
     )
     # a lost commit race re-plans from what the winner recorded: nothing is applied twice
     built = with_commit_retries(lambda: build.run(full=config.full))
-    if built.additions:
-        context.log.info(f"schema evolved: added {sorted(built.additions)} to silver.page_views")
+    log_evolution(context, "silver.page_views", built.columns)
     if built.superseded:
         context.log.warning(
             f"silver.page_views was already rebuilt from bronze snapshot {built.superseded}, "
@@ -125,11 +129,11 @@ def silver_page_views(
             "duplicates_removed": built.duplicates_removed,
             "rows_quarantined": built.rows_quarantined,
             "superseded_by_bronze_snapshot": str(built.superseded or ""),
-            **evolution_metadata(built.additions, built.withheld, built.withheld_values),
+            **evolution_metadata(built.columns),
         },
     )
     yield dg.MaterializeResult(
         asset_key=["quarantine", "page_views"],
         metadata={**table_metadata(built.quarantine), "rows_quarantined": built.rows_quarantined},
     )
-    yield new_columns_result(["silver", "page_views"], source, built.evolved, built.withheld_values)
+    yield new_columns_result(["silver", "page_views"], source, built.columns)

@@ -8,7 +8,12 @@ from lakehouse.declarations.sources import (
     sources,
 )
 from lakehouse.defs.silver.builds import SilverBuildConfig, silver_shape
-from lakehouse.defs.silver.evolution import evolution_metadata, new_columns_result, new_columns_spec
+from lakehouse.defs.silver.evolution import (
+    evolution_metadata,
+    log_evolution,
+    new_columns_result,
+    new_columns_spec,
+)
 from lakehouse.orchestration.heap import freeze_loaded_heap
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
@@ -46,10 +51,7 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
         freeze_loaded_heap()
         build = TypedBuild(iceberg.load(), source, silver_shape(source, None), context.run.run_id)
         built = with_commit_retries(lambda: build.run(full=config.full))
-        if built.additions:
-            context.log.info(
-                f"schema evolved: added {sorted(built.additions)} to silver.{source.name}"
-            )
+        log_evolution(context, f"silver.{source.name}", built.columns)
         context.log.info(f"silver.{source.name}: {built.plan.mode} build ({built.plan.reason})")
         key = ["silver", source.name]
         return dg.MaterializeResult(
@@ -59,9 +61,9 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
                 "rows_written": built.rows_written,
                 "bronze_rows": built.bronze_rows,
                 "superseded_versions": built.superseded,
-                **evolution_metadata(built.additions, built.withheld, built.withheld_values),
+                **evolution_metadata(built.columns),
             },
-            check_results=[new_columns_result(key, source, built.extras, built.withheld_values)],
+            check_results=[new_columns_result(key, source, built.columns)],
         )
 
     return _asset
