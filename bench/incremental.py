@@ -239,7 +239,7 @@ def big_page_views(root: str, events: int, per_day: int) -> dict:
 
     from lakehouse.declarations.layouts import SILVER_PAGE_VIEWS
     from lakehouse.declarations.sources import sources
-    from lakehouse.tables.commits import RUN_ID_KEY, append_with_position, ensure_table
+    from lakehouse.tables.commits import append_with_position, ensure_table
     from lakehouse.tables.increments import INCREMENTAL, Plan
     from lakehouse.transforms.masking import Masker
 
@@ -312,9 +312,7 @@ def big_page_views(root: str, events: int, per_day: int) -> dict:
             }
         )
         plan = Plan(INCREMENTAL, "history", bronze.current_snapshot())
-        silver.append(
-            silver_rows, snapshot_properties=plan.properties("history", shape, RUN_ID_KEY)
-        )
+        silver.append(silver_rows, snapshot_properties=plan.properties("history", shape))
         written += n
     new_day = _events(days, per_day, random.Random(1), events, start)
     _land(catalog, source, new_day, days, events, start)

@@ -33,8 +33,8 @@ from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from lakehouse.declarations.sources import CdcSource, sources
 from lakehouse.ingest.debezium import parse_change
 from lakehouse.tables.commits import RUN_ID_KEY
+from lakehouse.tables.rebuilds import BUILT_FROM_KEY as BRONZE_SNAPSHOT_KEY
 
-BRONZE_SNAPSHOT_KEY = "lakehouse.bronze-snapshot-id"
 CHECKED_SNAPSHOT = "lakehouse/checked_snapshot_id"
 SCOPE = "lakehouse/check_scope"
 

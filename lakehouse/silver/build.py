@@ -8,7 +8,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.types import IcebergType
 
-from lakehouse.tables.commits import quiet_empty_deletes
+from lakehouse.tables.commits import quiet_empty_deletes, with_commit_retries
 from lakehouse.transforms.masking import Masker
 
 
@@ -26,9 +26,7 @@ class ColumnChanges:
 
 @dataclass
 class SilverBuild:
-    """One build of a source's silver tables. ``run`` may be called again after a lost
-    commit race: it plans again from what the winner recorded, so nothing is applied twice.
-    """
+    """One build of a source's silver tables."""
 
     catalog: Catalog
     source: Any
@@ -37,9 +35,13 @@ class SilverBuild:
     masker: Masker = field(default_factory=Masker.from_settings, kw_only=True)
 
     def run(self, full: bool = False) -> Any:
-        """Build once: incrementally where the plan allows, else in full (``plan_build``)."""
+        """Build incrementally where the plan allows, else in full (``plan_build``).
+
+        A build that loses a commit race to another plans again from what the winner
+        recorded (``_run`` reloads the tables each attempt), so nothing is applied twice.
+        """
         with quiet_empty_deletes():
-            return self._run(full)
+            return with_commit_retries(lambda: self._run(full))
 
     def _run(self, full: bool) -> Any:
         raise NotImplementedError

@@ -44,10 +44,10 @@ from lakehouse.quality.policy import Contract, Enforced, enforce
 from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
 from lakehouse.quality.replay import REPLAY_KEY
 from lakehouse.silver.build import ColumnChanges, SilverBuild
-from lakehouse.silver.columns import evolve, existing_schema, withhold
+from lakehouse.silver.columns import evolve, withhold
 from lakehouse.tables import evolution
-from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, transaction
-from lakehouse.tables.increments import FULL, Plan, plan_build, read_increment
+from lakehouse.tables.commits import ensure_table, transaction
+from lakehouse.tables.increments import Plan, plan_build, read_increment
 from lakehouse.tables.replace import key_mask, replace_keys
 from lakehouse.transforms.cdc import (
     AppliedChanges,
@@ -73,6 +73,7 @@ class CdcBuilt:
     changes_read: int = 0
     keys_touched: int = 0
     rows_quarantined: int = 0
+    versions_written: int = 0
     columns: ColumnChanges = field(default_factory=ColumnChanges)
 
 
@@ -97,44 +98,19 @@ class CdcBuild(SilverBuild):
         plan = plan_build(current_table, bronze, self.shape, full=full)
         if not _partitioned_like(history_table, history_layout):
             history_table = _repartition(history_table, history_layout)
-            plan = Plan(FULL, f"{history_name} is now partitioned by is_current", plan.until)
-        replayed = [s.snapshot_id for s in plan.appends if REPLAY_KEY in _summary(s)]
-        if replayed:
-            plan = Plan(
-                FULL,
-                f"bronze snapshot {replayed[0]} replays quarantined records "
-                "that may be older than what silver applied",
-                plan.until,
-            )
+            plan = plan.in_full(f"{history_name} is now partitioned by is_current")
         changes = ordered_changes(read_increment(bronze, plan, CHANGELOG_FIELDS), source)
         stored: dict[tuple, list[dict[str, Any]]] = {}
         if not plan.full:
-            stored = self._stored_versions(history_table, changes)
-            late = late_change(changes, source.keys, stored)
-            if late:  # look again with every version of the keys: it may be a redelivery
-                stored = self._stored_versions(history_table, changes, every=True)
-                late = late_change(changes, source.keys, stored)
-            if late:
-                plan = Plan(FULL, late, plan.until)
+            stored, why = self._on_top_of(bronze, history_table, plan, changes)
+            if why:
+                plan, stored = plan.in_full(why), {}
                 changes = ordered_changes(read_increment(bronze, plan, CHANGELOG_FIELDS), source)
-                stored = {}
-            else:
-                earlier = self._earlier_removals(bronze, plan, changes, stored)
-                if any(c.event.op == "t" for c in earlier):
-                    plan = Plan(
-                        FULL, "a truncate newer than a change of this increment", plan.until
-                    )
-                    changes = ordered_changes(
-                        read_increment(bronze, plan, CHANGELOG_FIELDS), source
-                    )
-                    stored = {}
-                else:
-                    changes += earlier
         # additive source changes evolve silver first; breaking ones stop here, naming it
         additions = evolution.plan(
             current_name,
             source.columns,
-            existing_schema(self.catalog, current_name),
+            current_table.schema(),
             (
                 (f"LSN {c.event.lsn} (kafka {c.partition}/{c.offset})", c.event.after)
                 for c in changes
@@ -142,10 +118,9 @@ class CdcBuild(SilverBuild):
             ),
             skip=UNAVAILABLE,
         )
-        existing = existing_schema(self.catalog, current_name)
         evolved = [
             c
-            for c in (*(existing.column_names if existing else ()), *additions)
+            for c in (*current_table.schema().column_names, *additions)
             if c not in current_layout.schema.column_names
         ]
         # declared types win (a column classified after it evolved), masked PII is text
@@ -175,7 +150,7 @@ class CdcBuild(SilverBuild):
             withheld,
         )
         quarantine = ensure_table(self.catalog, self.contract.quarantine_table, QUARANTINE)
-        properties = plan.properties(self.run_id, self.shape, RUN_ID_KEY)
+        properties = plan.properties(self.run_id, self.shape)
         touched = {key_of(c.event, source.keys) for c in prepared if c.event.op != "t"}
         built = CdcBuilt(
             plan=plan,
@@ -190,6 +165,7 @@ class CdcBuild(SilverBuild):
             columns=ColumnChanges(additions, evolved, withheld, withheld_values),
         )
         if plan.full:
+            built.versions_written = history_rows.num_rows
             for table, rows in (
                 (history_table, history_rows),
                 (quarantine, new_quarantine),
@@ -209,12 +185,13 @@ class CdcBuild(SilverBuild):
             for v in versions
             if not v["is_current"]
         }
-        changed = history_rows.filter(
+        changed = history_rows.filter(  # history_rows holds applied.history, in its order
             pa.array(
-                [_version_id(v, source.keys) not in unchanged for v in history_rows.to_pylist()],
+                [_version_id(v, source.keys) not in unchanged for v in applied.history],
                 pa.bool_(),
             )
         )
+        built.versions_written = changed.num_rows
         open_versions = EqualTo("is_current", True)
         replace_keys(history_table, changed, source.keys, touched, properties, open_versions)
         kept = self._quarantine_outside(quarantine, touched)
@@ -225,6 +202,30 @@ class CdcBuild(SilverBuild):
                 )
         replace_keys(current_table, current_rows, source.keys, touched, properties)
         return built
+
+    def _on_top_of(
+        self, bronze: Table, history: Table, plan: Plan, changes: list[OrderedChange]
+    ) -> tuple[dict[tuple, list[dict[str, Any]]], str | None]:
+        """The stored versions the changes apply on top of (``changes`` gains the deletes
+        and truncates they precede), or why only the whole changelog will do."""
+        replayed = [s.snapshot_id for s in plan.appends if REPLAY_KEY in _summary(s)]
+        if replayed:
+            return {}, (
+                f"bronze snapshot {replayed[0]} replays quarantined records that may be "
+                "older than what silver applied"
+            )
+        stored = self._stored_versions(history, changes)
+        late = late_change(changes, self.source.keys, stored)
+        if late:  # look again with every version of the keys: it may be a redelivery
+            stored = self._stored_versions(history, changes, every=True)
+            late = late_change(changes, self.source.keys, stored)
+        if late:
+            return {}, late
+        earlier = self._earlier_removals(bronze, plan, changes, stored)
+        if any(c.event.op == "t" for c in earlier):
+            return {}, "a truncate newer than a change of this increment"
+        changes += earlier
+        return stored, None
 
     def _prepared(self, change: OrderedChange, undeclared: set[str]) -> OrderedChange:
         """The change as silver stores it: PII masked, undeclared values storable."""

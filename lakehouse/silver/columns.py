@@ -9,7 +9,6 @@ gold raw. The WARN check that names them is ``lakehouse.defs.silver.evolution``.
 from __future__ import annotations
 
 import pyarrow as pa
-from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
 from lakehouse.tables import evolution
@@ -40,13 +39,6 @@ def pii_as_text(rows: pa.Table, pii) -> pa.Table:
 def evolve(table: Table, additions: dict, retyped: dict) -> Table:
     """New columns added and reclassified ones retyped: metadata-only commits."""
     return evolution.retype(evolution.apply(table, additions), retyped)
-
-
-def existing_schema(catalog, identifier: str):
-    try:
-        return catalog.load_table(identifier).schema()
-    except NoSuchTableError:
-        return None
 
 
 def storable(rows: list[dict], columns: set[str]) -> list[dict]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,18 +40,19 @@ from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
 from lakehouse.silver.build import ColumnChanges, SilverBuild
 from lakehouse.silver.columns import evolve, pii_as_text, withhold
 from lakehouse.tables.commits import (
-    RUN_ID_KEY,
     conform,
     ensure_table,
     transaction,
 )
 from lakehouse.tables.increments import Plan, plan_build, read_increment
 from lakehouse.tables.rebuilds import superseded_by
+from lakehouse.tables.replace import key_mask, keys_filter
 from lakehouse.transforms.masking import mask_frame
 from lakehouse.transforms.page_views import BRONZE_FIELDS, build_page_views
 
 TABLE = "silver.page_views"
 QUARANTINE_TABLE = "quarantine.page_views"
+POSITION = ("_kafka_partition", "_kafka_offset")  # a bronze record's place in Kafka
 TIMESTAMP_RULE = "event_ts_parseable"  # rejected before the contract: not a page view yet
 
 
@@ -114,7 +114,7 @@ class PageViewsBuild(SilverBuild):
             duplicates_removed=result.duplicates_removed,
             columns=ColumnChanges(result.additions, result.evolved, withheld, withheld_values),
         )
-        properties = plan.properties(self.run_id, self.shape, RUN_ID_KEY)
+        properties = plan.properties(self.run_id, self.shape)
         if plan.full:
             self._rebuild(built, bronze, candidates, rejects, properties)
         else:
@@ -150,6 +150,9 @@ class PageViewsBuild(SilverBuild):
 
     def _apply(self, built: PageViewsBuilt, candidates: pa.Table, rejects, properties) -> None:
         """Merge the new events into the days they touch; leave every other day's files."""
+        if not built.plan.appends:  # nothing new in bronze: nothing to read or record
+            self._enforce(built, candidates, rejects)
+            return
         days = sorted(set(candidates["event_date"].to_pylist()))
         built.days = [d.isoformat() for d in days]
         in_days = days_filter(days)
@@ -163,12 +166,14 @@ class PageViewsBuild(SilverBuild):
         rows, new_quarantine = self._enforce(built, candidates.filter(keep), rejects)
         # quarantine commits first and is idempotent (a retry after a lost silver commit
         # finds its rows there): a bronze record is quarantined at most once per rule
-        new_quarantine = new_quarantine.filter(pc.invert(_at(new_quarantine, stored)))
+        new_quarantine = new_quarantine.filter(
+            pc.invert(key_mask(new_quarantine, POSITION, stored))
+        )
         built.rows_quarantined = new_quarantine.num_rows
         stored_days = existing.num_rows > 0  # their files are replaced, not appended to
         silver_losers = {pos for where, pos in losers if where == "silver"}
         if silver_losers:
-            existing = existing.filter(pc.invert(_at(existing, silver_losers)))
+            existing = existing.filter(pc.invert(key_mask(existing, POSITION, silver_losers)))
         merged = pa.concat_tables([existing, rows]).sort_by(
             [("event_ts", "ascending"), ("event_id", "ascending")]
         )
@@ -176,10 +181,10 @@ class PageViewsBuild(SilverBuild):
         if new_quarantine.num_rows or quarantine_losers:
             with transaction(built.quarantine) as tx:
                 if quarantine_losers:
-                    tx.delete(_positions_filter(quarantine_losers), snapshot_properties=properties)
+                    tx.delete(
+                        keys_filter(POSITION, quarantine_losers), snapshot_properties=properties
+                    )
                 tx.append(new_quarantine, snapshot_properties=properties)
-        if not built.plan.appends:
-            return  # nothing new in bronze: nothing to record
         with transaction(built.silver) as tx:
             if stored_days:
                 tx.overwrite(merged, overwrite_filter=in_days, snapshot_properties=properties)
@@ -259,18 +264,3 @@ def _first_copies(candidates: pa.Table, seen: dict[str, tuple]) -> tuple[pa.Arra
         else:
             keep.append(False)
     return pa.array(keep, pa.bool_()), losers, duplicates
-
-
-def _at(rows: pa.Table, positions: set[tuple]) -> pa.Array:
-    coordinates = zip(
-        rows["_kafka_partition"].to_pylist(), rows["_kafka_offset"].to_pylist(), strict=True
-    )
-    return pa.array([c in positions for c in coordinates], pa.bool_())
-
-
-def _positions_filter(positions: list[tuple[Any, Any]]) -> BooleanExpression:
-    expression: BooleanExpression = AlwaysFalse()
-    for partition, offset in positions:
-        one = And(EqualTo("_kafka_partition", partition), EqualTo("_kafka_offset", offset))
-        expression = one if isinstance(expression, AlwaysFalse) else Or(expression, one)
-    return expression

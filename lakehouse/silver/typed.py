@@ -23,7 +23,6 @@ from lakehouse.silver.build import ColumnChanges, SilverBuild
 from lakehouse.silver.columns import evolve, pii_as_text, withhold
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import (
-    RUN_ID_KEY,
     conform,
     ensure_table,
     transaction,
@@ -124,7 +123,7 @@ class TypedBuild(SilverBuild):
             rows_written=rows.num_rows,
             columns=ColumnChanges(additions, list(extras), withheld, withheld_values),
         )
-        properties = plan.properties(self.run_id, self.shape, RUN_ID_KEY)
+        properties = plan.properties(self.run_id, self.shape)
         if plan.full:
             with transaction(table) as tx:
                 tx.overwrite(rows, snapshot_properties=properties)

@@ -30,6 +30,7 @@ from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
+from lakehouse.tables.commits import RUN_ID_KEY
 from lakehouse.tables.rebuilds import BUILT_FROM_KEY
 
 SHAPE_KEY = "lakehouse.silver-shape"
@@ -69,10 +70,14 @@ class Plan:
     def until_id(self) -> str:
         return str(self.until.snapshot_id) if self.until else ""
 
-    def properties(self, run_id: str, shape: Mapping[str, str], run_key: str) -> dict[str, str]:
+    def in_full(self, reason: str) -> Plan:
+        """The same build, from all of bronze up to the same pinned snapshot."""
+        return Plan(FULL, reason, self.until)
+
+    def properties(self, run_id: str, shape: Mapping[str, str]) -> dict[str, str]:
         """The snapshot summary every silver commit of this build carries."""
         return {
-            run_key: run_id,
+            RUN_ID_KEY: run_id,
             BUILT_FROM_KEY: self.until_id,
             SHAPE_KEY: json.dumps(dict(shape), sort_keys=True),
             MODE_KEY: self.mode,

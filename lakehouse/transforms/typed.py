@@ -9,7 +9,6 @@ stops the asset with the column and value named instead of guessing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -23,23 +22,6 @@ from lakehouse.declarations.layouts import iceberg_type
 
 class TypingError(ValueError):
     """A bronze value does not convert to its declared silver type."""
-
-
-@dataclass
-class TypedResult:
-    silver: pa.Table
-    bronze_rows: int
-    superseded: int  # older versions of a key, replaced by a later one
-
-
-def latest_typed(
-    bronze: pa.Table, columns: dict[str, str], keys: tuple[str, ...], order_by: list[str]
-) -> TypedResult:
-    """One typed row per key: the last by ``order_by`` (bronze's arrival order)."""
-    rows = latest_per_key(typed_columns(bronze, columns, carry=order_by), keys, order_by)
-    return TypedResult(
-        rows.drop_columns(order_by), bronze.num_rows, bronze.num_rows - rows.num_rows
-    )
 
 
 def order_columns(order_by: list[str]) -> list[str]:

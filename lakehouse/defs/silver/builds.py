@@ -17,7 +17,8 @@ from pydantic import Field
 
 from lakehouse.declarations.sources import Source
 from lakehouse.quality.policy import Contract
-from lakehouse.tables.increments import shape
+from lakehouse.silver.build import ColumnChanges
+from lakehouse.tables.increments import Plan, shape
 
 # Raise when the code that computes silver changes what it writes for the same bronze
 # (a new column, a different dedup rule): every silver table is rebuilt once.
@@ -70,3 +71,10 @@ def silver_shape(source: Source, contract: Contract | None) -> dict[str, str]:
             "logic": LOGIC_VERSION,
         }
     )
+
+
+def log_build(context: dg.AssetExecutionContext, table: str, plan: Plan, columns: ColumnChanges):
+    """What a build did, in the run's log: the columns it added, and its mode and why."""
+    if columns.additions:
+        context.log.info(f"schema evolved: added {sorted(columns.additions)} to {table}")
+    context.log.info(f"{table}: {plan.mode} build ({plan.reason})")

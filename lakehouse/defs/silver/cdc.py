@@ -6,10 +6,9 @@ from lakehouse.declarations.sources import (
     CdcSource,
     sources,
 )
-from lakehouse.defs.silver.builds import SilverBuildConfig, silver_shape
+from lakehouse.defs.silver.builds import SilverBuildConfig, log_build, silver_shape
 from lakehouse.defs.silver.evolution import (
     evolution_metadata,
-    log_evolution,
     new_columns_result,
     new_columns_spec,
 )
@@ -19,9 +18,6 @@ from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
 from lakehouse.quality.contracts import contract_for
 from lakehouse.silver.cdc import CdcBuild
-from lakehouse.tables.commits import (
-    with_commit_retries,
-)
 from resources.iceberg import IcebergCatalogResource
 
 
@@ -79,9 +75,8 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
             context.run.run_id,
             contract=contract,
         )
-        built = with_commit_retries(lambda: build.run(full=config.full))
-        log_evolution(context, f"silver.{source.name}", built.columns)
-        context.log.info(f"silver.{source.name}: {built.plan.mode} build ({built.plan.reason})")
+        built = build.run(full=config.full)
+        log_build(context, f"silver.{source.name}", built.plan, built.columns)
         applied = built.applied
         yield dg.MaterializeResult(
             asset_key=["silver", source.name],
@@ -103,7 +98,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
             metadata={
                 **table_metadata(built.history),
                 **built.plan.metadata(),
-                "versions_written": len(applied.history),
+                "versions_written": built.versions_written,
             },
         )
         yield dg.MaterializeResult(

@@ -54,8 +54,3 @@ def evolution_metadata(columns: ColumnChanges) -> dict:
         "columns_withheld": dg.MetadataValue.json(columns.withheld),
         "withheld_values": sum(columns.withheld_values.values()),
     }
-
-
-def log_evolution(context: dg.AssetExecutionContext, table: str, columns: ColumnChanges) -> None:
-    if columns.additions:
-        context.log.info(f"schema evolved: added {sorted(columns.additions)} to {table}")

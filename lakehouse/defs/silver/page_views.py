@@ -13,10 +13,9 @@ from lakehouse.declarations.sources import (
     KafkaSource,
     sources,
 )
-from lakehouse.defs.silver.builds import SilverBuildConfig, silver_shape
+from lakehouse.defs.silver.builds import SilverBuildConfig, log_build, silver_shape
 from lakehouse.defs.silver.evolution import (
     evolution_metadata,
-    log_evolution,
     new_columns_result,
     new_columns_spec,
 )
@@ -30,7 +29,6 @@ from lakehouse.silver.page_views import PageViewsBuild
 from lakehouse.tables.commits import (
     RUN_ID_KEY,
     ensure_table,
-    with_commit_retries,
 )
 from lakehouse.tables.evolution import SchemaBreak
 from lakehouse.transforms.page_views import vanished_fields
@@ -107,15 +105,13 @@ def silver_page_views(
     build = PageViewsBuild(
         catalog, source, silver_shape(source, contract), context.run.run_id, contract=contract
     )
-    # a lost commit race re-plans from what the winner recorded: nothing is applied twice
-    built = with_commit_retries(lambda: build.run(full=config.full))
-    log_evolution(context, "silver.page_views", built.columns)
+    built = build.run(full=config.full)
+    log_build(context, "silver.page_views", built.plan, built.columns)
     if built.superseded:
         context.log.warning(
             f"silver.page_views was already rebuilt from bronze snapshot {built.superseded}, "
             f"newer than this run's {built.plan.until_id}: nothing written"
         )
-    context.log.info(f"silver.page_views: {built.plan.mode} build ({built.plan.reason})")
     yield dg.MaterializeResult(
         asset_key=["silver", "page_views"],
         metadata={

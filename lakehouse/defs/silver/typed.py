@@ -7,10 +7,9 @@ from lakehouse.declarations.sources import (
     LandingSource,
     sources,
 )
-from lakehouse.defs.silver.builds import SilverBuildConfig, silver_shape
+from lakehouse.defs.silver.builds import SilverBuildConfig, log_build, silver_shape
 from lakehouse.defs.silver.evolution import (
     evolution_metadata,
-    log_evolution,
     new_columns_result,
     new_columns_spec,
 )
@@ -18,9 +17,6 @@ from lakehouse.orchestration.heap import freeze_loaded_heap
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
 from lakehouse.silver.typed import TypedBuild
-from lakehouse.tables.commits import (
-    with_commit_retries,
-)
 from resources.iceberg import IcebergCatalogResource
 
 
@@ -50,9 +46,8 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
     ):
         freeze_loaded_heap()
         build = TypedBuild(iceberg.load(), source, silver_shape(source, None), context.run.run_id)
-        built = with_commit_retries(lambda: build.run(full=config.full))
-        log_evolution(context, f"silver.{source.name}", built.columns)
-        context.log.info(f"silver.{source.name}: {built.plan.mode} build ({built.plan.reason})")
+        built = build.run(full=config.full)
+        log_build(context, f"silver.{source.name}", built.plan, built.columns)
         key = ["silver", source.name]
         return dg.MaterializeResult(
             metadata={
