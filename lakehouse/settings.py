@@ -118,6 +118,11 @@ class LakehouseSettings(BaseSettings):
     spark_jars_dir: Path | None = Field(
         default=None, description="Cache of the Iceberg jars for Spark; default: state_dir."
     )
+    spark_engine_min_changes: int = Field(
+        default=500_000,
+        description="A CDC silver build with engine auto runs on Spark from this many "
+        "changes to read (the increment, or the whole changelog on a full rebuild).",
+    )
 
     @cached_property
     def state_path(self) -> Path:

@@ -248,13 +248,33 @@ def test_sessions_pandas_path_equals_the_spec(spark_env):
 # ---------------------------------------------------------------- CDC merge
 
 
-def _cdc_bronze(catalog, messages: list[CdcMessage], days: list[int]) -> None:
-    """Bronze changelog rows as the ingestion writes them, ingested on the given days."""
-    source = _customers()
-    table = ensure_table(catalog, source.bronze_table, source.layout)
+def _customers():
+    return sources().cdc_source("customers")
+
+
+def _customers_increments(seed: int) -> list[list[CdcMessage]]:
+    """The customers changelog with redeliveries and a truncate, in random increments."""
+    messages, _ = generate_changes(snapshot=40, steps=260, seed=seed)
+    rng = random.Random(seed)
+    third = len(messages) // 3
+    head, rest = messages[:third], messages[third:]
+    after = json.loads(next(m.value for m in rest if m.value is not None))
+    after = after.get("payload") or after
+    truncate = envelope("t", None, None, after["source"]["lsn"] - 1, after["ts_ms"], 1, False)
+    delivered = [*head, CdcMessage(b"", json.dumps(truncate).encode()), *rest]
+    for message in list(delivered):
+        if message.value is not None and rng.random() < 0.05:  # redelivered later
+            first = delivered.index(message)
+            delivered.insert(rng.randint(first + 1, len(delivered)), message)
+    cuts = sorted(rng.sample(range(1, len(delivered)), 5))
+    return [delivered[i:j] for i, j in zip([0, *cuts], [*cuts, len(delivered)], strict=True)]
+
+
+def _land_changes(catalog, source, batch: list[CdcMessage], n: int, offset: int) -> int:
+    bronze = ensure_table(catalog, source.bronze_table, source.layout)
+    at = DAY0 + timedelta(hours=n)
     rows = []
-    for offset, (message, day) in enumerate(zip(messages, days, strict=True)):
-        ingested = DAY0 + timedelta(days=day, hours=12)
+    for message in batch:
         rows.append(
             {
                 **bronze_row(source, message),
@@ -262,80 +282,100 @@ def _cdc_bronze(catalog, messages: list[CdcMessage], days: list[int]) -> None:
                 "_kafka_topic": source.topic,
                 "_kafka_partition": 0,
                 "_kafka_offset": offset,
-                "_kafka_timestamp": ingested,
-                "_ingested_at": ingested,
-                "_run_id": "test",
+                "_kafka_timestamp": at,
+                "_ingested_at": at,
+                "_run_id": f"bronze-{n}",
             }
         )
-    table.append(pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+        offset += 1
+    bronze.append(pa.Table.from_pylist(rows, schema=bronze.schema().as_arrow()))
+    return offset
 
 
-def _customers():
-    return sources().cdc_source("customers")
+CDC_TABLES = ("silver.customers", "silver.customers_history", "quarantine.customers")
 
 
-def _changelog() -> tuple[list[CdcMessage], list[int]]:
-    """Three days of changes, a truncate on day 2, replays of day-1 events on day 3."""
-    messages, _ = generate_changes(snapshot=60, steps=500, seed=11)
-    third = len(messages) // 3
-    day1, rest = messages[:third], messages[third:]
-    truncate = envelope("t", None, None, 10**12, 1_800_000_000_000, 1, with_schema=False)
-    late = [CdcMessage(m.key, m.value) for m in day1[::7] if m.value is not None]
-    # a truncate between days 1 and 2 (LSN ordered before day 2's changes) ...
-    lsn_day2 = json.loads(next(m.value for m in rest if m.value is not None))
-    first_lsn = (lsn_day2.get("payload") or lsn_day2)["source"]["lsn"]
-    truncate["source"]["lsn"] = first_lsn - 1
-    truncate["ts_ms"] = (lsn_day2.get("payload") or lsn_day2)["ts_ms"]
-    t_message = CdcMessage(b"", json.dumps(truncate).encode())
-    day2, day3 = rest[: len(rest) // 2], rest[len(rest) // 2 :]
-    ordered = [*day1, t_message, *day2, *day3, *late]
-    days = [0] * len(day1) + [1] * (1 + len(day2)) + [2] * (len(day3) + len(late))
-    return ordered, days
+def _tables(catalog) -> dict[str, list]:
+    """Each table's rows, order-free; quarantine without the run's own columns."""
+    run_columns = {"_ingested_at", "_run_id"}
+    out = {}
+    for name in CDC_TABLES:
+        rows = catalog.load_table(name).scan().to_arrow().to_pylist()
+        out[name] = sorted(
+            sorted((k, repr(v)) for k, v in r.items() if k not in run_columns) for r in rows
+        )
+    return out
 
 
-def _pyiceberg_path(catalog):
-    """silver.customers as the pyiceberg asset computes it from the same bronze."""
+def _build(engine: str, full: bool = False) -> dg.ExecuteInProcessResult:
     from lakehouse.defs.silver.cdc import cdc_silver_asset
 
-    assert dg.materialize(
-        [cdc_silver_asset(_customers())], resources={"iceberg": IcebergCatalogResource()}
-    ).success
-    return _by_key(catalog.load_table("silver.customers").scan().to_arrow().to_pylist())
+    result = dg.materialize(
+        [cdc_silver_asset(_customers())],
+        resources={"iceberg": IcebergCatalogResource(), "spark": SparkResource()},
+        run_config={"ops": {"silver_customers": {"config": {"engine": engine, "full": full}}}},
+    )
+    assert result.success
+    return result
 
 
-def _by_key(rows: list[dict]) -> dict[str, dict]:
-    return {r["customer_id"]: r for r in rows}
+def _built(result: dg.ExecuteInProcessResult) -> dict:
+    events = result.asset_materializations_for_node("silver_customers")
+    metadata = next(e.metadata for e in events if e.asset_key.path == ["silver", "customers"])
+    return {k: v.value for k, v in metadata.items()}
 
 
-def test_cdc_merge_equals_the_pyiceberg_path(spark_env):
-    from lakehouse.defs.silver.spark import cdc_merge_asset
+def test_the_spark_engine_writes_the_arrow_engines_rows(spark_env):
+    """The same bronze increments, built by each engine into fresh tables: identical
+    current state, history and quarantine, increment by increment and in the end, and
+    equal to Spark's full rebuild; the truncate makes both rebuild, and both say why."""
+    catalog = IcebergCatalogResource().load()
+    source = _customers()
+    increments = _customers_increments(seed=21)
+    seen: dict[str, list] = {}
+    for engine in ("arrow", "spark"):
+        for name in (*CDC_TABLES, source.bronze_table):
+            catalog.drop_table(name) if catalog.table_exists(name) else None
+        offset, states, modes = 0, [], []
+        for n, batch in enumerate(increments):
+            offset = _land_changes(catalog, source, batch, n, offset)
+            built = _built(_build(engine))
+            assert built["lakehouse/engine"] == engine
+            why = re.sub(r"\d{12,}", "<snapshot>", built["lakehouse/silver_mode_reason"])
+            modes.append((built["lakehouse/silver_mode"], why))
+            states.append(_tables(catalog))
+        seen[engine] = [states, modes]
+    (arrow_states, arrow_modes), (spark_states, spark_modes) = seen["arrow"], seen["spark"]
+    assert spark_modes == arrow_modes
+    assert [m for m, _ in arrow_modes].count("incremental") >= 3
+    assert any("truncate" in why for _, why in arrow_modes)
+    for n, (arrow, spark) in enumerate(zip(arrow_states, spark_states, strict=True)):
+        for name in CDC_TABLES:
+            assert spark[name] == arrow[name], f"{name} after increment {n}"
+    final = spark_states[-1]
+    assert len(final["silver.customers"]) > 20 and len(final["silver.customers_history"]) > 100
+    assert any("'notes'" in str(r) for r in final["silver.customers"])
+
+    rebuilt = _built(_build("spark", full=True))
+    assert rebuilt["lakehouse/silver_mode"] == "full"
+    assert _tables(catalog) == final
+
+
+def test_auto_chooses_spark_from_the_threshold(spark_env, monkeypatch):
+    """A build with more changes to read than the threshold runs on Spark, and says so."""
 
     catalog = IcebergCatalogResource().load()
-    messages, days = _changelog()
-    _cdc_bronze(catalog, messages, days)
-    expected = _pyiceberg_path(catalog)
-    assert len(expected) > 20
-    assert any(r["notes"] is not None for r in expected.values())
-    merge = [cdc_merge_asset(_customers())]
-
-    # the whole backlog in one Spark run
-    result = _materialize(merge, ("2026-11-01", "2026-11-03"))
-    assert result.success
-    merged = catalog.load_table("silver.customers_merged")
-    assert _by_key(merged.scan().to_arrow().to_pylist()) == expected
-    metadata = result.asset_materializations_for_node("silver__customers_merged")[0].metadata
-    assert metadata["rows_in"].value == sum(1 for m in messages if m.value is not None)
-
-    # re-running an old day changes nothing: no deleted row comes back, no update regresses
-    assert _materialize(merge, ("2026-11-01", "2026-11-01")).success
-    assert _by_key(merged.refresh().scan().to_arrow().to_pylist()) == expected
-
-    # day by day into an empty table: same state
-    catalog.drop_table("silver.customers_merged")
-    for day in ("2026-11-01", "2026-11-02", "2026-11-03"):
-        assert _materialize(merge, (day, day)).success
-    again = catalog.load_table("silver.customers_merged")
-    assert _by_key(again.scan().to_arrow().to_pylist()) == expected
+    source = _customers()
+    offset = 0
+    for n, batch in enumerate(_customers_increments(seed=5)[:2]):
+        offset = _land_changes(catalog, source, batch, n, offset)
+    monkeypatch.setenv("LAKEHOUSE_SPARK_ENGINE_MIN_CHANGES", str(offset))
+    built = _built(_build("auto"))
+    assert built["lakehouse/engine"] == "spark"
+    assert f"{offset:,} changes to read" in built["lakehouse/engine_reason"]
+    monkeypatch.setenv("LAKEHOUSE_SPARK_ENGINE_MIN_CHANGES", str(offset + 1))
+    _land_changes(catalog, source, _customers_increments(seed=5)[2], 2, offset)
+    assert _built(_build("auto"))["lakehouse/engine"] == "arrow"
 
 
 # ---------------------------------------------------------------- interop
@@ -479,7 +519,7 @@ def test_spark_job_runs_in_a_fresh_process_and_stops_its_session(spark_env, spar
     assert report["stopped"]
     # one summary line per asset, not Spark's log
     assert len(report["logs"]) == len(report["meta"])
-    assert {"silver/sessions", "silver/customers_merged"} <= set(report["meta"])
+    assert set(report["meta"]) == {"silver/sessions"}
     assert report["meta"]["silver/sessions"]["spark_session_seconds"] > 0
     # Spark's log stays at WARN: no INFO lines from the JVM (Dagster's own lines differ)
     jvm_info = re.compile(r"^(\d\d/\d\d/\d\d )?\d\d:\d\d:\d\d INFO ", re.MULTILINE)
@@ -518,7 +558,7 @@ def test_spark_assets_have_their_own_job_and_stay_out_of_the_demo_graph(defs):
     spark_job = repo.get_job("spark")
     assert spark_job.tags["lakehouse/engine"] == "spark"
     keys = {k.to_user_string() for k in spark_job.asset_layer.executable_asset_keys}
-    assert {"silver/sessions", "silver/customers_merged"} <= keys
+    assert keys == {"silver/sessions"}
     graph = repo.asset_graph
     assert all(graph.get(dg.AssetKey.from_user_string(k)).partitions_def for k in keys)
     demo = repo.get_job("lakehouse").asset_layer.executable_asset_keys
@@ -526,3 +566,10 @@ def test_spark_assets_have_their_own_job_and_stay_out_of_the_demo_graph(defs):
     for key in keys:
         node = graph.get(dg.AssetKey.from_user_string(key))
         assert node.backfill_policy == dg.BackfillPolicy.single_run()
+    # the CDC silver assets are no Spark assets: a job runs them with engine spark
+    cdc = repo.get_job("cdc_on_spark")
+    assert cdc.tags["lakehouse/engine"] == "spark"
+    cdc_keys = {k.to_user_string() for k in cdc.asset_layer.executable_asset_keys}
+    assert {"silver/customers", "silver/customers_history", "quarantine/customers"} <= cdc_keys
+    ops = cdc.run_config["ops"] if isinstance(cdc.run_config, dict) else None
+    assert ops and {c["config"]["engine"] for c in ops.values()} == {"spark"}

@@ -31,6 +31,10 @@ class _Unavailable:
     def __repr__(self) -> str:
         return "UNAVAILABLE"
 
+    def __reduce__(self) -> str:
+        # one instance, also across pickling (Spark's Python workers compare by identity)
+        return "UNAVAILABLE"
+
 
 UNAVAILABLE = _Unavailable()
 

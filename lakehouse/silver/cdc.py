@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import (
     And,
     BooleanExpression,
@@ -35,7 +37,7 @@ from pyiceberg.expressions import (
     LessThanOrEqual,
 )
 from pyiceberg.table import Table
-from pyiceberg.types import StringType
+from pyiceberg.types import IcebergType, StringType
 
 from lakehouse.declarations.layouts import QUARANTINE, cdc_silver_layouts, iceberg_type
 from lakehouse.declarations.sources import CdcSource
@@ -47,10 +49,9 @@ from lakehouse.silver.build import ColumnChanges, SilverBuild
 from lakehouse.silver.columns import evolve, withhold
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import ensure_table, transaction
-from lakehouse.tables.increments import Plan, plan_build, read_increment
+from lakehouse.tables.increments import Plan, plan_build, read_increment, rows_to_read
 from lakehouse.tables.replace import key_mask, replace_keys
 from lakehouse.transforms.cdc import (
-    AppliedChanges,
     OrderedChange,
     apply_changes,
     key_of,
@@ -58,8 +59,57 @@ from lakehouse.transforms.cdc import (
     new_keys,
     ordered_changes,
 )
+from lakehouse.transforms.masking import Masker
 
 CHANGELOG_FIELDS = ("op", "payload", "_kafka_partition", "_kafka_offset")
+
+
+@dataclass(frozen=True)
+class ChangeCounts:
+    events_applied: int = 0
+    duplicates_skipped: int = 0
+    toast_values_carried: int = 0
+
+    def __add__(self, other: ChangeCounts) -> ChangeCounts:
+        return ChangeCounts(
+            self.events_applied + other.events_applied,
+            self.duplicates_skipped + other.duplicates_skipped,
+            self.toast_values_carried + other.toast_values_carried,
+        )
+
+
+@dataclass(frozen=True)
+class Shaping:
+    """How applied rows are stored: the columns beyond the layout, those withheld, and
+    the tables' schemas after evolution."""
+
+    undeclared: set[str]
+    withheld: list[str]
+    current_schema: pa.Schema
+    history_schema: pa.Schema
+
+
+@dataclass
+class ArrowWork:
+    """What the Arrow engine read: the plan it holds to, the changes, the stored versions."""
+
+    plan: Plan
+    changes: list[OrderedChange]
+    stored: dict[tuple, list[dict[str, Any]]]
+
+
+@dataclass
+class Applied:
+    """An engine's result: current rows of the touched keys (all rows when full), the
+    history versions to write (withheld columns nulled), and what it counted."""
+
+    current: pa.Table
+    history: Any  # pa.Table; the Spark engine may hand a DataFrame to its own writer
+    touched: set[tuple]  # the keys an incremental build replaces
+    keys_touched: int
+    counts: ChangeCounts
+    changes_read: int
+    versions_written: int
 
 
 @dataclass
@@ -68,7 +118,7 @@ class CdcBuilt:
     current: Table
     history: Table
     quarantine: Table
-    applied: AppliedChanges
+    applied: ChangeCounts
     enforced: Enforced
     changes_read: int = 0
     keys_touched: int = 0
@@ -88,6 +138,16 @@ class CdcBuild(SilverBuild):
     def names(self) -> tuple[str, str]:
         return f"silver.{self.source.name}", f"silver.{self.source.name}_history"
 
+    def changes_to_read(self, full: bool = False) -> int:
+        """How many changes a build now would read (from snapshot summaries): what an
+        engine is chosen by."""
+        bronze = self.catalog.load_table(self.source.bronze_table)
+        try:
+            current = self.catalog.load_table(self.names[0])
+        except NoSuchTableError:
+            current = None
+        return rows_to_read(bronze, plan_build(current, bronze, self.shape, full=full))
+
     def _run(self, full: bool) -> CdcBuilt:
         source = self.source
         current_layout, history_layout = cdc_silver_layouts(source.columns)
@@ -99,25 +159,10 @@ class CdcBuild(SilverBuild):
         if not _partitioned_like(history_table, history_layout):
             history_table = _repartition(history_table, history_layout)
             plan = plan.in_full(f"{history_name} is now partitioned by is_current")
-        changes = ordered_changes(read_increment(bronze, plan, CHANGELOG_FIELDS), source)
-        stored: dict[tuple, list[dict[str, Any]]] = {}
-        if not plan.full:
-            stored, why = self._on_top_of(bronze, history_table, plan, changes)
-            if why:
-                plan, stored = plan.in_full(why), {}
-                changes = ordered_changes(read_increment(bronze, plan, CHANGELOG_FIELDS), source)
+        work = self._read(bronze, history_table, plan)
+        plan = work.plan
         # additive source changes evolve silver first; breaking ones stop here, naming it
-        additions = evolution.plan(
-            current_name,
-            source.columns,
-            current_table.schema(),
-            (
-                (f"LSN {c.event.lsn} (kafka {c.partition}/{c.offset})", c.event.after)
-                for c in changes
-                if c.event.op in ("c", "u", "r") and c.event.after is not None
-            ),
-            skip=UNAVAILABLE,
-        )
+        additions = self._additions(current_table, work)
         evolved = [
             c
             for c in (*current_table.schema().column_names, *additions)
@@ -134,66 +179,53 @@ class CdcBuild(SilverBuild):
             current_layout.schema.column_names
         )
         withheld = source.withheld(undeclared)
-        prepared = [self._prepared(c, undeclared) for c in changes]
-        applied = apply_changes(prepared, source.keys, stored)
-        current_schema = current_table.schema().as_arrow()
-        current_rows, withheld_values = withhold(
-            pa.Table.from_pylist(applied.current, schema=current_schema), withheld
+        applied = self._apply(
+            work,
+            Shaping(
+                undeclared,
+                withheld,
+                current_table.schema().as_arrow(),
+                history_table.schema().as_arrow(),
+            ),
         )
+        current_schema = current_table.schema().as_arrow()
+        current_rows, withheld_values = withhold(applied.current, withheld)
         enforced = enforce(self.contract, current_rows.to_pandas())
         current_rows = pa.Table.from_pandas(
             enforced.passed, schema=current_schema, preserve_index=False
         )
         new_quarantine = quarantine_table(quarantine_frame(enforced, source.name, self.run_id))
-        history_rows, _ = withhold(
-            pa.Table.from_pylist(applied.history, schema=history_table.schema().as_arrow()),
-            withheld,
-        )
         quarantine = ensure_table(self.catalog, self.contract.quarantine_table, QUARANTINE)
         properties = plan.properties(self.run_id, self.shape)
-        touched = {key_of(c.event, source.keys) for c in prepared if c.event.op != "t"}
         built = CdcBuilt(
             plan=plan,
             current=current_table,
             history=history_table,
             quarantine=quarantine,
-            applied=applied,
+            applied=applied.counts,
             enforced=enforced,
-            changes_read=len(changes),
-            keys_touched=len(touched),
+            changes_read=applied.changes_read,
+            keys_touched=applied.keys_touched,
             rows_quarantined=new_quarantine.num_rows,
+            versions_written=applied.versions_written,
             columns=ColumnChanges(additions, evolved, withheld, withheld_values),
         )
         if plan.full:
-            built.versions_written = history_rows.num_rows
-            for table, rows in (
-                (history_table, history_rows),
-                (quarantine, new_quarantine),
-                (current_table, current_rows),
-            ):
+            self._overwrite_history(history_table, applied.history, properties)
+            for table, rows in ((quarantine, new_quarantine), (current_table, current_rows)):
                 with transaction(table) as tx:
                     tx.overwrite(rows, snapshot_properties=properties)
             return built
         if not plan.appends:
             return built  # nothing new in bronze
         # history and quarantine first, current last: current records how far bronze was
-        # applied, and a retry after a lost race finds the others' rows as duplicates
-        # closed versions silver held stay where they are: only open versions are replaced
-        unchanged = {
-            _version_id(v, source.keys)
-            for versions in stored.values()
-            for v in versions
-            if not v["is_current"]
-        }
-        changed = history_rows.filter(  # history_rows holds applied.history, in its order
-            pa.array(
-                [_version_id(v, source.keys) not in unchanged for v in applied.history],
-                pa.bool_(),
-            )
-        )
-        built.versions_written = changed.num_rows
+        # applied, and a retry after a lost race finds the others' rows as duplicates.
+        # Closed versions silver held stay where they are: only open versions are replaced.
+        touched = applied.touched
         open_versions = EqualTo("is_current", True)
-        replace_keys(history_table, changed, source.keys, touched, properties, open_versions)
+        replace_keys(
+            history_table, applied.history, source.keys, touched, properties, open_versions
+        )
         kept = self._quarantine_outside(quarantine, touched)
         if new_quarantine.num_rows or kept.num_rows != _rows(quarantine):
             with transaction(quarantine) as tx:
@@ -202,6 +234,39 @@ class CdcBuild(SilverBuild):
                 )
         replace_keys(current_table, current_rows, source.keys, touched, properties)
         return built
+
+    # -- the Arrow engine: the increment in memory, applied in one process ------------
+
+    def _read(self, bronze: Table, history: Table, plan: Plan) -> ArrowWork:
+        """The plan's changes and the stored versions they apply on top of."""
+        changes = ordered_changes(read_increment(bronze, plan, CHANGELOG_FIELDS), self.source)
+        stored: dict[tuple, list[dict[str, Any]]] = {}
+        if not plan.full:
+            stored, why = self._on_top_of(bronze, history, plan, changes)
+            if why:
+                plan, stored = plan.in_full(why), {}
+                changes = ordered_changes(
+                    read_increment(bronze, plan, CHANGELOG_FIELDS), self.source
+                )
+        return ArrowWork(plan, changes, stored)
+
+    def _additions(self, current: Table, work: ArrowWork) -> dict[str, IcebergType]:
+        return evolution.plan(
+            self.names[0],
+            self.source.columns,
+            current.schema(),
+            after_images(work.changes),
+            skip=UNAVAILABLE,
+        )
+
+    def _apply(self, work: ArrowWork, shaping: Shaping) -> Applied:
+        return apply_partition(
+            self.source, self.masker, work.changes, work.stored, shaping, full=work.plan.full
+        )
+
+    def _overwrite_history(self, history: Table, rows: Any, properties: dict[str, str]) -> None:
+        with transaction(history) as tx:
+            tx.overwrite(rows, snapshot_properties=properties)
 
     def _on_top_of(
         self, bronze: Table, history: Table, plan: Plan, changes: list[OrderedChange]
@@ -227,33 +292,8 @@ class CdcBuild(SilverBuild):
         changes += earlier
         return stored, None
 
-    def _prepared(self, change: OrderedChange, undeclared: set[str]) -> OrderedChange:
-        """The change as silver stores it: PII masked, undeclared values storable."""
-        event = change.event
-
-        def image(values: dict[str, Any] | None) -> dict[str, Any] | None:
-            if values is None:
-                return None
-            out = {}
-            for column, value in values.items():
-                if value is not UNAVAILABLE:
-                    if column in self.source.pii:
-                        value = self.masker.mask(value, self.source.pii[column])
-                    elif column in undeclared:
-                        value = evolution.to_storable(value)
-                out[column] = value
-            return out
-
-        masked = dataclasses.replace(event, before=image(event.before), after=image(event.after))
-        return dataclasses.replace(change, event=masked)
-
     def _key(self, change: OrderedChange) -> tuple:
-        """The change's key as silver stores it (a PII key column is masked)."""
-        pii = self.source.pii
-        return tuple(
-            self.masker.mask(v, pii[c]) if c in pii else v
-            for c, v in zip(self.source.keys, key_of(change.event, self.source.keys), strict=True)
-        )
+        return stored_key(self.source, self.masker, change)
 
     def _earlier_removals(
         self, bronze: Table, plan: Plan, changes: list[OrderedChange], stored: dict
@@ -327,6 +367,92 @@ class CdcBuild(SilverBuild):
         return rows.filter(pa.array(keep, pa.bool_())) if rows.num_rows else rows
 
 
+def apply_partition(
+    source: CdcSource,
+    masker: Masker,
+    changes: list[OrderedChange],
+    stored: dict[tuple, list[dict[str, Any]]],
+    shaping: Shaping,
+    *,
+    full: bool,
+) -> Applied:
+    """``changes`` applied on top of ``stored``: the rows a build writes for their keys.
+
+    Keys are independent of each other (a truncate aside, which every part of a build
+    sees), so the Arrow engine calls this once with every change, and the Spark engine
+    once per partition of keys: both write the same rows.
+    """
+    keys = source.keys
+    prepared = [prepare(source, masker, c, shaping.undeclared) for c in changes]
+    applied = apply_changes(prepared, keys, stored)
+    versions = applied.history
+    if not full:  # closed versions silver holds stay where they are: not written again
+        unchanged = {
+            version_id(v, keys) for held in stored.values() for v in held if not v["is_current"]
+        }
+        versions = [v for v in versions if version_id(v, keys) not in unchanged]
+    history, _ = withhold(
+        pa.Table.from_pylist(versions, schema=shaping.history_schema), shaping.withheld
+    )
+    touched = {key_of(c.event, keys) for c in prepared if c.event.op != "t"}
+    return Applied(
+        current=pa.Table.from_pylist(applied.current, schema=shaping.current_schema),
+        history=history,
+        touched=touched,
+        keys_touched=len(touched),
+        counts=ChangeCounts(
+            applied.events_applied, applied.duplicates_skipped, applied.toast_values_carried
+        ),
+        changes_read=len(changes),
+        versions_written=history.num_rows,
+    )
+
+
+def prepare(
+    source: CdcSource, masker: Masker, change: OrderedChange, undeclared: set[str]
+) -> OrderedChange:
+    """The change as silver stores it: PII masked, undeclared values storable."""
+    event = change.event
+
+    def image(values: dict[str, Any] | None) -> dict[str, Any] | None:
+        if values is None:
+            return None
+        out = {}
+        for column, value in values.items():
+            if value is not UNAVAILABLE:
+                if column in source.pii:
+                    value = masker.mask(value, source.pii[column])
+                elif column in undeclared:
+                    value = evolution.to_storable(value)
+            out[column] = value
+        return out
+
+    masked = dataclasses.replace(event, before=image(event.before), after=image(event.after))
+    return dataclasses.replace(change, event=masked)
+
+
+def stored_key(source: CdcSource, masker: Masker, change: OrderedChange) -> tuple:
+    """The change's key as silver stores it (a PII key column is masked)."""
+    pii = source.pii
+    return tuple(
+        masker.mask(v, pii[c]) if c in pii else v
+        for c, v in zip(source.keys, key_of(change.event, source.keys), strict=True)
+    )
+
+
+def after_images(changes: list[OrderedChange]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(position, row) of every upsert: what schema evolution checks."""
+    return (
+        (f"LSN {c.event.lsn} (kafka {c.partition}/{c.offset})", c.event.after)
+        for c in changes
+        if c.event.op in ("c", "u", "r") and c.event.after is not None
+    )
+
+
+def version_id(version: dict[str, Any], keys: tuple[str, ...]) -> tuple:
+    return (*(version[k] for k in keys), version["_lsn"], version["_op"], version["valid_from"])
+
+
 def _summary(snapshot) -> dict[str, str]:
     return dict(snapshot.summary.additional_properties) if snapshot.summary else {}
 
@@ -344,10 +470,6 @@ def _as_key(value: Any) -> str:
 def _loose(keys: set[tuple]) -> set[tuple]:
     """Keys compared as text: quarantine keeps rows as JSON (numbers, decimals as text)."""
     return {tuple(_as_key(v) for v in key) for key in keys}
-
-
-def _version_id(version: dict[str, Any], keys: tuple[str, ...]) -> tuple:
-    return (*(version[k] for k in keys), version["_lsn"], version["_op"], version["valid_from"])
 
 
 def _key_range(columns: tuple[str, ...], keys: set[tuple]) -> BooleanExpression:

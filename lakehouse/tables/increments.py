@@ -144,6 +144,21 @@ def plan_build(
     )
 
 
+def rows_to_read(bronze: Table, plan: Plan) -> int:
+    """How many bronze rows the plan reads, from the snapshots' summaries (no file read)."""
+    if plan.until is None:
+        return 0
+    if plan.full:
+        return _total(plan.until)
+    return sum(_total(s, "added-records") for s in plan.appends)
+
+
+def _total(snapshot: Snapshot, key: str = "total-records") -> int:
+    summary = snapshot.summary
+    value = summary[key] if summary is not None and key in summary else None
+    return int(value) if value is not None else 0
+
+
 def increment_batches(
     bronze: Table,
     plan: Plan,

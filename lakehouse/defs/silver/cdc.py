@@ -1,6 +1,9 @@
 """silver.<table> (current state) and silver.<table>_history (SCD2) of each CDC source."""
 
+from typing import Literal
+
 import dagster as dg
+from pydantic import Field
 
 from lakehouse.declarations.sources import (
     CdcSource,
@@ -17,8 +20,21 @@ from lakehouse.orchestration.heap import freeze_loaded_heap
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
 from lakehouse.quality.contracts import contract_for
+from lakehouse.settings import get_settings
 from lakehouse.silver.cdc import CdcBuild
+from lakehouse.spark.cdc_build import SPARK, SparkCdcBuild, choose_engine
 from resources.iceberg import IcebergCatalogResource
+from resources.spark import SparkResource
+
+
+class CdcBuildConfig(SilverBuildConfig):
+    engine: Literal["auto", "arrow", "spark"] = Field(
+        default="auto",
+        description="Where the build's per-key work runs: arrow (in the step's process), "
+        "spark (Spark's workers, for large changelogs and backfills), or auto: spark from "
+        "LAKEHOUSE_SPARK_ENGINE_MIN_CHANGES changes to read (default 500,000). Both write "
+        "the same rows to the same tables.",
+    )
 
 
 def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
@@ -64,20 +80,25 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
     def _asset(
         context: dg.AssetExecutionContext,
         iceberg: IcebergCatalogResource,
-        config: SilverBuildConfig,
+        spark: SparkResource,
+        config: CdcBuildConfig,
     ):
         freeze_loaded_heap()
         contract = contract_for(f"silver.{source.name}")
-        build = CdcBuild(
-            iceberg.load(),
-            source,
-            silver_shape(source, contract),
-            context.run.run_id,
-            contract=contract,
+        args = (iceberg.load(), source, silver_shape(source, contract), context.run.run_id)
+        build = CdcBuild(*args, contract=contract)
+        engine, why = choose_engine(
+            config.engine,
+            build.changes_to_read(config.full),
+            get_settings().spark_engine_min_changes,
         )
+        context.log.info(f"silver.{source.name}: {engine} engine ({why})")
+        if engine == SPARK:
+            build = SparkCdcBuild(*args, contract=contract, spark=spark.session())
         built = build.run(full=config.full)
         log_build(context, f"silver.{source.name}", built.plan, built.columns)
         applied = built.applied
+        engine_metadata = {"lakehouse/engine": engine, "lakehouse/engine_reason": why}
         yield dg.MaterializeResult(
             asset_key=["silver", source.name],
             metadata={
@@ -85,6 +106,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
                 **quality_metadata(contract, built.enforced),
                 **evolution_metadata(built.columns),
                 **built.plan.metadata(),
+                **engine_metadata,
                 "rows_quarantined": built.rows_quarantined,
                 "changes_read": built.changes_read,
                 "keys_touched": built.keys_touched,
@@ -98,6 +120,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
             metadata={
                 **table_metadata(built.history),
                 **built.plan.metadata(),
+                **engine_metadata,
                 "versions_written": built.versions_written,
             },
         )
