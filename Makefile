@@ -28,7 +28,7 @@ dev: install  ## local stack + Dagster UI on http://127.0.0.1:3000
 	$(BIN)/lakehouse dev
 
 test: install lint  ## the test suite (what CI runs)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 check-sql: install  ## the gold SQL, compiled for Trino offline and checked (run before deploying)
 	$(BIN)/lakehouse check-sql

@@ -19,6 +19,7 @@ BENCHES = [
     "sensor_backlog",
     "latency",
     "incremental",
+    "cdc_engines",
 ]
 
 

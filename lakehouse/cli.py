@@ -195,12 +195,14 @@ def demo(
     with stack_session(settings):
         from lakehouse.demo.load import publish_demo
 
+        stack_up = time.monotonic()
         loaded = publish_demo(settings, scale)
         typer.echo(
             f"demo data: {loaded.events_produced} events and "
             f"{loaded.changes_produced} change events produced, "
             f"{loaded.files_uploaded} files uploaded"
             + (f", shop database {loaded.postgres}" if loaded.postgres else "")
+            + f" (stack up {stack_up - began:.1f} s, data {time.monotonic() - stack_up:.1f} s)"
         )
         for note in loaded.notes:
             typer.echo(f"  note: {note}")
@@ -217,6 +219,7 @@ def run_graph(settings: LakehouseSettings) -> str:
     silver, unpartitioned gold), then every daily gold partition as one backfill run
     (a single dbt invocation for the whole range).
     """
+    loading = time.monotonic()
     prepare_dbt()
     prepare_dagster_home(settings)
     import dagster as dg
@@ -224,10 +227,11 @@ def run_graph(settings: LakehouseSettings) -> str:
     from lakehouse.declarations.sources import sources
     from lakehouse.definitions import defs
     from lakehouse.demo.shop import postgres_reachable
-    from lakehouse.demo.summary import summarize
+    from lakehouse.demo.summary import summarize, where_the_time_went
     from lakehouse.orchestration.partitions import DAILY
 
     job = defs.resolve_job_def("lakehouse")
+    loaded = f"  code location (dbt manifest, definitions): {time.monotonic() - loading:.1f} s"
     selection = None
     if not postgres_reachable(settings.postgres_dsn):
         database = {dg.AssetKey(["bronze", s.bronze_name]) for s in sources().database}
@@ -256,7 +260,8 @@ def run_graph(settings: LakehouseSettings) -> str:
                     run_config=quiet, instance=instance, raise_on_error=False, tags=backfill
                 )
             )
-    summary = summarize(settings, results) + f"\nrun log:   {run_log}"
+        times = [loaded, *(where_the_time_went(instance, result) for result in results)]
+    summary = summarize(settings, results, times) + f"\nrun log:   {run_log}"
     failed = [r.run_id for r in results if not r.success]
     if failed:
         typer.secho(summary, err=True)

@@ -22,6 +22,7 @@ from lakehouse.tables.evolution import SchemaBreak, plan
 from lakehouse.transforms.masking import Masker
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
+from resources.spark import SparkResource
 
 DECLARED = {"id": "string", "amount": "decimal(10,2)", "qty": "int"}
 
@@ -157,7 +158,9 @@ def test_a_new_field_flows_into_silver_and_a_breaking_change_stops_the_source(la
         # classified as plain in sources.yml: the next build from bronze fills it
         plain = cdc_silver_asset(SOURCE.model_copy(update={"plain": ("loyalty_tier",)}))
         rebuilt = dg.materialize(
-            [plain], resources={"iceberg": IcebergCatalogResource()}, instance=instance
+            [plain],
+            resources={"iceberg": IcebergCatalogResource(), "spark": SparkResource()},
+            instance=instance,
         )
         assert _check(rebuilt, ["silver", "customers"]).passed
         table = catalog.load_table("silver.customers")

@@ -23,7 +23,40 @@ def table_counts(settings: LakehouseSettings) -> dict[str, int]:
     return counts
 
 
-def summarize(settings: LakehouseSettings, results: list[dg.ExecuteInProcessResult]) -> str:
+def where_the_time_went(
+    instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, top: int = 6
+) -> str:
+    """A run's wall time and its longest steps, from the run's own event log."""
+    starts: dict[str, float] = {}
+    steps: dict[str, float] = {}
+    began = ended = None
+    for entry in instance.all_logs(result.run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        kind = event.event_type_value
+        if kind == "RUN_START":
+            began = entry.timestamp
+        elif kind in ("RUN_SUCCESS", "RUN_FAILURE"):
+            ended = entry.timestamp
+        elif kind == "STEP_START" and event.step_key:
+            starts[event.step_key] = entry.timestamp
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
+            steps[event.step_key] = entry.timestamp - starts[event.step_key]
+    total = (ended - began) if began is not None and ended is not None else sum(steps.values())
+    longest = sorted(steps.items(), key=lambda item: -item[1])[:top]
+    rest = sum(steps.values()) - sum(s for _, s in longest)
+    parts = [f"{name} {seconds:.1f} s" for name, seconds in longest]
+    if len(steps) > top:
+        parts.append(f"{len(steps) - top} more {rest:.1f} s")
+    return f"  {result.job_def.name}: {total:.1f} s in {len(steps)} steps ({', '.join(parts)})"
+
+
+def summarize(
+    settings: LakehouseSettings,
+    results: list[dg.ExecuteInProcessResult],
+    times: list[str] | None = None,
+) -> str:
     checks = [c for result in results for c in result.get_asset_check_evaluations()]
     passed = sum(1 for c in checks if c.passed)
     lines = [""]
@@ -32,6 +65,8 @@ def summarize(settings: LakehouseSettings, results: list[dg.ExecuteInProcessResu
             f"run {result.run_id} ({result.job_def.name}): "
             + ("success" if result.success else "FAILED")
         )
+    if times:
+        lines += ["time:", *times]
     lines.append(f"asset checks: {passed}/{len(checks)} passed")
     for check in checks:
         if not check.passed:

@@ -80,6 +80,8 @@ class SparkWork:
     grouped: DataFrame | None
     truncates: list[tuple] = field(default_factory=list)  # (payload, partition, offset)
     earlier: list[tuple] = field(default_factory=list)
+    new_values: list[tuple[str, dict]] = field(default_factory=list)  # for schema evolution
+    breaks: list[str] = field(default_factory=list)  # breaking source changes found
 
 
 @dataclass
@@ -115,21 +117,27 @@ class SparkCdcBuild(CdcBuild):
         if truncates and not plan.full:
             lsn = parse_change(truncates[0][0].encode(), self.source.columns).lsn
             return SparkWork(plan.in_full(f"a truncate at LSN {lsn} empties the table"), None)
+        key_schema = self._key_schema(history)
+        keyed_schema = pa.schema([*_KEYED, *key_schema])
         keyed = changes.where("op IS NULL OR op <> 't'").mapInArrow(
-            _keyed_changes(self.source, self._pii_key()), _spark_schema(_KEYED)
+            _keyed_changes(self.source, self._pii_key(), keyed_schema),
+            _spark_schema(keyed_schema),
         )
-        grouped = keyed.select("*", F.lit(None).alias("version"))
         if not plan.full:
-            grouped = grouped.unionByName(self._stored(history, keyed), allowMissingColumns=True)
+            keyed = keyed.persist(StorageLevel.MEMORY_AND_DISK)  # read twice below
+        grouped = keyed.select(*_KEYED.names, F.lit(None).alias("version"))
+        if not plan.full:
+            stored = self._stored(history, keyed, key_schema)
+            grouped = grouped.unionByName(stored, allowMissingColumns=True)
         grouped = grouped.repartition(self._partitions(), "_key")
-        # read by the checks, the schema evolution and the build: decoded once
+        # read by the survey and by the build: decoded once
         work = SparkWork(plan, grouped.persist(StorageLevel.MEMORY_AND_DISK), truncates)
-        if plan.full:
-            return work
-        checked = self._on_top(work)
-        if checked.grouped is None:
+        surveyed = self._survey(work)
+        if not plan.full:
+            keyed.unpersist()  # the grouped frame holds what the build reads
+        if surveyed.grouped is None:
             work.grouped.unpersist()
-        return checked
+        return surveyed
 
     def _bronze(self, plan: Plan) -> DataFrame | None:
         """The plan's changelog rows (tombstones left out), read by Spark."""
@@ -148,8 +156,17 @@ class SparkCdcBuild(CdcBuild):
             .select(*CHANGELOG_FIELDS)
         )
 
-    def _stored(self, history: Table, changes: DataFrame) -> DataFrame:
-        """Every stored version of the keys the changes touch, keyed like them."""
+    def _key_schema(self, history: Table) -> pa.Schema:
+        """The key columns as the history stores them, named apart from bronze's."""
+        stored = _spark_compatible(history.schema().as_arrow())
+        return pa.schema([(f"_k_{k}", stored.field(k).type) for k in self.source.keys])
+
+    def _stored(self, history: Table, changes: DataFrame, key_schema: pa.Schema) -> DataFrame:
+        """Every stored version of the keys the changes touch, keyed like them.
+
+        The history is joined with the touched keys in Spark (a scan and a hash join:
+        no Python per stored row); only the matching versions get their key text.
+        """
         from pyspark.sql import functions as F
 
         snapshot = history.current_snapshot()
@@ -157,25 +174,40 @@ class SparkCdcBuild(CdcBuild):
         if snapshot is not None:
             reader = reader.option("snapshot-id", snapshot.snapshot_id)
         versions = reader.table(self._qualified(".".join(history.name()[-2:])))
+        wanted = changes.select(*key_schema.names).distinct()
+        keys = self.source.keys
+        if len(keys) == 1:  # a range the data files' key bounds prune by
+            bounds = wanted.agg(F.min(key_schema.names[0]), F.max(key_schema.names[0])).first()
+            if bounds[0] is not None:
+                versions = versions.where(F.col(keys[0]).between(bounds[0], bounds[1]))
+        on = [versions[k].eqNullSafe(wanted[f"_k_{k}"]) for k in keys]
+        touched = versions.join(wanted, on, "left_semi")
         schema = _spark_compatible(history.schema().as_arrow())
-        keyed = versions.select(F.struct(*schema.names).alias("version")).mapInArrow(
-            _keyed_versions(self.source.keys, schema),
+        return touched.select(F.struct(*schema.names).alias("version")).mapInArrow(
+            _keyed_versions(keys, schema),
             _spark_schema(pa.schema([("_key", pa.string()), ("version", pa.struct(schema))])),
         )
-        wanted = changes.select("_key").distinct()
-        return keyed.join(wanted, "_key", "left_semi")
 
-    def _on_top(self, work: SparkWork) -> SparkWork:
-        """The Arrow engine's checks, per partition: a late change, or a truncate newer
-        than a change of the increment, takes the whole changelog; deletes newer than
-        the changes of keys silver holds no open version of join every partition."""
-        checked = work.grouped.mapInArrow(
-            _checks(self.source, self._pii_key()), _spark_schema(_CHECKED)
+    def _survey(self, work: SparkWork) -> SparkWork:
+        """One pass over the partitions before the build: the values of columns silver
+        does not hold yet and breaking source changes (schema evolution), and for an
+        increment the Arrow engine's checks: a late change, or a truncate newer than a
+        change of the increment, takes the whole changelog; deletes newer than the
+        changes of keys silver holds no open version of join every partition."""
+        rows = work.grouped.mapInArrow(
+            _survey(self.source, self._pii_key(), self.names[0], work.plan.full),
+            _spark_schema(_SURVEY),
         ).collect()
-        late = sorted(r["late"] for r in checked if r["late"])
+        work.breaks = sorted(r["error"] for r in rows if r["error"])
+        work.new_values = [
+            (r["position"], pickle.loads(r["values"])) for r in rows if r["values"] is not None
+        ]
+        if work.plan.full:
+            return work
+        late = sorted(r["late"] for r in rows if r["late"])
         if late:
             return SparkWork(work.plan.in_full(late[0]), None)
-        floors = [r["fresh_floor"] for r in checked if r["fresh_floor"] is not None]
+        floors = [r["fresh_floor"] for r in rows if r["fresh_floor"] is not None]
         if not floors:
             return work
         removals = (
@@ -196,21 +228,14 @@ class SparkCdcBuild(CdcBuild):
     # -- evolving and applying -------------------------------------------------------
 
     def _additions(self, current: Table, work: SparkWork) -> dict:
-        """Each partition checks its changes against the declared and stored columns (a
-        breaking change comes back as the Arrow engine's error) and returns the values
-        of columns silver does not hold yet; the driver infers their types from all."""
-        if work.grouped is None:
-            return {}
-        schema = current.schema()
-        rows = work.grouped.where("version IS NULL").mapInArrow(
-            _new_values(self.source, self.names[0]), _spark_schema(_NEW_VALUES)
+        """The survey's partitions checked their changes against the declared columns (a
+        breaking change comes back as the Arrow engine's error) and sent the values of
+        undeclared columns; their types are inferred from all of them, as in Arrow."""
+        if work.breaks:
+            raise evolution.SchemaBreak(work.breaks[0])
+        return evolution.plan(
+            self.names[0], {}, current.schema(), work.new_values, skip=UNAVAILABLE
         )
-        found = rows.collect()
-        breaks = [r["error"] for r in found if r["error"]]
-        if breaks:
-            raise evolution.SchemaBreak(sorted(breaks)[0])
-        values = [(r["position"], pickle.loads(r["values"])) for r in found if r["values"]]
-        return evolution.plan(self.names[0], {}, schema, values, skip=UNAVAILABLE)
 
     def _apply(self, work: SparkWork, shaping: Shaping) -> Applied:
         if work.grouped is None:
@@ -231,44 +256,47 @@ class SparkCdcBuild(CdcBuild):
         results = work.grouped.mapInArrow(
             _applied(self.source, self._pii_key(), shaping, work, blocks),
             _spark_schema(blocks.schema),
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        full = work.plan.full
         try:
-            counts = results.where("kind = 'counts'").select("counts.*").collect()
-            # every partition applied the truncates: count them once
-            extra = len(work.truncates) * max(len(counts) - 1, 0)
-            total = ChangeCounts(
-                sum(r["applied"] for r in counts) - extra,
-                sum(r["duplicates"] for r in counts),
-                sum(r["carried"] for r in counts),
-            )
-            touched = set()
-            if not work.plan.full:  # the keys whose rows an increment replaces
-                keys = results.where("kind = 'key'").select("key").collect()
-                touched = {pickle.loads(r["key"]) for r in keys}
-            rows = _collect(
-                results.where("kind = 'current'").select("current.*"), shaping.current_schema
-            )
-            versions = results.where("kind = 'version'").select("version.*")
-            written = versions.count()
-            if not work.plan.full:
-                versions = _collect(versions, shaping.history_schema)
+            if full:  # the history stays in Spark, written from the persisted results
+                results = results.persist(StorageLevel.MEMORY_AND_DISK)
+                got = _collect_raw(results.where("kind <> 'version'"))
+            else:  # an increment's rows: bounded by the keys it touches
+                got = _collect_raw(results)
         except BaseException:
             results.unpersist()
             raise
         finally:
             work.grouped.unpersist()
-        if work.plan.full:
+        kind = got.column("kind")
+        counts = got.filter(pc.equal(kind, "counts")).column("counts").to_pylist()
+        # every partition applied the truncates: count them once
+        extra = len(work.truncates) * max(len(counts) - 1, 0)
+        total = ChangeCounts(
+            sum(r["applied"] for r in counts) - extra,
+            sum(r["duplicates"] for r in counts),
+            sum(r["carried"] for r in counts),
+        )
+        keys = got.filter(pc.equal(kind, "key")).column("key").to_pylist()
+        rows = _struct_rows(
+            got.filter(pc.equal(kind, "current")), "current", shaping.current_schema
+        )
+        if full:
             self._results = results  # unpersisted once Spark wrote the history
+            versions = results.where("kind = 'version'").select("version.*")
         else:
-            results.unpersist()
+            versions = _struct_rows(
+                got.filter(pc.equal(kind, "version")), "version", shaping.history_schema
+            )
         return Applied(
             rows,
             versions,
-            touched,
+            {pickle.loads(k) for k in keys},
             sum(r["touched"] for r in counts),
             total,
             sum(r["read"] for r in counts) - extra,
-            written,
+            sum(r["versions"] for r in counts),
         )
 
     def _overwrite_history(self, history: Table, rows: Any, properties: dict[str, str]) -> None:
@@ -325,9 +353,14 @@ _KEYED = pa.schema(
         ("_kafka_offset", pa.int64()),
     ]
 )
-_CHECKED = pa.schema([("late", pa.string()), ("fresh_floor", pa.int64())])
-_NEW_VALUES = pa.schema(
-    [("position", pa.string()), ("values", pa.binary()), ("error", pa.string())]
+_SURVEY = pa.schema(
+    [
+        ("late", pa.string()),
+        ("fresh_floor", pa.int64()),
+        ("position", pa.string()),
+        ("values", pa.binary()),
+        ("error", pa.string()),
+    ]
 )
 _COUNTS = pa.schema(
     [
@@ -336,6 +369,7 @@ _COUNTS = pa.schema(
         ("carried", pa.int64()),
         ("read", pa.int64()),
         ("touched", pa.int64()),
+        ("versions", pa.int64()),
     ]
 )
 
@@ -369,23 +403,28 @@ def _changes(batch: pa.RecordBatch, source: CdcSource) -> list[OrderedChange]:
     ]
 
 
-def _keyed_changes(source: CdcSource, key: bytes | None):
+def _keyed_changes(source: CdcSource, key: bytes | None, schema: pa.Schema):
     def keyed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         masker = _masker(key)
         for batch in batches:
             keys = [
-                "" if c.event.op == "t" else key_text(stored_key(source, masker, c))
+                None if c.event.op == "t" else stored_key(source, masker, c)
                 for c in _changes(batch, source)
+            ]
+            typed = [
+                pa.array([None if k is None else k[i] for k in keys], field.type)
+                for i, field in enumerate(list(schema)[len(_KEYED) :])
             ]
             yield pa.RecordBatch.from_arrays(
                 [
-                    pa.array(keys, pa.string()),
+                    pa.array(["" if k is None else key_text(k) for k in keys], pa.string()),
                     batch.column("op").cast(pa.string()),
                     batch.column("payload").cast(pa.string()),
                     batch.column("_kafka_partition").cast(pa.int32()),
                     batch.column("_kafka_offset").cast(pa.int64()),
+                    *typed,
                 ],
-                schema=_KEYED,
+                schema=schema,
             )
 
     return keyed
@@ -426,29 +465,16 @@ def _partition(
     return changes, stored
 
 
-def _checks(source: CdcSource, key: bytes | None):
-    def checks(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _survey(source: CdcSource, key: bytes | None, table: str, full: bool):
+    def survey(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         masker = _masker(key)
         changes, stored = _partition(batches, source)
-        late = late_change(changes, source.keys, stored)
-        floor = None
-        if not late:
-            _, floor = new_keys(
-                changes, source.keys, stored, key=lambda c: stored_key(source, masker, c)
-            )
-        yield pa.RecordBatch.from_pylist([{"late": late, "fresh_floor": floor}], schema=_CHECKED)
-
-    return checks
-
-
-def _new_values(source: CdcSource, table: str):
-    def new_values(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        changes, _ = _partition(batches, source)
+        head = {"late": None, "fresh_floor": None, "position": None, "values": None}
         rows = []
         try:
             evolution.plan(table, source.columns, None, after_images(changes), skip=UNAVAILABLE)
         except evolution.SchemaBreak as error:
-            rows.append({"position": None, "values": None, "error": str(error)})
+            head["error"] = str(error)
         else:
             for position, image in after_images(changes):
                 values = {
@@ -457,12 +483,16 @@ def _new_values(source: CdcSource, table: str):
                     if c not in source.columns and v is not UNAVAILABLE
                 }
                 if values:
-                    rows.append(
-                        {"position": position, "values": pickle.dumps(values), "error": None}
-                    )
-        yield pa.RecordBatch.from_pylist(rows, schema=_NEW_VALUES)
+                    rows.append({"position": position, "values": pickle.dumps(values)})
+        if not full:
+            head["late"] = late_change(changes, source.keys, stored)
+            if not head["late"]:
+                _, head["fresh_floor"] = new_keys(
+                    changes, source.keys, stored, key=lambda c: stored_key(source, masker, c)
+                )
+        yield pa.RecordBatch.from_pylist([head, *rows], schema=_SURVEY)
 
-    return new_values
+    return survey
 
 
 class _Blocks:
@@ -528,6 +558,7 @@ def _applied(
             "carried": result.counts.toast_values_carried,
             "read": result.changes_read,
             "touched": result.keys_touched,
+            "versions": result.versions_written,
         }
         yield blocks.block("counts", 1, "counts", pa.array([counts], blocks.counts))
         if result.touched and not full:
@@ -579,13 +610,21 @@ def _spark_schema(schema: pa.Schema):
     return from_arrow_schema(schema)
 
 
-def _collect(frame: DataFrame, schema: pa.Schema) -> pa.Table:
-    """``frame``'s rows on the driver as Arrow, in ``schema`` (pyiceberg's types)."""
+def _collect_raw(frame: DataFrame) -> pa.Table:
+    """``frame``'s rows on the driver as Arrow, as Spark sends them."""
     if hasattr(frame, "toArrow"):  # pyspark 4
-        table = frame.toArrow()
-    else:
-        batches = frame._collect_as_arrow()  # pyspark 3.5's only Arrow collect; toPandas uses it
-        table = pa.Table.from_batches(batches) if batches else None
-    if table is None or not table.num_rows:
+        return frame.toArrow()
+    batches = frame._collect_as_arrow()  # pyspark 3.5's only Arrow collect; toPandas uses it
+    if batches:
+        return pa.Table.from_batches(batches)
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(frame.schema).empty_table()
+
+
+def _struct_rows(got: pa.Table, column: str, schema: pa.Schema) -> pa.Table:
+    """The rows held in ``column``'s structs, in ``schema`` (pyiceberg's types)."""
+    if not got.num_rows:
         return schema.empty_table()
-    return table.select(schema.names).cast(schema)
+    rows = pa.Table.from_struct_array(got.column(column).combine_chunks())
+    return rows.select(schema.names).cast(schema)

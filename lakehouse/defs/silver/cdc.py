@@ -1,4 +1,8 @@
-"""silver.<table> (current state) and silver.<table>_history (SCD2) of each CDC source."""
+"""silver.<table> (current state) and silver.<table>_history (SCD2) of each CDC source.
+
+The builds (pyiceberg, pyarrow, pandas, pandera; Spark for the Spark engine) are
+imported by the step that runs them, not when the code location loads.
+"""
 
 from typing import Literal
 
@@ -21,8 +25,6 @@ from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
 from lakehouse.quality.contracts import contract_for
 from lakehouse.settings import get_settings
-from lakehouse.silver.cdc import CdcBuild
-from lakehouse.spark.cdc_build import SPARK, SparkCdcBuild, choose_engine
 from resources.iceberg import IcebergCatalogResource
 from resources.spark import SparkResource
 
@@ -83,6 +85,9 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         spark: SparkResource,
         config: CdcBuildConfig,
     ):
+        from lakehouse.silver.cdc import CdcBuild
+        from lakehouse.spark.cdc_build import SPARK, SparkCdcBuild, choose_engine
+
         freeze_loaded_heap()
         contract = contract_for(f"silver.{source.name}")
         args = (iceberg.load(), source, silver_shape(source, contract), context.run.run_id)
