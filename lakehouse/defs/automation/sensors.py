@@ -10,6 +10,9 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "lakehouse_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # every 10 s (Dagster's default is 30 s): a tick evaluates conditions only, and the
+    # silver and gold runs it requests follow an ingestion within seconds
+    minimum_interval_seconds=10,
     description="Rebuilds silver and gold when their inputs change (eager conditions; no retries).",
 )
 
