@@ -70,6 +70,14 @@ class LakehouseSettings(BaseSettings):
     kafka_max_records_per_run: int = 500_000
     kafka_offset_policy: KafkaOffsetPolicy = KafkaOffsetPolicy.FAIL
 
+    # Orchestration: offer the k8s executor (one pod per step under the K8sRunLauncher).
+    # Read when the code location loads; without it dagster_k8s is never imported.
+    k8s_executor: bool = Field(
+        default=False,
+        description="Offer the k8s executor (its execution config); the instance a run "
+        "lands on still decides whether it runs steps in pods.",
+    )
+
     # Daily partitions (Spark silver assets, daily gold models): the first day with data.
     # Fixed when the code location loads; earlier days are not offered for backfill.
     partitions_start: date = Field(
