@@ -161,10 +161,9 @@ def unique_across_scope(
     table, contract: Contract, scope: Scope, df, evaluation: Evaluation
 ) -> None:
     """A row in scope whose unique key is also held by a row outside it breaks the rule."""
-    schema = contract.schema
-    groups = {f"{n}:field_uniqueness": (n,) for n, c in schema.columns.items() if c.unique}
-    if schema.unique:
-        groups["multiple_fields_uniqueness"] = tuple(schema.unique)
+    groups = {f"{n}:field_uniqueness": (n,) for n, c in contract.columns.items() if c.unique}
+    if contract.unique:
+        groups["multiple_fields_uniqueness"] = tuple(contract.unique)
     for rule, columns in groups.items():
         if df.empty or not set(columns) <= set(df.columns):
             continue
