@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from lakehouse.declarations.pii import TOKEN_PREFIX
 from lakehouse.declarations.sources import CdcSource, DatabaseSource, LandingSource, sources
 from lakehouse.quality.history import history_contract
 from lakehouse.quality.masked import HEX64, masked_form_checks
 from lakehouse.quality.policy import Column, Contract, Policy
-from lakehouse.transforms.masking import TOKEN_PREFIX
 
 if TYPE_CHECKING:
     import pandas as pd

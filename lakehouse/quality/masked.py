@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lakehouse.declarations.pii import PiiPolicy
-from lakehouse.transforms.masking import TOKEN_PREFIX
+from lakehouse.declarations.pii import TOKEN_PREFIX, PiiPolicy
 
 HEX64 = r"^[0-9a-f]{64}$"  # a hashed PII value (HMAC-SHA256, hex)
 
