@@ -43,6 +43,7 @@ format: install
 bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.spark_sessions
+	$(BIN)/python -m bench.load_time
 
 up: install
 	$(BIN)/lakehouse up

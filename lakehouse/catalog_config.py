@@ -7,11 +7,13 @@ silently see different tables. Every engine's config is derived here.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
-
 from lakehouse.settings import LakehouseSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 NAMESPACES = ("bronze", "silver", "gold", "quarantine")
 
@@ -40,7 +42,7 @@ def pyiceberg_properties(settings: LakehouseSettings) -> dict[str, str]:
 
 def jdbc_url(settings: LakehouseSettings) -> str:
     """The catalog's SQLAlchemy URL as a JDBC URL (Spark's JdbcCatalog, Trino)."""
-    url = make_url(_sqlalchemy_uri(settings))
+    url = _url(_sqlalchemy_uri(settings))
     backend = url.get_backend_name()
     if backend == "sqlite":
         return f"jdbc:sqlite:{url.database}"
@@ -53,7 +55,7 @@ def jdbc_url(settings: LakehouseSettings) -> str:
 def spark_conf(settings: LakehouseSettings) -> dict[str, str]:
     """Spark session conf that mounts the same catalog under the same name."""
     prefix = f"spark.sql.catalog.{settings.catalog_name}"
-    url = make_url(_sqlalchemy_uri(settings))
+    url = _url(_sqlalchemy_uri(settings))
     conf = {
         "spark.sql.extensions": (
             "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
@@ -92,7 +94,7 @@ def trino_catalog_properties(settings: LakehouseSettings) -> dict[str, str]:
     The password is written as Trino's ``${ENV:...}`` reference: it stays a secret
     of the Trino pod, never a value in a file.
     """
-    url = make_url(_sqlalchemy_uri(settings))
+    url = _url(_sqlalchemy_uri(settings))
     props = {
         "connector.name": "iceberg",
         "iceberg.catalog.type": "jdbc",
@@ -137,7 +139,7 @@ def _sqlalchemy_uri(settings: LakehouseSettings) -> str:
         # psycopg 3 is the driver we ship; SQLAlchemy's bare default is psycopg2.
         uri = "postgresql+psycopg" + uri[len(parts.scheme) :]
     if settings.catalog_user or settings.catalog_password:
-        url = make_url(uri)
+        url = _url(uri)
         url = url.set(
             username=settings.catalog_user or url.username,
             password=(
@@ -148,3 +150,11 @@ def _sqlalchemy_uri(settings: LakehouseSettings) -> str:
         )
         uri = url.render_as_string(hide_password=False)
     return uri
+
+
+def _url(uri: str) -> URL:
+    """SQLAlchemy's URL parser, imported on use: sqlalchemy costs ~0.4 s to import, and
+    the code location imports this module (through its resources) at load."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(uri)

@@ -289,17 +289,17 @@ def replay(source: str = typer.Argument(..., help="A Kafka or CDC source of sour
 
 @app.command()
 def dev(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
-    """Start the stack and `dagster dev` (UI on http://127.0.0.1:PORT)."""
+    """Start the stack and `dg dev` (UI on http://127.0.0.1:PORT)."""
     settings = get_settings()
     prepare_dbt()
     prepare_dagster_home(settings)
     with stack_session(settings) as started:
         restore_demo_data(settings, started)
         typer.echo(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops it and the stack)")
+        # `dg dev` with a workspace file runs what `dagster dev` runs (Dagster 1.13 marks
+        # `dagster dev` superseded by it and warns on every start)
         command = [
-            sys.executable,
-            "-m",
-            "dagster",
+            str(Path(sys.executable).parent / "dg"),
             "dev",
             "-w",
             str(PROJECT_ROOT / "workspace.yaml"),
@@ -319,7 +319,7 @@ def dev(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM the group (dagster dev shuts down cleanly on it), SIGKILL what is left."""
+    """SIGTERM the group (dg dev shuts down cleanly on it), SIGKILL what is left."""
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     with suppress(subprocess.TimeoutExpired):

@@ -3,6 +3,10 @@
 Dagster's folder loader collects the assets, checks, jobs, schedules and sensors that
 each part (``defs/bronze``, ``defs/silver``, ``defs/gold``, ``defs/maintenance``,
 ``defs/automation``) declares at module level; this module only assembles them.
+
+Every run process and step pod imports this module first: what it and ``defs`` import
+at module level is paid before any work starts (``bench/load_time.py``,
+``tests/test_load_time.py``), so engines are imported where they are used.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import warnings
 import dagster as dg
 
 from lakehouse.orchestration.k8s import lakehouse_executor
-from lakehouse.settings import PROJECT_ROOT
+from lakehouse.settings import PROJECT_ROOT, get_settings
 from resources.dbt import dbt_cli_resource
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
@@ -32,7 +36,7 @@ def _with_code_references(assets: list) -> list:
         return list(dg.with_source_code_references(unique))
 
 
-def _assemble(parts: dg.Definitions) -> dg.Definitions:
+def _assemble(parts: dg.Definitions, k8s_executor: bool) -> dg.Definitions:
     return dg.Definitions(
         assets=_with_code_references(list(parts.assets or [])),
         asset_checks=parts.asset_checks,
@@ -41,7 +45,7 @@ def _assemble(parts: dg.Definitions) -> dg.Definitions:
         sensors=parts.sensors,
         # One process per run on a laptop (a process per step costs ~15 s of imports on
         # 2 cores); one pod per step, sized by its asset's profile, under the K8sRunLauncher.
-        executor=lakehouse_executor,
+        executor=lakehouse_executor(k8s_executor),
         resources={
             "iceberg": IcebergCatalogResource(),
             "kafka": KafkaResource(),
@@ -53,4 +57,12 @@ def _assemble(parts: dg.Definitions) -> dg.Definitions:
     )
 
 
-defs = _assemble(dg.load_from_defs_folder(path_within_project=PROJECT_ROOT / "lakehouse"))
+def build_definitions(k8s_executor: bool | None = None) -> dg.Definitions:
+    """The code location; ``k8s_executor`` defaults to the setting (``LAKEHOUSE_K8S_EXECUTOR``)."""
+    if k8s_executor is None:
+        k8s_executor = get_settings().k8s_executor
+    parts = dg.load_from_defs_folder(path_within_project=PROJECT_ROOT / "lakehouse")
+    return _assemble(parts, k8s_executor)
+
+
+defs = build_definitions()

@@ -2,6 +2,10 @@
 
 Resources, the CLI, the dbt plugin and the tests all ask this module, so a host,
 port or path is decided in exactly one place and at run time, never at import.
+
+A variable set to the empty string is unset: ``LAKEHOUSE_STATE_DIR=`` (what a copied
+``.env.example`` or an emptied ``export`` leaves) means the default, not the current
+directory, and an empty port is the default port rather than a validation error.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ class KafkaOffsetPolicy(StrEnum):
 class LakehouseSettings(BaseSettings):
     """Every knob of the lakehouse. Defaults describe the embedded local stack."""
 
-    model_config = SettingsConfigDict(env_prefix="LAKEHOUSE_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LAKEHOUSE_", env_file=None, extra="ignore", env_ignore_empty=True
+    )
 
     env: Environment = Environment.LOCAL
     state_dir: Path = Field(
@@ -69,6 +75,14 @@ class LakehouseSettings(BaseSettings):
     kafka_topic_partitions: int = 3
     kafka_max_records_per_run: int = 500_000
     kafka_offset_policy: KafkaOffsetPolicy = KafkaOffsetPolicy.FAIL
+
+    # Orchestration: offer the k8s executor (one pod per step under the K8sRunLauncher).
+    # Read when the code location loads; without it dagster_k8s is never imported.
+    k8s_executor: bool = Field(
+        default=False,
+        description="Offer the k8s executor (its execution config); the instance a run "
+        "lands on still decides whether it runs steps in pods.",
+    )
 
     # Daily partitions (Spark silver assets, daily gold models): the first day with data.
     # Fixed when the code location loads; earlier days are not offered for backfill.

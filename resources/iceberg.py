@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-from pyiceberg.catalog import Catalog, load_catalog
 
 from lakehouse.catalog_config import pyiceberg_properties
 from lakehouse.settings import LakehouseSettings, get_settings
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 
 class IcebergCatalogResource(dg.ConfigurableResource):
@@ -29,5 +33,7 @@ class IcebergCatalogResource(dg.ConfigurableResource):
         return get_settings().model_copy(update=overrides)
 
     def load(self) -> Catalog:
+        from pyiceberg.catalog import load_catalog
+
         settings = self.settings()
         return load_catalog(settings.catalog_name, **pyiceberg_properties(settings))

@@ -6,10 +6,14 @@ Iceberg snapshot summaries (see ``lakehouse.tables.commits``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from lakehouse.settings import get_settings
+
+if TYPE_CHECKING:
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -20,6 +24,8 @@ class KafkaResource(dg.ConfigurableResource):
         return self.bootstrap_servers or get_settings().resolved_kafka_bootstrap
 
     def consumer(self, **overrides) -> KafkaConsumer:
+        from kafka import KafkaConsumer
+
         options = {
             "bootstrap_servers": self.servers(),
             "group_id": None,
@@ -35,6 +41,8 @@ class KafkaResource(dg.ConfigurableResource):
         return KafkaConsumer(**options)
 
     def producer(self, **overrides) -> KafkaProducer:
+        from kafka import KafkaProducer
+
         options = {
             "bootstrap_servers": self.servers(),
             "acks": "all",
@@ -46,6 +54,8 @@ class KafkaResource(dg.ConfigurableResource):
         return KafkaProducer(**options)
 
     def admin(self) -> KafkaAdminClient:
+        from kafka import KafkaAdminClient
+
         return KafkaAdminClient(
             bootstrap_servers=self.servers(), request_timeout_ms=self.request_timeout_ms
         )

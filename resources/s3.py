@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import boto3
 import dagster as dg
-from botocore.config import Config
 
 from lakehouse.settings import get_settings
 
@@ -16,6 +14,9 @@ class S3Resource(dg.ConfigurableResource):
     secret_access_key: str | None = None  # pass dg.EnvVar(...) in production
 
     def client(self):
+        import boto3
+        from botocore.config import Config
+
         settings = get_settings()
         return boto3.client(
             "s3",

@@ -71,6 +71,16 @@ def manifest_of(job: kubernetes.client.V1Job) -> dict:
     return kubernetes.client.ApiClient().sanitize_for_serialization(job)
 
 
+@pytest.fixture(scope="module")
+def defs(dbt_manifest):
+    """The code location as production loads it: its settings offer the k8s executor."""
+    from lakehouse.definitions import build_definitions
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LAKEHOUSE_K8S_EXECUTOR", "true")
+        return build_definitions()
+
+
 # --- the production instance -------------------------------------------------------------
 
 
@@ -190,6 +200,29 @@ def test_the_executor_is_decided_by_the_instance_a_run_lands_on(prod_instance, d
             SimpleNamespace(instance=local, executor_config=config)
         )
     assert type(on_laptop).__name__ == "InProcessExecutor"
+
+
+def test_locally_every_run_executes_in_one_process():
+    """Without LAKEHOUSE_K8S_EXECUTOR the executor is in-process (config: retries only)."""
+    from types import SimpleNamespace
+
+    from lakehouse.orchestration.k8s import lakehouse_executor
+
+    executor_def = lakehouse_executor(k8s=False)
+    assert executor_def.name == "lakehouse"
+
+    @dg.job(executor_def=executor_def)
+    def probe() -> None:
+        pass
+
+    assert dg.validate_run_config(probe, {"execution": {"config": {"retries": {"disabled": {}}}}})
+    with pytest.raises(dg.DagsterInvalidConfigError, match="max_concurrent"):
+        dg.validate_run_config(probe, {"execution": {"config": {"max_concurrent": 4}}})
+    with dg.instance_for_test() as local:
+        executor = executor_def.executor_creation_fn(
+            SimpleNamespace(instance=local, executor_config={"retries": {"enabled": {}}})
+        )
+    assert type(executor).__name__ == "InProcessExecutor"
 
 
 def test_instance_yaml_is_what_the_chart_renders_from_the_values(values):

@@ -91,4 +91,7 @@ def test_dev_serves_the_ui_with_layer_groups_and_stops_cleanly(tmp_path, dbt_man
         dev.wait(timeout=120)
         log.close()
     time.sleep(1)
-    assert not [pid for pid in family if _alive(pid)], (tmp_path / "dev.log").read_text()[-3000:]
+    output = (tmp_path / "dev.log").read_text()
+    assert not [pid for pid in family if _alive(pid)], output[-3000:]
+    # `dg dev`, not the superseded `dagster dev`, which warns on every start
+    assert "SupersessionWarning" not in output, output[-3000:]

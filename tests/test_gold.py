@@ -254,3 +254,39 @@ def test_failing_dbt_tests_show_as_checks_and_a_blocking_one_stops_downstream(la
         assert "gold/customer_segments" not in materialized  # blocked downstream
         assert "gold/product_performance" in materialized  # unrelated models still build
     assert not catalog.table_exists("gold.customer_segments")
+
+
+def test_the_dbt_version_is_known_without_running_dbt_version():
+    """dagster-dbt runs `dbt --version` before a run's first dbt command unless told the
+    version (``LakehouseDbtCli``): 2.5 s, PyPI lookups and dbt-trino's INFO log line."""
+    import importlib.metadata
+
+    from dagster_dbt import DbtCliResource
+    from packaging import version
+
+    from lakehouse.dbt.project import dbt_cli
+
+    assert "_cli_version" in vars(DbtCliResource), (
+        "dagster-dbt no longer has DbtCliResource._cli_version: LakehouseDbtCli's override "
+        "does nothing; find how dagster-dbt now learns the dbt version"
+    )
+    assert dbt_cli()._cli_version == version.parse(importlib.metadata.version("dbt-core"))
+
+
+def test_parsing_the_project_prints_no_third_party_log_lines(dbt_manifest):
+    """`lakehouse prepare` and every gold run invoke dbt: nothing of its plugins' logging
+    (``INFO:trino.auth:keyring module not found``) reaches the terminal."""
+    import subprocess
+    import sys
+
+    from lakehouse.settings import PROJECT_ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-c", "from lakehouse.dbt.project import prepare_manifest as p; p()"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "trino" not in result.stderr and "INFO:" not in result.stderr, result.stderr

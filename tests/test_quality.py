@@ -105,7 +105,7 @@ def test_policies_name_only_rules_the_contract_has():
     from lakehouse.quality.policy import Contract
 
     with pytest.raises(ValueError, match="unknown rules"):
-        Contract("silver.page_views", PAGE_VIEWS.schema, {"no_such_rule": Policy.WARN})
+        Contract("silver.page_views", PAGE_VIEWS.columns, policies={"no_such_rule": Policy.WARN})
 
 
 # --- on real tables ---------------------------------------------------------------

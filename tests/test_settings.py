@@ -46,6 +46,20 @@ def test_settings_come_from_lakehouse_env_vars(monkeypatch, tmp_path: Path):
     assert "s3cr3t" not in repr(s)  # secrets never reach logs through the settings
 
 
+def test_an_empty_variable_means_unset(monkeypatch, tmp_path: Path):
+    """``LAKEHOUSE_STATE_DIR=`` (a copied .env.example, an emptied export) is the default,
+    not the current directory; an empty number is not a validation error."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("STATE_DIR", "KAFKA_PORT", "SPARK_REMOTE", "CATALOG_URI", "ENV"):
+        monkeypatch.setenv(f"LAKEHOUSE_{name}", "")
+    s = LakehouseSettings()
+    assert s.state_path == PROJECT_ROOT / ".lakehouse"
+    assert s.kafka_port == 19092
+    assert s.spark_remote is None
+    assert s.resolved_catalog_uri.startswith(f"sqlite:///{PROJECT_ROOT}")
+    assert s.env is Environment.LOCAL
+
+
 def test_sqlite_catalog_is_the_same_catalog_for_pyiceberg_and_spark(tmp_path: Path):
     s = LakehouseSettings(state_dir=tmp_path, catalog_name="lh")
     props = pyiceberg_properties(s)

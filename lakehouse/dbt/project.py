@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import sys
+from functools import cached_property
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
+from packaging import version
 
 from lakehouse.settings import PROJECT_ROOT
 
@@ -16,18 +19,51 @@ DBT_PROJECT_DIR: Path = PROJECT_ROOT / "dbt_project"
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 
+def _beside_interpreter() -> Path:
+    return Path(sys.executable).parent / "dbt"
+
+
 def dbt_executable() -> str:
     """dbt beside this interpreter (the venv need not be activated), else the one on PATH."""
-    beside = Path(sys.executable).parent / "dbt"
+    beside = _beside_interpreter()
     return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
+class LakehouseDbtCli(DbtCliResource):
+    """dagster-dbt's dbt CLI resource, which knows the version of the dbt it runs.
+
+    Before its first dbt command in a run, ``DbtCliResource`` runs ``dbt --version`` to
+    tell dbt Fusion from dbt-core (its private ``_cli_version``). That command imports
+    every installed adapter, and dbt-trino then logs ``INFO:trino.auth:keyring module not
+    found`` through the root handler snowplow-tracker (dbt's usage tracking) installs
+    with ``logging.basicConfig()``; it also asks PyPI for the latest versions (1 s
+    timeout each, three packages). 2.5 s and two lines of noise per dbt step here, more
+    in a pod without internet access. The dbt beside this interpreter is this
+    environment's dbt-core, whose version is known without running it; any other
+    executable is still asked (``tests/test_gold.py`` guards the override).
+    """
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        if Path(self.dbt_executable) == _beside_interpreter():
+            return version.parse(importlib.metadata.version("dbt-core"))
+        return DbtCliResource._cli_version.func(self)
+
+
+def dbt_cli(**overrides) -> LakehouseDbtCli:
+    """The project's dbt CLI; the target is chosen by ``LAKEHOUSE_DBT_TARGET`` inside
+    profiles.yml when dbt runs."""
+    options = {
+        "project_dir": dbt_project,
+        "profiles_dir": str(DBT_PROJECT_DIR),
+        "dbt_executable": dbt_executable(),
+    }
+    return LakehouseDbtCli(**{**options, **overrides})
 
 
 def prepare_manifest() -> None:
     """Parse the dbt project into the manifest the gold assets are built from."""
-    cli = DbtCliResource(
-        project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
-    )
-    cli.cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
+    dbt_cli().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
 
 
 def prepare_if_dev() -> None:

@@ -8,12 +8,13 @@ between runs, from ``freshness_checks_sensor``, so a quiet source is noticed eve
 when no run happens. The windows are generous for the demo's cadence; tighten them
 per source when the source's expected arrival rate is known.
 
-Dagster 1.12 marks these builders superseded by ``FreshnessPolicy`` objects. We keep
-the checks on purpose: the new policies are a preview feature (off unless
-``freshness: enabled`` is set, evaluated only by a running daemon, so the one-off
-``lakehouse demo`` run would never evaluate them) and they are not asset checks, so
-they would leave the run's check report and its history. The warning is silenced
-here only; revisit when the policies leave preview.
+Dagster marks these builders superseded by ``FreshnessPolicy`` objects (since 1.12;
+in 1.13 the policies are public and on by default). We keep the checks on purpose: a
+policy is evaluated only by a running daemon (the one-off ``lakehouse demo`` run would
+never evaluate one), and it is not an asset check, so the freshness results would leave
+the run's check report, its history and the graph (``tests/test_freshness.py``,
+``tests/snapshots/graph.json``). The warning is silenced here only; moving is a change
+of what users see, to be decided on its own.
 """
 
 import warnings

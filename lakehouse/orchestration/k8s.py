@@ -4,15 +4,21 @@ On Kubernetes every step runs in its own pod, sized by the resource profile its 
 names in the ``dagster-k8s/config`` op tag. Sizing lives on the asset, not on a job,
 because runs also start from sensors, the automation sensor and asset backfills, which
 target assets rather than named jobs; only step pods see asset tags in every case. On a
-laptop the same executor runs the steps in one process and the tags are inert.
+laptop the steps run in one process and the tags are inert.
+
+``dagster_k8s`` imports the Kubernetes client (about 1.5 s on 2 cores), so it is imported
+only by a deployment that offers the k8s executor (``LAKEHOUSE_K8S_EXECUTOR``): its
+config schema is the k8s executor's, which must be known when the code location loads.
 """
+
+from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import dagster as dg
-from dagster_k8s import K8sRunLauncher, k8s_job_executor
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
 PROFILE_LABEL = "lakehouse/profile"
@@ -81,19 +87,46 @@ def k8s_tags(profile: str) -> dict[str, str]:
     return {K8S_CONFIG_TAG: json.dumps(k8s_config(profile), sort_keys=True)}
 
 
+def lakehouse_executor(k8s: bool) -> dg.ExecutorDefinition:
+    """The code location's executor, named ``lakehouse`` in every deployment.
+
+    ``k8s``: the deployment offers the k8s executor (``LAKEHOUSE_K8S_EXECUTOR``, set in
+    prod): execution config is the k8s executor's (``execution: config: {max_concurrent:
+    ...}``), and each run picks its executor from the instance it lands on. Otherwise
+    every run executes in one process (execution config: ``retries``), and neither
+    dagster_k8s nor the Kubernetes client is imported.
+    """
+    return _k8s_or_in_process() if k8s else _in_process
+
+
 @dg.executor(
     name="lakehouse",
-    config_schema=k8s_job_executor.config_schema.as_field(),
+    config_schema=dg.in_process_executor.config_schema.as_field(),
     requirements=dg.multiple_process_executor_requirements(),
 )
-def lakehouse_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
-    """One pod per step under the ``K8sRunLauncher``, one process per run anywhere else.
-
-    Decided when the run starts, from the instance it runs on (never at import), so the
-    same code location serves ``dagster dev`` and the Helm deployment. Execution config
-    is the k8s executor's (``execution: config: {max_concurrent: ...}``); locally only
-    ``retries`` applies.
-    """
-    if isinstance(init_context.instance.run_launcher, K8sRunLauncher):
-        return k8s_job_executor.executor_creation_fn(init_context)
+def _in_process(init_context: dg.InitExecutorContext) -> dg.Executor:
+    """One process per run (a process per step costs ~15 s of imports on 2 cores)."""
     return dg.in_process_executor.executor_creation_fn(init_context)
+
+
+@cache
+def _k8s_or_in_process() -> dg.ExecutorDefinition:
+    from dagster_k8s import K8sRunLauncher, k8s_job_executor
+
+    @dg.executor(
+        name="lakehouse",
+        config_schema=k8s_job_executor.config_schema.as_field(),
+        requirements=dg.multiple_process_executor_requirements(),
+    )
+    def _executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+        """One pod per step under the ``K8sRunLauncher``, one process per run anywhere else.
+
+        Decided when the run starts, from the instance it runs on, so the same code
+        location serves a run launched on the cluster and one started by hand elsewhere;
+        locally only ``retries`` of the execution config applies.
+        """
+        if isinstance(init_context.instance.run_launcher, K8sRunLauncher):
+            return k8s_job_executor.executor_creation_fn(init_context)
+        return dg.in_process_executor.executor_creation_fn(init_context)
+
+    return _executor

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pyiceberg.table import Table
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
 
 def table_metadata(table: Table) -> dict[str, Any]:

@@ -10,16 +10,16 @@ keys, masked PII), all rules ``fail``.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pandera.pandas as pa
-from pandera.typing import Series
-
+from lakehouse.declarations.pii import TOKEN_PREFIX
 from lakehouse.declarations.sources import CdcSource, DatabaseSource, LandingSource, sources
 from lakehouse.quality.history import history_contract
 from lakehouse.quality.masked import HEX64, masked_form_checks
-from lakehouse.quality.policy import Contract, Policy, contract_from_model
-from lakehouse.transforms.masking import TOKEN_PREFIX
+from lakehouse.quality.policy import Column, Contract, Policy
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TableSource = CdcSource | DatabaseSource | LandingSource
 
@@ -27,37 +27,44 @@ CLOCK_FLOOR = datetime(2000, 1, 1)
 CLOCK_SKEW = timedelta(days=1)
 
 
-class PageViewModel(pa.DataFrameModel):
-    """silver.page_views: one row per page view, keyed by event_id, user masked."""
-
-    event_id: Series[str] = pa.Field(nullable=False, unique=True)
-    user_id: Series[str] = pa.Field(nullable=False, str_matches=HEX64)
-    session_id: Series[str] = pa.Field(nullable=False)
-    page: Series[str] = pa.Field(nullable=False, str_startswith="/")
-    product_id: Series[str] = pa.Field(nullable=True)
-    event_ts: Series[pa.DateTime] = pa.Field(nullable=False, ge=CLOCK_FLOOR)
-
-    @pa.dataframe_check
-    def event_ts_not_in_future(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["event_ts"] <= pd.Timestamp.now("UTC").tz_localize(None) + CLOCK_SKEW
-
-    @pa.dataframe_check
-    def event_date_matches_event_ts(cls, df: pd.DataFrame) -> Series[bool]:
-        return pd.to_datetime(df["event_date"]) == df["event_ts"].dt.normalize()
-
-    @pa.dataframe_check
-    def product_page_has_product_id(cls, df: pd.DataFrame) -> Series[bool]:
-        return ~df["page"].str.startswith("/product/", na=False) | df["product_id"].notna()
-
-    class Config:
-        strict = False
-        coerce = False
+# The dataframe-level rules take the frame pandera validates and say, per row, whether
+# it keeps the rule. pandas is imported when they run, not when the contracts load.
 
 
-PAGE_VIEWS = contract_from_model(
+def event_ts_not_in_future(df: pd.DataFrame) -> pd.Series:
+    import pandas as pd
+
+    return df["event_ts"] <= pd.Timestamp.now("UTC").tz_localize(None) + CLOCK_SKEW
+
+
+def event_date_matches_event_ts(df: pd.DataFrame) -> pd.Series:
+    import pandas as pd
+
+    return pd.to_datetime(df["event_date"]) == df["event_ts"].dt.normalize()
+
+
+def product_page_has_product_id(df: pd.DataFrame) -> pd.Series:
+    return ~df["page"].str.startswith("/product/", na=False) | df["product_id"].notna()
+
+
+PAGE_VIEWS = Contract(
     "silver.page_views",
-    PageViewModel,
     {
+        "event_id": Column("str", nullable=False, unique=True),
+        "user_id": Column("str", nullable=False, checks={"str_matches": HEX64}),
+        "session_id": Column("str", nullable=False),
+        "page": Column("str", nullable=False, checks={"str_startswith": "/"}),
+        "product_id": Column("str", nullable=True),
+        "event_ts": Column(
+            "datetime", nullable=False, checks={"greater_than_or_equal_to": CLOCK_FLOOR}
+        ),
+    },
+    checks={
+        "event_ts_not_in_future": event_ts_not_in_future,
+        "event_date_matches_event_ts": event_date_matches_event_ts,
+        "product_page_has_product_id": product_page_has_product_id,
+    },
+    policies={
         # a page that is not a path cannot be attributed: set it aside, keep the rest
         "page:str_startswith": Policy.QUARANTINE,
         # clocks a day ahead are suspicious but the view happened: keep it, flag it
@@ -68,39 +75,39 @@ PAGE_VIEWS = contract_from_model(
         # gold must not be built on it
     },
     partition_column="event_date",
+    description="silver.page_views: one row per page view, keyed by event_id, user masked.",
 )
 
 
-class CustomerModel(pa.DataFrameModel):
-    """silver.customers: current state of the shop's customers, PII masked."""
-
-    customer_id: Series[str] = pa.Field(nullable=False, unique=True, str_startswith="c-")
-    email: Series[str] = pa.Field(nullable=False, str_matches=HEX64)
-    full_name: Series[str] = pa.Field(nullable=False, str_startswith=TOKEN_PREFIX)
-    country: Series[str] = pa.Field(nullable=False, str_matches=r"^[A-Z]{2}$")
-    credit: Series[object] = pa.Field(nullable=False)
-
-    @pa.dataframe_check
-    def credit_in_range(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["credit"].astype(float).between(-100_000, 10_000_000)
-
-    @pa.dataframe_check
-    def signed_up_before_update(cls, df: pd.DataFrame) -> Series[bool]:
-        return pd.to_datetime(df["signup_date"]) <= df["updated_at"]
-
-    class Config:
-        strict = False
-        coerce = False
+def credit_in_range(df: pd.DataFrame) -> pd.Series:
+    return df["credit"].astype(float).between(-100_000, 10_000_000)
 
 
-CUSTOMERS = contract_from_model(
+def signed_up_before_update(df: pd.DataFrame) -> pd.Series:
+    import pandas as pd
+
+    return pd.to_datetime(df["signup_date"]) <= df["updated_at"]
+
+
+CUSTOMERS = Contract(
     "silver.customers",
-    CustomerModel,
     {
+        "customer_id": Column("str", nullable=False, unique=True, checks={"str_startswith": "c-"}),
+        "email": Column("str", nullable=False, checks={"str_matches": HEX64}),
+        "full_name": Column("str", nullable=False, checks={"str_startswith": TOKEN_PREFIX}),
+        "country": Column("str", nullable=False, checks={"str_matches": r"^[A-Z]{2}$"}),
+        "credit": Column("object", nullable=False),
+    },
+    checks={
+        "credit_in_range": credit_in_range,
+        "signed_up_before_update": signed_up_before_update,
+    },
+    policies={
         "country:str_matches": Policy.QUARANTINE,
         "credit_in_range": Policy.QUARANTINE,
         "signed_up_before_update": Policy.WARN,
     },
+    description="silver.customers: current state of the shop's customers, PII masked.",
     key_columns=("customer_id",),
 )
 
@@ -109,18 +116,19 @@ DECLARED: dict[str, Contract] = {c.table: c for c in (PAGE_VIEWS, CUSTOMERS)}
 
 def default_contract(source: TableSource) -> Contract:
     """Keys present and unique, masked PII columns in their masked form; all ``fail``."""
-    columns = {}
-    for name in source.columns:
-        checks = masked_form_checks(source.pii.get(name))
-        is_key = name in source.keys
-        columns[name] = pa.Column(nullable=not is_key, checks=checks, required=True)
-    unique = list(source.keys) if len(source.keys) > 1 else None
-    if len(source.keys) == 1:
-        columns[source.keys[0]].unique = True
-    schema = pa.DataFrameSchema(columns, unique=unique, name=source.name)
+    single_key = source.keys[0] if len(source.keys) == 1 else None
+    columns = {
+        name: Column(
+            nullable=name not in source.keys,
+            unique=name == single_key,
+            checks=masked_form_checks(source.pii.get(name)),
+        )
+        for name in source.columns
+    }
     return Contract(
         f"silver.{source.name}",
-        schema,
+        columns,
+        unique=tuple(source.keys) if len(source.keys) > 1 else None,
         description="declared in sources.yml",
         key_columns=tuple(source.keys),
     )

@@ -22,13 +22,14 @@ blocking reconciliation check ``history_matches_current``
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import pandas as pd
-import pandera.pandas as pa
+from typing import TYPE_CHECKING
 
 from lakehouse.declarations.sources import CdcSource
 from lakehouse.quality.masked import masked_form_checks
-from lakehouse.quality.policy import Contract, Policy
+from lakehouse.quality.policy import Column, Contract, Policy
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REOPENING_OPS = ("c", "r")  # a version after a gap must (re)create the row
 
@@ -65,6 +66,8 @@ def contiguous_versions(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     The predecessor is the previous version of the key in (valid_from, _lsn) order; a
     predecessor still open (no valid_to) overlaps everything after it.
     """
+    import pandas as pd
+
     if df.empty:
         return pd.Series(True, index=df.index, dtype=bool)
     key_names = [f"__k{i}" for i in range(len(keys))]
@@ -84,27 +87,26 @@ def contiguous_versions(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
 def history_contract(source: CdcSource) -> Contract:
     """silver.<source>_history: the declared columns plus the SCD2 timeline rules."""
     keys = tuple(source.keys)
-    columns = {}
-    for name in source.columns:
-        checks = masked_form_checks(source.pii.get(name))
-        columns[name] = pa.Column(nullable=name not in keys, checks=checks, required=True)
-    columns["valid_from"] = pa.Column(nullable=False, required=True)
-    columns["valid_to"] = pa.Column(nullable=True, required=True)
-    columns["is_current"] = pa.Column(nullable=False, required=True)
-    columns["_op"] = pa.Column(nullable=True, required=True)
-    columns["_lsn"] = pa.Column(nullable=True, required=True)
-    checks = [
-        pa.Check(lambda df: one_current_version(df, keys), name=HISTORY_RULES[0]),
-        pa.Check(valid_from_before_valid_to, name=HISTORY_RULES[1]),
-        pa.Check(lambda df: contiguous_versions(df, keys), name=HISTORY_RULES[2]),
-        pa.Check(current_iff_open, name=HISTORY_RULES[3]),
-    ]
-    schema = pa.DataFrameSchema(columns, checks=checks, name=f"{source.name}_history")
+    columns = {
+        name: Column(nullable=name not in keys, checks=masked_form_checks(source.pii.get(name)))
+        for name in source.columns
+    }
+    columns["valid_from"] = Column(nullable=False)
+    columns["valid_to"] = Column(nullable=True)
+    columns["is_current"] = Column(nullable=False)
+    columns["_op"] = Column(nullable=True)
+    columns["_lsn"] = Column(nullable=True)
     return Contract(
         f"silver.{source.name}_history",
-        schema,
+        columns,
+        checks={
+            HISTORY_RULES[0]: lambda df: one_current_version(df, keys),
+            HISTORY_RULES[1]: valid_from_before_valid_to,
+            HISTORY_RULES[2]: lambda df: contiguous_versions(df, keys),
+            HISTORY_RULES[3]: current_iff_open,
+        },
         # explicit although it is the default: a history rule never quarantines (see above)
-        {rule: Policy.FAIL for rule in HISTORY_RULES},
+        policies={rule: Policy.FAIL for rule in HISTORY_RULES},
         description=f"SCD type 2 history of {source.topic}: one timeline per {', '.join(keys)}",
         key_columns=keys,
     )

@@ -1,9 +1,11 @@
 """Contracts with a policy per rule: warn, quarantine or fail (Databricks' expectations, plus
 quarantine tables a person can inspect and replay).
 
-A contract is a pandera schema; each of its checks is a *rule*, named
-``<column>:<check>`` (``page:str_startswith``, ``event_id:field_uniqueness``) or, for
-a dataframe-level check, by the check's name. ``policies`` says what a violation does:
+A contract declares its columns (type, nullable, unique, pandera's built-in checks) and
+its dataframe-level checks; pandera evaluates them (``Contract.schema``). Each check is a
+*rule*, named ``<column>:<check>`` (``page:str_startswith``,
+``event_id:field_uniqueness``) or, for a dataframe-level check, by the check's name.
+``policies`` says what a violation does:
 
 - ``warn``: the rows flow into silver; the rule's asset check is a WARN.
 - ``quarantine``: the violating rows go to ``quarantine.<table>`` with rule and reason,
@@ -21,13 +23,17 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pandera.pandas as pa
+if TYPE_CHECKING:
+    import pandas as pd
+    import pandera.pandas as pa
+
+    FrameCheck = Callable[[pd.DataFrame], pd.Series]
 
 SCHEMA_RULE = "schema"
 EXAMPLES = 10
@@ -40,11 +46,30 @@ class Policy(StrEnum):
 
 
 @dataclass(frozen=True)
+class Column:
+    """One column of a contract: its type, whether it may be null or repeat, and pandera's
+    built-in checks by name with their argument (``{"str_matches": HEX64}``).
+
+    Declared without pandera, so the code location names every rule (one asset check
+    each) without importing pandera, pandas and the pyspark.pandas pandera brings
+    (``tests/test_load_time.py``); ``Contract.schema`` builds the pandera column.
+    """
+
+    dtype: str | None = None  # "str", "object" or "datetime"; None: any
+    nullable: bool = True
+    unique: bool = False
+    checks: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Contract:
     """What a silver table promises downstream, and what each broken promise does."""
 
     table: str  # Iceberg identifier, e.g. "silver.page_views" (the asset key too)
-    schema: pa.DataFrameSchema
+    columns: Mapping[str, Column]
+    # rules over the whole frame, by name: a boolean per row (False breaks the rule)
+    checks: Mapping[str, FrameCheck] = field(default_factory=dict)
+    unique: tuple[str, ...] | None = None  # columns unique together
     policies: Mapping[str, Policy] = field(default_factory=dict)
     default: Policy = Policy.FAIL
     partition_column: str | None = None  # quality score per value of this column
@@ -69,17 +94,17 @@ class Contract:
 
     @property
     def rules(self) -> list[str]:
-        """Every rule of the schema, in declaration order."""
+        """Every rule, in declaration order, named as pandera reports its failures."""
         names = []
-        for column in self.schema.columns.values():
+        for name, column in self.columns.items():
             if not column.nullable:
-                names.append(f"{column.name}:not_nullable")
+                names.append(f"{name}:not_nullable")
             if column.unique:
-                names.append(f"{column.name}:field_uniqueness")
-            names.extend(f"{column.name}:{check.name}" for check in column.checks)
-        if self.schema.unique:
+                names.append(f"{name}:field_uniqueness")
+            names.extend(f"{name}:{check}" for check in column.checks)
+        if self.unique:
             names.append("multiple_fields_uniqueness")
-        names.extend(check.name for check in self.schema.checks)
+        names.extend(self.checks)
         return [SCHEMA_RULE, *dict.fromkeys(names)]
 
     def policy(self, rule: str) -> Policy:
@@ -87,11 +112,28 @@ class Contract:
             return Policy.FAIL
         return self.policies.get(rule, self.default)
 
+    @cached_property
+    def schema(self) -> pa.DataFrameSchema:
+        """The pandera schema that evaluates the rules (built on first use)."""
+        import pandera.pandas as pa
 
-def contract_from_model(
-    table: str, model: type[pa.DataFrameModel], policies: Mapping[str, Policy], **kwargs: Any
-) -> Contract:
-    return Contract(table, model.to_schema(), policies, description=model.__doc__ or "", **kwargs)
+        dtypes = {"str": str, "object": object, "datetime": pa.DateTime, None: None}
+        columns = {
+            name: pa.Column(
+                dtypes[column.dtype],
+                nullable=column.nullable,
+                unique=column.unique,
+                required=True,
+                checks=[getattr(pa.Check, check)(arg) for check, arg in column.checks.items()],
+            )
+            for name, column in self.columns.items()
+        }
+        return pa.DataFrameSchema(
+            columns,
+            checks=[pa.Check(check, name=name) for name, check in self.checks.items()],
+            unique=list(self.unique) if self.unique else None,
+            name=self.table.split(".", 1)[1],
+        )
 
 
 @dataclass
@@ -127,6 +169,8 @@ class Evaluation:
 
 
 def _rule_name(column: Any, check: str, schema_context: str, schema_name: str | None) -> str:
+    import pandas as pd
+
     name = re.split(r"\(", str(check), maxsplit=1)[0]
     if name.startswith("dtype") or name == "column_in_dataframe" or name == "column_in_schema":
         return SCHEMA_RULE
@@ -137,6 +181,8 @@ def _rule_name(column: Any, check: str, schema_context: str, schema_name: str | 
 
 def validation_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Time zones normalised to naive UTC, so contracts compare timestamps plainly."""
+    import pandas as pd
+
     out = df.copy()
     for name in out.columns:
         if isinstance(out[name].dtype, pd.DatetimeTZDtype):
@@ -146,6 +192,9 @@ def validation_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate(contract: Contract, df: pd.DataFrame) -> Evaluation:
     """Run every rule lazily and group the failure cases by rule."""
+    import pandas as pd
+    import pandera.pandas as pa
+
     frame = validation_frame(df)
     outcomes = {r: RuleOutcome(r, contract.policy(r)) for r in contract.rules}
     try:
@@ -223,6 +272,8 @@ def score_by_partition(contract: Contract, enforced: Enforced) -> dict[str, floa
 
 
 def _jsonable(value: Any) -> Any:
+    import pandas as pd
+
     if hasattr(value, "item") and not isinstance(value, str | bytes):
         with contextlib.suppress(TypeError, ValueError):
             value = value.item()  # numpy scalars

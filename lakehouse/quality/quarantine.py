@@ -9,17 +9,21 @@ a replay re-reads.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-
-import pandas as pd
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from lakehouse.declarations.layouts import QUARANTINE
 from lakehouse.quality.policy import Enforced, to_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 COORDINATES = ("_kafka_topic", "_kafka_partition", "_kafka_offset", "_file", "_row")
 
 
 def quarantine_frame(enforced: Enforced, source: str, run_id: str) -> pd.DataFrame:
+    import pandas as pd
+
     rows = enforced.quarantined
     data = [c for c in rows.columns if c not in ("_rule", "_reason")]
     frame = pd.DataFrame(
@@ -39,6 +43,9 @@ def quarantine_frame(enforced: Enforced, source: str, run_id: str) -> pd.DataFra
 
 
 def quarantine_table(*frames: pd.DataFrame) -> pa.Table:
+    import pandas as pd
+    import pyarrow as pa
+
     schema = QUARANTINE.arrow_schema()
     frames = [f for f in frames if len(f)]
     if not frames:

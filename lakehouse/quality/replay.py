@@ -35,7 +35,6 @@ from pyiceberg.expressions import And, EqualTo, In, Or
 
 from lakehouse.declarations.layouts import QUARANTINE
 from lakehouse.declarations.sources import CdcSource, KafkaSource
-from lakehouse.ingest.kafka.decode import bronze_row
 from lakehouse.ingest.records import RecordRejected
 from lakehouse.tables.commits import (
     RUN_ID_KEY,
@@ -85,6 +84,9 @@ def append_replayed(
     catalog: Catalog, source: KafkaSource | CdcSource, run_id: str
 ) -> tuple[ReplayResult, list[Coordinates]]:
     """Step 1: append what passes today's rules to bronze; return the coordinates now done."""
+    # the Kafka decoder (numpy, pyarrow.json, pandas): silver imports this module for
+    # REPLAY_KEY when the code location loads, a replay is what needs the decoder
+    from lakehouse.ingest.kafka.decode import bronze_row
 
     def attempt() -> tuple[ReplayResult, list[Coordinates]]:
         result = ReplayResult(source.name)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 
 if TYPE_CHECKING:
@@ -116,6 +115,8 @@ def sessionize(page_views: DataFrame) -> DataFrame:
 
 def sessionize_pandas(page_views: pa.Table) -> pa.Table:
     """The same sessions computed in one process with pandas (the Arrow path)."""
+    import pandas as pd  # here: the Spark asset that imports this module does not need it
+
     df = page_views.select(["event_id", "user_id", "page", "product_id", "event_ts"]).to_pandas()
     df = df[df["user_id"].notna()].copy()
     df["session_date"] = df["event_ts"].dt.tz_convert("UTC").dt.date

@@ -26,7 +26,6 @@ from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.utils.properties import property_as_bool
 
 from lakehouse.declarations.layouts import TableLayout
-from lakehouse.tables.pyiceberg_internals import MemoizedTransaction
 
 POSITION_PREFIX = "lakehouse.position."
 RUN_ID_KEY = "lakehouse.run-id"
@@ -110,8 +109,12 @@ def transaction(table: Table) -> Transaction:
 
     It derives the staged metadata once per change instead of on every read
     (``pyiceberg_internals.MemoizedTransaction``): a position commit with 500 snapshots
-    of history takes 39 ms instead of 314 ms (``bench.commit_cost``).
+    of history takes 39 ms instead of 314 ms (``bench.commit_cost``). Imported here:
+    its module imports pyiceberg's Arrow I/O (and pandas with it, ~1 s), which the code
+    location, importing this module for its constants, does not need when it loads.
     """
+    from lakehouse.tables.pyiceberg_internals import MemoizedTransaction
+
     return MemoizedTransaction(table)
 
 

@@ -26,11 +26,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from lakehouse.declarations.pii import PiiPolicy
+from lakehouse.declarations.pii import TOKEN_PREFIX, PiiPolicy
 from lakehouse.ingest.records import json_object
 from lakehouse.settings import Environment, LakehouseSettings, get_settings
 
-TOKEN_PREFIX = "tok:"
 REDACTED = "[REDACTED]"
 # Obviously not a secret: only used when LAKEHOUSE_ENV is local or ci and no key is set.
 DEV_KEY = "dev-only-insecure-pii-key-do-not-use-in-prod"

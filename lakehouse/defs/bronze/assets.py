@@ -1,6 +1,8 @@
 """Bronze: raw, append-only Iceberg tables, landed exactly once with lineage columns.
 
 One pair of assets (bronze.<source>, quarantine.<source>) per source in sources.yml.
+The ingestion code (Kafka, S3, PostgreSQL clients, pyarrow) is imported by the step
+that runs it, not when the code location loads.
 """
 
 import dagster as dg
@@ -13,9 +15,6 @@ from lakehouse.declarations.sources import (
     Source,
     sources,
 )
-from lakehouse.ingest.database import extract_batch
-from lakehouse.ingest.kafka.reader import ingest_kafka_batch
-from lakehouse.ingest.landing.reader import ingest_files, ingested_files, list_new_files
 from lakehouse.orchestration.heap import freeze_loaded_heap
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
@@ -86,6 +85,8 @@ def kafka_bronze_asset(source: KafkaSource | CdcSource) -> dg.AssetsDefinition:
         iceberg: IcebergCatalogResource,
         kafka: KafkaResource,
     ):
+        from lakehouse.ingest.kafka.reader import ingest_kafka_batch
+
         freeze_loaded_heap()
         settings = get_settings()
         topic = source.resolved_topic(settings.kafka_topic_prefix)
@@ -146,6 +147,8 @@ def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
         iceberg: IcebergCatalogResource,
         s3: S3Resource,
     ):
+        from lakehouse.ingest.landing.reader import ingest_files, ingested_files, list_new_files
+
         freeze_loaded_heap()
         settings = get_settings()
         catalog = iceberg.load()
@@ -200,6 +203,8 @@ def database_bronze_asset(source: DatabaseSource) -> dg.AssetsDefinition:
         iceberg: IcebergCatalogResource,
         postgres: PostgresResource,
     ) -> dg.MaterializeResult:
+        from lakehouse.ingest.database import extract_batch
+
         freeze_loaded_heap()
         catalog = iceberg.load()
         batch = extract_batch(catalog, postgres.conninfo(), source, context.run.run_id)

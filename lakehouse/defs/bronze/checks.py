@@ -8,7 +8,6 @@ from lakehouse.declarations.layouts import QUARANTINE
 from lakehouse.declarations.sources import sources
 from lakehouse.orchestration.freshness import BRONZE_WINDOW, last_update_checks
 from lakehouse.settings import get_settings
-from lakehouse.tables.commits import committed_position, ensure_table
 from resources.iceberg import IcebergCatalogResource
 
 
@@ -19,6 +18,8 @@ from resources.iceberg import IcebergCatalogResource
     "exactly once: no record lost, none duplicated.",
 )
 def clickstream_offsets_exactly_once(iceberg: IcebergCatalogResource) -> dg.AssetCheckResult:
+    from lakehouse.tables.commits import committed_position, ensure_table
+
     catalog = iceberg.load()
     source = sources().kafka_source("clickstream")
     topic = source.resolved_topic(get_settings().kafka_topic_prefix)

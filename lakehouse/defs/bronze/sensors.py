@@ -2,7 +2,8 @@
 
 A sensor's cursor is only a hint. The run re-reads its start position from the
 bronze table, so a sensor that over- or under-estimates can never cause a record
-to be skipped or landed twice.
+to be skipped or landed twice. The clients (Kafka, S3, PostgreSQL) and the readers
+are imported by the tick that uses them, not when the code location loads.
 """
 
 import hashlib
@@ -10,8 +11,6 @@ import json
 import time
 
 import dagster as dg
-import psycopg
-from kafka import TopicPartition
 
 from lakehouse.declarations.sources import (
     CdcSource,
@@ -22,14 +21,6 @@ from lakehouse.declarations.sources import (
 )
 from lakehouse.defs.bronze.assets import bronze_op_name
 from lakehouse.defs.bronze.jobs import ingest_job_name
-from lakehouse.ingest.database import (
-    check_columns,
-    committed_watermark,
-    rows_after,
-    table_columns,
-)
-from lakehouse.ingest.kafka.reader import read_committed_offsets
-from lakehouse.ingest.landing.reader import ingested_files, list_new_files
 from lakehouse.settings import KafkaOffsetPolicy, get_settings
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
@@ -75,6 +66,8 @@ def kafka_highwater(kafka: KafkaResource, topic: str, committed: dict[int, int])
     # The probe only needs the fetch response's high-water mark: one small fetch per
     # partition and no CRC pass over the records, so a tick stays short however large
     # the backlog (bench/sensor_backlog.py).
+    from kafka import TopicPartition
+
     consumer = kafka.consumer(
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=64 * 1024,
@@ -112,6 +105,8 @@ def kafka_sensor(source: KafkaSource | CdcSource) -> dg.SensorDefinition:
     def _sensor(
         context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource, kafka: KafkaResource
     ):
+        from lakehouse.ingest.kafka.reader import read_committed_offsets
+
         settings = get_settings()
         topic = source.resolved_topic(settings.kafka_topic_prefix)
         committed = read_committed_offsets(iceberg.load(), source, topic)
@@ -158,6 +153,8 @@ def landing_sensor(source: LandingSource) -> dg.SensorDefinition:
     def _sensor(
         context: dg.SensorEvaluationContext, iceberg: IcebergCatalogResource, s3: S3Resource
     ):
+        from lakehouse.ingest.landing.reader import ingested_files, list_new_files
+
         settings = get_settings()
         bucket = settings.landing_bucket
         done = ingested_files(iceberg.load(), source)
@@ -189,6 +186,15 @@ def database_sensor(source: DatabaseSource) -> dg.SensorDefinition:
         iceberg: IcebergCatalogResource,
         postgres: PostgresResource,
     ):
+        import psycopg
+
+        from lakehouse.ingest.database import (
+            check_columns,
+            committed_watermark,
+            rows_after,
+            table_columns,
+        )
+
         position = committed_watermark(iceberg.load(), source)
         dsn = postgres.conninfo()
         try:

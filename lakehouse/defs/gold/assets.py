@@ -2,12 +2,14 @@
 
 The models are split by materialization, as dbt projects grow in production: the
 plain models are rebuilt whole, the models tagged ``daily`` are partitioned by day
-and built one window at a time (a backfill of many days is one dbt invocation).
+and built one window at a time (a backfill of many days is one dbt invocation). Only the
+manifest is read when the code location loads: dbt itself runs in a subprocess, and the
+column lineage (sqlglot) is computed by the step.
 """
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from dagster_dbt import (
@@ -15,16 +17,16 @@ from dagster_dbt import (
     DbtCliResource,
     dbt_assets,
 )
-from pyiceberg.catalog import Catalog
-from sqlglot.errors import SqlglotError
 
-from lakehouse.dbt.lineage import column_lineage
 from lakehouse.dbt.project import dbt_project, prepare_if_dev
 from lakehouse.dbt.translator import translator
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
 from lakehouse.orchestration.partitions import DAILY as DAILY_PARTITIONS
 from resources.iceberg import IcebergCatalogResource
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 prepare_if_dev()
 
@@ -69,10 +71,14 @@ def with_iceberg_metadata(
 def _column_lineage(
     context: dg.AssetExecutionContext,
     invocation: DbtCliInvocation,
-    catalog: Catalog,
+    catalog: "Catalog",
     output_metadata: Mapping[str, Any],
 ) -> dg.TableColumnLineage | None:
     """Lineage is an aid, not a result: SQL sqlglot cannot resolve only logs a warning."""
+    from sqlglot.errors import SqlglotError
+
+    from lakehouse.dbt.lineage import column_lineage
+
     unique_id = getattr(output_metadata.get("unique_id"), "value", None)
     node = invocation.manifest["nodes"].get(unique_id or "")
     if node is None:

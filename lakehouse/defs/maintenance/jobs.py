@@ -8,7 +8,6 @@ import dagster as dg
 
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.settings import get_settings
-from lakehouse.tables.maintenance import Retention, expire_snapshots, remove_orphan_files
 from resources.iceberg import IcebergCatalogResource
 
 NAMESPACES = ("bronze", "quarantine", "silver", "gold")
@@ -24,6 +23,8 @@ NAMESPACES = ("bronze", "quarantine", "silver", "gold")
 def expire_table_snapshots(
     context: dg.OpExecutionContext, iceberg: IcebergCatalogResource
 ) -> dg.Output[int]:
+    from lakehouse.tables.maintenance import Retention, expire_snapshots
+
     settings = get_settings()
     now = datetime.now(UTC)
     default = Retention(
@@ -82,6 +83,8 @@ class OrphanFilesConfig(dg.Config):
 def remove_table_orphan_files(
     context: dg.OpExecutionContext, config: OrphanFilesConfig, iceberg: IcebergCatalogResource
 ) -> dg.Output[int]:
+    from lakehouse.tables.maintenance import remove_orphan_files
+
     settings = get_settings()
     cutoff = datetime.now(UTC) - timedelta(hours=settings.orphan_file_min_age_hours)
     catalog = iceberg.load()

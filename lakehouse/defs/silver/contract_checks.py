@@ -8,19 +8,21 @@ carries the failing row count and up to ten failing rows in its metadata.
 A check reads only the rows that changed since its last good evaluation
 (``lakehouse.quality.scope``); run it with config ``full: true`` to read them all.
 A uniqueness rule also looks outside that scope (its key column only), since a new
-row can collide with an old one.
+row can collide with an old one. The checks are declared from the contracts alone; what
+evaluates them (pandera, pandas, pyarrow, pyiceberg) is imported when they run.
 """
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pyarrow.compute as pc
-from pyiceberg.exceptions import NoSuchTableError
 
 from lakehouse.quality.policy import Contract, Evaluation, Policy, evaluate
-from lakehouse.quality.scope import CHECKED_SNAPSHOT, SCOPE, Scope, changed_scope, full
 from resources.iceberg import IcebergCatalogResource
+
+if TYPE_CHECKING:
+    from lakehouse.quality.scope import Scope
 
 HISTORY_LOOKBACK = 50  # evaluations searched for the last good one; beyond: evaluate all
 
@@ -68,6 +70,10 @@ def contract_checks(contract: Contract) -> dg.AssetChecksDefinition:
         config: QualityCheckConfig,
         iceberg: IcebergCatalogResource,
     ):
+        from pyiceberg.exceptions import NoSuchTableError
+
+        from lakehouse.quality.scope import CHECKED_SNAPSHOT, SCOPE, changed_scope, full
+
         catalog = iceberg.load()
         try:
             table = catalog.load_table(contract.table)
@@ -135,6 +141,8 @@ def last_good_snapshot(
 
     None when a check has no such evaluation (or its snapshot is gone): evaluate all.
     """
+    from lakehouse.quality.scope import CHECKED_SNAPSHOT
+
     oldest: tuple[int, int] | None = None
     for check_key, failure_counts in checks:
         evaluation = None
@@ -158,13 +166,12 @@ def last_good_snapshot(
 
 
 def unique_across_scope(
-    table, contract: Contract, scope: Scope, df, evaluation: Evaluation
+    table, contract: Contract, scope: "Scope", df, evaluation: Evaluation
 ) -> None:
     """A row in scope whose unique key is also held by a row outside it breaks the rule."""
-    schema = contract.schema
-    groups = {f"{n}:field_uniqueness": (n,) for n, c in schema.columns.items() if c.unique}
-    if schema.unique:
-        groups["multiple_fields_uniqueness"] = tuple(schema.unique)
+    groups = {f"{n}:field_uniqueness": (n,) for n, c in contract.columns.items() if c.unique}
+    if contract.unique:
+        groups["multiple_fields_uniqueness"] = tuple(contract.unique)
     for rule, columns in groups.items():
         if df.empty or not set(columns) <= set(df.columns):
             continue
@@ -185,6 +192,9 @@ def unique_across_scope(
 
 
 def _quarantined_by_rule(catalog, contract: Contract) -> dict[str, tuple[int, list[dict]]]:
+    import pyarrow.compute as pc
+    from pyiceberg.exceptions import NoSuchTableError
+
     try:
         table = catalog.load_table(contract.quarantine_table)
     except NoSuchTableError:

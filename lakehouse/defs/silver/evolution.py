@@ -3,12 +3,18 @@
 What a build does with such columns (evolve, withhold) is ``lakehouse.silver.columns``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from lakehouse.declarations.sources import (
     Source,
 )
-from lakehouse.silver.build import ColumnChanges
+
+if TYPE_CHECKING:
+    from lakehouse.silver.build import ColumnChanges
 
 NEW_COLUMNS_CHECK = "new_columns_classified"
 

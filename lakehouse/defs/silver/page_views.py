@@ -1,10 +1,13 @@
-"""silver.page_views and quarantine.page_views, from the clickstream's bronze events."""
+"""silver.page_views and quarantine.page_views, from the clickstream's bronze events.
+
+The build (pyiceberg, pyarrow, pandas, pandera) is imported by the step that runs it,
+not when the code location loads.
+"""
 
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from pyiceberg.expressions import EqualTo
-from pyiceberg.table import Table
 
 from lakehouse.declarations.layouts import (
     QUARANTINE,
@@ -20,27 +23,29 @@ from lakehouse.defs.silver.evolution import (
     new_columns_spec,
 )
 from lakehouse.defs.silver.score import quality_metadata
-from lakehouse.ingest.records import json_object
 from lakehouse.orchestration.heap import freeze_loaded_heap
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
 from lakehouse.quality.contracts import contract_for
-from lakehouse.silver.page_views import PageViewsBuild
-from lakehouse.tables.commits import (
-    RUN_ID_KEY,
-    ensure_table,
-)
-from lakehouse.tables.evolution import SchemaBreak
-from lakehouse.transforms.page_views import vanished_fields
 from resources.iceberg import IcebergCatalogResource
 
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
-def _check_required_fields(catalog, bronze: Table, source: KafkaSource) -> None:
+
+def _check_required_fields(catalog, bronze: "Table", source: KafkaSource) -> None:
     """A required field that no event of the newest bronze batch carries any more.
 
     Bronze quarantines each event without a required field, one by one; when a whole
     batch lacks it, the producer dropped the field: the source stops, naming it.
     """
+    from pyiceberg.expressions import EqualTo
+
+    from lakehouse.ingest.records import json_object
+    from lakehouse.tables.commits import RUN_ID_KEY, ensure_table
+    from lakehouse.tables.evolution import SchemaBreak
+    from lakehouse.transforms.page_views import vanished_fields
+
     snapshot = bronze.current_snapshot()
     run_id = snapshot.summary.additional_properties.get(RUN_ID_KEY) if snapshot else None
     if not run_id or not source.required:
@@ -95,6 +100,9 @@ def _check_required_fields(catalog, bronze: Table, source: KafkaSource) -> None:
 def silver_page_views(
     context: dg.AssetExecutionContext, iceberg: IcebergCatalogResource, config: SilverBuildConfig
 ):
+    from lakehouse.silver.page_views import PageViewsBuild
+    from lakehouse.tables.commits import ensure_table
+
     freeze_loaded_heap()
     catalog = iceberg.load()
     source = sources().kafka_source("clickstream")

@@ -13,42 +13,35 @@
 All are blocking: silver that does not reconcile with bronze must not feed gold. Like
 the contract checks they evaluate what changed since they last passed (the bronze
 records appended since, the keys those changes touched; ``lakehouse.quality.scope``),
-and everything with config ``full: true``.
+and everything with config ``full: true``. What they compute with (pyarrow, pyiceberg,
+the CDC transforms) is imported when a check runs, not when the code location loads.
 """
 
 import json
 from collections import Counter, defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
-from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue, And, EqualTo
-from pyiceberg.table import Table
 
 from lakehouse.declarations.sources import CdcSource
 from lakehouse.defs.silver.contract_checks import QualityCheckConfig, last_good_snapshot
-from lakehouse.ingest.debezium import parse_change
-from lakehouse.ingest.records import json_object
-from lakehouse.quality.scope import (
-    CHECKED_SNAPSHOT,
-    SCOPE,
-    Scope,
-    changed_scope,
-    full,
-    new_bronze_runs,
-    runs_filter,
-)
-from lakehouse.transforms.cdc import OrderedChange, apply_changes, read_changelog
-from lakehouse.transforms.masking import Masker, mask_rows
 from resources.iceberg import IcebergCatalogResource
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.table import Table
+
+    from lakehouse.quality.scope import Scope
+    from lakehouse.transforms.cdc import OrderedChange
 
 COORDS = ("_kafka_partition", "_kafka_offset")
 OFFSET_BITS = 40  # a Kafka coordinate as one int64: partition << 40 | offset
 
 
 def _scan(catalog, identifier: str, fields: tuple[str, ...], row_filter=None):
+    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.expressions import AlwaysTrue
+
     try:
         table = catalog.load_table(identifier)
     except NoSuchTableError:
@@ -57,14 +50,19 @@ def _scan(catalog, identifier: str, fields: tuple[str, ...], row_filter=None):
     return scan.to_arrow().to_pylist()
 
 
-def _arrow(catalog, identifier: str, fields: tuple[str, ...]) -> pa.Table | None:
+def _arrow(catalog, identifier: str, fields: tuple[str, ...]) -> "pa.Table | None":
+    from pyiceberg.exceptions import NoSuchTableError
+
     try:
         return catalog.load_table(identifier).scan(selected_fields=fields).to_arrow()
     except NoSuchTableError:
         return None
 
 
-def _at(rows: pa.Table) -> pa.Array:
+def _at(rows: "pa.Table") -> "pa.Array":
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     partition = pc.cast(rows["_kafka_partition"], pa.int64())
     offset = pc.cast(rows["_kafka_offset"], pa.int64())
     return pc.fill_null(pc.add(pc.shift_left(partition, OFFSET_BITS), offset), -1)
@@ -74,11 +72,13 @@ def _coordinates(at: int) -> list[int]:
     return [at >> OFFSET_BITS, at & ((1 << OFFSET_BITS) - 1)]
 
 
-def _since(context: dg.AssetCheckExecutionContext, table: Table) -> int | None:
+def _since(context: dg.AssetCheckExecutionContext, table: "Table") -> int | None:
     return last_good_snapshot(context.instance, table, [(context.check_specs[0].key, False)])
 
 
-def _checked(table: Table, scope: dict[str, Any]) -> dict[str, Any]:
+def _checked(table: "Table", scope: dict[str, Any]) -> dict[str, Any]:
+    from lakehouse.quality.scope import CHECKED_SNAPSHOT, SCOPE
+
     snapshot = table.current_snapshot()
     return {
         CHECKED_SNAPSHOT: str(snapshot.snapshot_id if snapshot else ""),
@@ -97,6 +97,13 @@ def page_views_reconcile(
     config: QualityCheckConfig,
     iceberg: IcebergCatalogResource,
 ) -> dg.AssetCheckResult:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.expressions import AlwaysTrue
+
+    from lakehouse.quality.scope import new_bronze_runs, runs_filter
+
     catalog = iceberg.load()
     try:
         silver_table = catalog.load_table("silver.page_views")
@@ -188,8 +195,10 @@ def page_views_reconcile(
     )
 
 
-def _quarantined_ids(quarantine: pa.Table) -> list[str]:
+def _quarantined_ids(quarantine: "pa.Table") -> list[str]:
     """Event ids of quarantined page views (their raw JSON keeps the id, PII masked)."""
+    from lakehouse.ingest.records import json_object
+
     out = []
     for raw in quarantine["_raw"].to_pylist():
         document = json_object(raw)
@@ -210,9 +219,14 @@ def _key_of(source: CdcSource, text: str | None) -> str | None:
     return None if value is None else str(value)
 
 
-def changes_of_keys(bronze: Table, source: CdcSource, keys: set[str]) -> list[OrderedChange]:
+def changes_of_keys(bronze: "Table", source: CdcSource, keys: set[str]) -> "list[OrderedChange]":
     """The changelog of those keys, plus every change without a readable message key
     (truncates; producers that send none): a superset, the caller keeps its keys."""
+    import pyarrow as pa
+
+    from lakehouse.ingest.debezium import parse_change
+    from lakehouse.transforms.cdc import OrderedChange
+
     log = bronze.scan(selected_fields=("key", "op", "payload", *COORDS)).to_arrow()
     wanted = [
         op != "tombstone" and (key is None or key in keys)
@@ -234,14 +248,16 @@ def changes_of_keys(bronze: Table, source: CdcSource, keys: set[str]) -> list[Or
     ]
 
 
-def _cdc_scope(context, config: QualityCheckConfig, catalog, table: Table) -> Scope:
+def _cdc_scope(context, config: QualityCheckConfig, catalog, table: "Table") -> "Scope":
+    from lakehouse.quality.scope import changed_scope, full
+
     if config.full:
         return full("requested by the run's config (full: true)")
     identifier = ".".join(table.name())
     return changed_scope(catalog, table, identifier, _since(context, table))
 
 
-def _in_scope(scope: Scope, source: CdcSource, row: dict) -> bool:
+def _in_scope(scope: "Scope", source: CdcSource, row: dict) -> bool:
     return scope.full or str(row.get(source.keys[0])) in {str(v) for v in scope.values}
 
 
@@ -258,6 +274,11 @@ def cdc_reconcile_check(source: CdcSource) -> dg.AssetChecksDefinition:
         config: QualityCheckConfig,
         iceberg: IcebergCatalogResource,
     ) -> dg.AssetCheckResult:
+        from pyiceberg.exceptions import NoSuchTableError
+
+        from lakehouse.transforms.cdc import apply_changes, read_changelog
+        from lakehouse.transforms.masking import Masker, mask_rows
+
         catalog = iceberg.load()
         try:
             bronze = catalog.load_table(source.bronze_table)
@@ -314,6 +335,9 @@ def history_reconcile_check(source: CdcSource) -> dg.AssetChecksDefinition:
         config: QualityCheckConfig,
         iceberg: IcebergCatalogResource,
     ) -> dg.AssetCheckResult:
+        from pyiceberg.exceptions import NoSuchTableError
+        from pyiceberg.expressions import And, EqualTo
+
         catalog = iceberg.load()
         columns = (*source.columns, "_lsn")
 

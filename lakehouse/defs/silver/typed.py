@@ -1,4 +1,8 @@
-"""silver.<name> of landing-file and database sources: declared types, latest row per key."""
+"""silver.<name> of landing-file and database sources: declared types, latest row per key.
+
+The build (pyiceberg, pyarrow) is imported by the step that runs it, not when the code
+location loads.
+"""
 
 import dagster as dg
 
@@ -16,7 +20,6 @@ from lakehouse.defs.silver.evolution import (
 from lakehouse.orchestration.heap import freeze_loaded_heap
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
-from lakehouse.silver.typed import TypedBuild
 from resources.iceberg import IcebergCatalogResource
 
 
@@ -44,6 +47,8 @@ def typed_silver_asset(source: DatabaseSource | LandingSource) -> dg.AssetsDefin
         iceberg: IcebergCatalogResource,
         config: SilverBuildConfig,
     ):
+        from lakehouse.silver.typed import TypedBuild
+
         freeze_loaded_heap()
         build = TypedBuild(iceberg.load(), source, silver_shape(source, None), context.run.run_id)
         built = build.run(full=config.full)
