@@ -34,6 +34,10 @@ ENGINES = (
     "boto3",
     "psycopg",
     "setuptools",
+    "pyarrow",
+    "pyiceberg.catalog",
+    "pyiceberg.table",
+    "cryptography",
 )
 # dagster-dbt imports these itself (``dagster_dbt.compat`` imports ``dbt.adapters.base``,
 # ``dagster_dbt.core.dbt_cli_event`` imports sqlglot), so they cannot be absent while gold is

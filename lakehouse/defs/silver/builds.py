@@ -10,15 +10,17 @@ policy) and ``LOGIC_VERSION``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
 from lakehouse.declarations.sources import Source
 from lakehouse.quality.policy import Contract
-from lakehouse.silver.build import ColumnChanges
-from lakehouse.tables.increments import Plan, shape
+
+if TYPE_CHECKING:
+    from lakehouse.silver.build import ColumnChanges
+    from lakehouse.tables.increments import Plan
 
 # Raise when the code that computes silver changes what it writes for the same bronze
 # (a new column, a different dedup rule): every silver table is rebuilt once.
@@ -62,6 +64,8 @@ def contract_shape(contract: Contract | None) -> Any:
 
 def silver_shape(source: Source, contract: Contract | None) -> dict[str, str]:
     """The shape a silver table of ``source`` is computed with (see the module docstring)."""
+    from lakehouse.tables.increments import shape
+
     declaration = source.model_dump(mode="json", exclude=_NOT_SHAPING, warnings=False)
     return shape(
         {

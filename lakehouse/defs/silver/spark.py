@@ -9,20 +9,21 @@ same catalog as every other asset.
 
 import warnings
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from pyiceberg.table import Table
 
 from lakehouse.declarations.layouts import SILVER_PAGE_VIEWS
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
 from lakehouse.orchestration.partitions import DAILY
 from lakehouse.settings import get_settings
-from lakehouse.spark.sessions import SESSIONS_DDL, sessionize
 from lakehouse.spark.stats import spark_work
-from lakehouse.tables.commits import PARTITION_KEY, RUN_ID_KEY, ensure_table
 from resources.iceberg import IcebergCatalogResource
 from resources.spark import SparkResource
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
 # single-run backfills are what these assets are for; Dagster marks the parameter beta
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
@@ -44,6 +45,8 @@ def _window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
 
 
 def _snapshot_options(context: dg.AssetExecutionContext) -> dict[str, str]:
+    from lakehouse.tables.commits import PARTITION_KEY, RUN_ID_KEY
+
     keys = context.partition_keys
     partition = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
     return {
@@ -83,6 +86,9 @@ def silver_sessions(
 ) -> dg.MaterializeResult:
     from pyspark.sql import functions as F
 
+    from lakehouse.spark.sessions import SESSIONS_DDL, sessionize
+    from lakehouse.tables.commits import ensure_table
+
     catalog = iceberg.load()
     ensure_table(catalog, "silver.page_views", SILVER_PAGE_VIEWS)
     start, end = _window(context)
@@ -119,7 +125,7 @@ def silver_sessions(
     )
 
 
-def _summary_int(table: Table, key: str) -> int:
+def _summary_int(table: "Table", key: str) -> int:
     snapshot = table.current_snapshot()
     value = snapshot.summary[key] if snapshot and snapshot.summary else None
     return int(value) if value is not None else 0
