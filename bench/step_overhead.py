@@ -51,6 +51,8 @@ def multiprocess_job():
 
 def _timings(instance, run_id: str) -> tuple[float, float, float]:
     """Wall time, run start -> first step start, and the steps' summed time."""
+    import dagster as dg
+
     began = ended = first = None
     starts: dict[str, float] = {}
     steps = 0.0
@@ -58,15 +60,17 @@ def _timings(instance, run_id: str) -> tuple[float, float, float]:
         event = entry.dagster_event
         if event is None:
             continue
-        kind = event.event_type_value
-        if kind == "RUN_START":
+        kind = event.event_type
+        if kind == dg.DagsterEventType.RUN_START:
             began = entry.timestamp
-        elif kind in ("RUN_SUCCESS", "RUN_FAILURE"):
+        elif kind in (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE):
             ended = entry.timestamp
-        elif kind == "STEP_START":
+        elif kind == dg.DagsterEventType.STEP_START:
             starts[event.step_key] = entry.timestamp
             first = entry.timestamp if first is None else min(first, entry.timestamp)
-        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
+        elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE) and (
+            event.step_key in starts
+        ):
             steps += entry.timestamp - starts[event.step_key]
     return ended - began, first - began, steps
 

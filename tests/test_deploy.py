@@ -200,6 +200,16 @@ def test_the_executor_is_decided_by_the_instance_a_run_lands_on(prod_instance, d
             SimpleNamespace(instance=local, executor_config=config)
         )
     assert type(on_laptop).__name__ == "InProcessExecutor"
+    # an ingest job runs its step in its run pod, on the cluster too
+    ingest = defs.resolve_job_def("ingest_clickstream")
+    in_run_pod = ingest.executor_def.executor_creation_fn(
+        SimpleNamespace(
+            instance=prod_instance,
+            executor_config=config,
+            job=SimpleNamespace(get_definition=lambda: ingest),
+        )
+    )
+    assert type(in_run_pod).__name__ == "InProcessExecutor"
 
 
 def test_locally_every_run_executes_in_one_process():
@@ -447,7 +457,9 @@ def test_run_job_manifest_is_valid_kubernetes(prod_instance, defs, code_origin, 
     assert labels["dagster/job"] == job_name
     assert labels["dagster/run-id"] == run.run_id
     assert labels["app.kubernetes.io/component"] == "run_worker"
-    container = assert_lakehouse_pod(manifest, code_origin[0], "light")
+    # an ingest run executes its one step in the run pod: sized for ingestion
+    profile = "ingest" if job_name.startswith("ingest_") else "light"
+    container = assert_lakehouse_pod(manifest, code_origin[0], profile)
     assert container["args"][:3] == ["dagster", "api", "execute_run"]
     assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == "lakehouse-dagster"
 

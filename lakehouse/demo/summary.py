@@ -34,14 +34,16 @@ def where_the_time_went(
         event = entry.dagster_event
         if event is None:
             continue
-        kind = event.event_type_value
-        if kind == "RUN_START":
+        kind = event.event_type
+        if kind == dg.DagsterEventType.RUN_START:
             began = entry.timestamp
-        elif kind in ("RUN_SUCCESS", "RUN_FAILURE"):
+        elif kind in (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE):
             ended = entry.timestamp
-        elif kind == "STEP_START" and event.step_key:
+        elif kind == dg.DagsterEventType.STEP_START and event.step_key:
             starts[event.step_key] = entry.timestamp
-        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
+        elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE) and (
+            event.step_key in starts
+        ):
             steps[event.step_key] = entry.timestamp - starts[event.step_key]
     total = (ended - began) if began is not None and ended is not None else sum(steps.values())
     longest = sorted(steps.items(), key=lambda item: -item[1])[:top]

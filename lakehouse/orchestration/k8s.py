@@ -22,6 +22,9 @@ import dagster as dg
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
 PROFILE_LABEL = "lakehouse/profile"
+# a job whose steps run in its run pod under the K8sRunLauncher (see ``run_pod_tags``)
+EXECUTOR_TAG = "lakehouse/executor"
+RUN_POD = "run_pod"
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,24 @@ def k8s_tags(profile: str) -> dict[str, str]:
     return {K8S_CONFIG_TAG: json.dumps(k8s_config(profile), sort_keys=True)}
 
 
+def run_pod_tags(profile: str) -> dict[str, str]:
+    """Job tags: every step of the job runs in the run's own pod, sized by ``profile``.
+
+    For jobs of one short step that a sensor launches every few seconds (ingestion): a
+    pod per step would add a second pod start and code location load (measured locally
+    with ``bench.step_overhead``) to a step of two seconds, on the path from an event to
+    gold. Jobs whose steps differ in size (silver in Arrow, gold in dbt, Spark) keep a
+    pod per step, each sized by its asset.
+    """
+    return {EXECUTOR_TAG: RUN_POD, **k8s_tags(profile)}
+
+
+def _steps_in_run_pod(init_context: dg.InitExecutorContext) -> bool:
+    job = getattr(init_context, "job", None)
+    tags = job.get_definition().tags if job is not None else {}
+    return tags.get(EXECUTOR_TAG) == RUN_POD
+
+
 def lakehouse_executor(k8s: bool) -> dg.ExecutorDefinition:
     """The code location's executor, named ``lakehouse`` in every deployment.
 
@@ -123,9 +144,11 @@ def _k8s_or_in_process() -> dg.ExecutorDefinition:
 
         Decided when the run starts, from the instance it runs on, so the same code
         location serves a run launched on the cluster and one started by hand elsewhere;
-        locally only ``retries`` of the execution config applies.
+        locally only ``retries`` of the execution config applies. A job tagged with
+        ``run_pod_tags`` runs its steps in its run pod on the cluster too.
         """
-        if isinstance(init_context.instance.run_launcher, K8sRunLauncher):
+        launcher = init_context.instance.run_launcher
+        if isinstance(launcher, K8sRunLauncher) and not _steps_in_run_pod(init_context):
             return k8s_job_executor.executor_creation_fn(init_context)
         return dg.in_process_executor.executor_creation_fn(init_context)
 

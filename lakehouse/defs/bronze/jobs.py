@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from lakehouse.declarations.sources import DatabaseSource, LandingSource, Source, sources
+from lakehouse.orchestration.k8s import run_pod_tags
 from lakehouse.orchestration.retries import RETRY_TAGS
 
 
@@ -25,7 +26,9 @@ def ingest_job(source: Source) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         ingest_job_name(source),
         selection=dg.AssetSelection.assets(*keys),
-        tags={**RETRY_TAGS, "lakehouse/source": name},
+        # one short step every few seconds: in its run pod, sized for ingestion, on the
+        # cluster (no second pod start on the way from an event to gold; run_pod_tags)
+        tags={**RETRY_TAGS, "lakehouse/source": name, **run_pod_tags("ingest")},
         description=f"Land one bounded batch of {name} from {what} in bronze.",
     )
 
