@@ -51,28 +51,10 @@ def multiprocess_job():
 
 def _timings(instance, run_id: str) -> tuple[float, float, float]:
     """Wall time, run start -> first step start, and the steps' summed time."""
-    import dagster as dg
+    from lakehouse.demo.summary import run_times
 
-    began = ended = first = None
-    starts: dict[str, float] = {}
-    steps = 0.0
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None:
-            continue
-        kind = event.event_type
-        if kind == dg.DagsterEventType.RUN_START:
-            began = entry.timestamp
-        elif kind in (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE):
-            ended = entry.timestamp
-        elif kind == dg.DagsterEventType.STEP_START:
-            starts[event.step_key] = entry.timestamp
-            first = entry.timestamp if first is None else min(first, entry.timestamp)
-        elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE) and (
-            event.step_key in starts
-        ):
-            steps += entry.timestamp - starts[event.step_key]
-    return ended - began, first - began, steps
+    times = run_times(instance, run_id)
+    return times.wall, times.first_step, sum(times.steps.values())
 
 
 def _run(instance, factory) -> tuple[float, float, float, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import dagster as dg
 
 from lakehouse.catalog_config import NAMESPACES
@@ -23,35 +25,52 @@ def table_counts(settings: LakehouseSettings) -> dict[str, int]:
     return counts
 
 
-def where_the_time_went(
-    instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, top: int = 6
-) -> str:
-    """A run's wall time and its longest steps, from the run's own event log."""
+@dataclass
+class RunTimes:
+    """A run's wall time, when its first step started (after the run), and each step's time."""
+
+    wall: float
+    first_step: float
+    steps: dict[str, float]
+
+
+def run_times(instance: dg.DagsterInstance, run_id: str) -> RunTimes:
+    """The run's times, from its own event log (what the UI's timeline shows)."""
     starts: dict[str, float] = {}
     steps: dict[str, float] = {}
     began = ended = None
-    for entry in instance.all_logs(result.run_id):
+    events = dg.DagsterEventType
+    for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None:
             continue
         kind = event.event_type
-        if kind == dg.DagsterEventType.RUN_START:
+        if kind == events.RUN_START:
             began = entry.timestamp
-        elif kind in (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE):
+        elif kind in (events.RUN_SUCCESS, events.RUN_FAILURE):
             ended = entry.timestamp
-        elif kind == dg.DagsterEventType.STEP_START and event.step_key:
+        elif kind == events.STEP_START and event.step_key:
             starts[event.step_key] = entry.timestamp
-        elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE) and (
-            event.step_key in starts
-        ):
+        elif kind in (events.STEP_SUCCESS, events.STEP_FAILURE) and event.step_key in starts:
             steps[event.step_key] = entry.timestamp - starts[event.step_key]
-    total = (ended - began) if began is not None and ended is not None else sum(steps.values())
+    if began is None or ended is None:
+        return RunTimes(sum(steps.values()), 0.0, steps)
+    first = min(starts.values(), default=began) - began
+    return RunTimes(ended - began, first, steps)
+
+
+def where_the_time_went(
+    instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, top: int = 6
+) -> str:
+    """A run's wall time and its longest steps."""
+    times = run_times(instance, result.run_id)
+    steps = times.steps
     longest = sorted(steps.items(), key=lambda item: -item[1])[:top]
     rest = sum(steps.values()) - sum(s for _, s in longest)
     parts = [f"{name} {seconds:.1f} s" for name, seconds in longest]
     if len(steps) > top:
         parts.append(f"{len(steps) - top} more {rest:.1f} s")
-    return f"  {result.job_def.name}: {total:.1f} s in {len(steps)} steps ({', '.join(parts)})"
+    return f"  {result.job_def.name}: {times.wall:.1f} s in {len(steps)} steps ({', '.join(parts)})"
 
 
 def summarize(
