@@ -282,7 +282,11 @@ def test_parsing_the_project_prints_no_third_party_log_lines(dbt_manifest):
     from lakehouse.settings import PROJECT_ROOT
 
     result = subprocess.run(
-        [sys.executable, "-c", "from lakehouse.dbt.project import prepare_manifest as p; p()"],
+        [
+            sys.executable,
+            "-c",
+            "from lakehouse.dbt.project import prepare_manifest as p; p(force=True)",
+        ],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -290,3 +294,29 @@ def test_parsing_the_project_prints_no_third_party_log_lines(dbt_manifest):
     )
     assert result.returncode == 0, result.stderr
     assert "trino" not in result.stderr and "INFO:" not in result.stderr, result.stderr
+
+
+def test_the_manifest_is_parsed_again_only_when_the_project_or_environment_changes(
+    dbt_manifest, tmp_path, monkeypatch
+):
+    """`lakehouse demo` and `lakehouse dev` prepare the manifest on every start: dbt runs
+    only when a project file, dbt's version or a LAKEHOUSE_/DBT_ variable changed."""
+    import shutil
+
+    from lakehouse.dbt.project import DBT_PROJECT_DIR, prepare_manifest, project_fingerprint
+
+    assert prepare_manifest(force=True) is True
+    assert prepare_manifest() is False  # nothing changed: no dbt process
+
+    copy = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs"))
+    first = project_fingerprint(copy)
+    (copy / "target").mkdir()
+    (copy / "target" / "run_results.json").write_text("{}")  # dbt's outputs are no input
+    assert project_fingerprint(copy) == first
+    model = sorted((copy / "models").rglob("*.sql"))[0]
+    model.write_text(model.read_text() + "\n-- edited\n")
+    edited = project_fingerprint(copy)
+    assert edited != first
+    monkeypatch.setenv("LAKEHOUSE_DBT_TARGET", "trino")
+    assert project_fingerprint(copy) != edited

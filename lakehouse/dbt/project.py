@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -61,9 +62,43 @@ def dbt_cli(**overrides) -> LakehouseDbtCli:
     return LakehouseDbtCli(**{**options, **overrides})
 
 
-def prepare_manifest() -> None:
-    """Parse the dbt project into the manifest the gold assets are built from."""
+# what a parse reads besides its inputs' contents: dbt's version and the environment
+# (profiles.yml and dbt_project.yml read LAKEHOUSE_* and DBT_* variables)
+_PARSE_STAMP = ".lakehouse-parse-stamp"
+_NOT_INPUTS = {"target", "logs", "dbt_packages"}
+
+
+def project_fingerprint(project_dir: Path = DBT_PROJECT_DIR) -> str:
+    """A digest of what a ``dbt parse`` of ``project_dir`` depends on: every file of the
+    project (not its outputs), dbt-core's version and the LAKEHOUSE_*/DBT_* variables."""
+    digest = hashlib.sha256(importlib.metadata.version("dbt-core").encode())
+    for path in sorted(project_dir.rglob("*")):
+        relative = path.relative_to(project_dir)
+        if path.is_file() and relative.parts[0] not in _NOT_INPUTS:
+            digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in sorted(os.environ):
+        if name.startswith(("LAKEHOUSE_", "DBT_")):
+            digest.update(f"{name}={os.environ[name]}\0".encode())
+    return digest.hexdigest()
+
+
+def prepare_manifest(force: bool = False) -> bool:
+    """Parse the dbt project into the manifest the gold assets are built from, unless the
+    manifest was parsed from exactly these files in this environment (a ``dbt parse``
+    costs 4-8 s of process start and imports even when dbt finds nothing to re-parse).
+    Returns whether dbt ran."""
+    target = Path(dbt_project.target_path)
+    if not target.is_absolute():
+        target = DBT_PROJECT_DIR / target
+    stamp = target / _PARSE_STAMP
+    fingerprint = project_fingerprint()
+    current = (target / "manifest.json").exists() and stamp.exists()
+    if not force and current and stamp.read_text() == fingerprint:
+        return False
     dbt_cli().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
+    target.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return True
 
 
 def prepare_if_dev() -> None:
