@@ -273,3 +273,130 @@ def test_blank_line_scan_agrees_with_a_substring_search_across_chunk_edges():
         data = bytes(rng.choice(b"a\n") for _ in range(rng.randint(0, 12)))
         for chunk in (1, 2, 3, 1 << 20):
             assert parsers._has_blank_line(data, chunk) == (b"\n\n" in data), (data, chunk)
+
+
+# --- dialects declared in sources.yml ------------------------------------------------
+
+DIALECT_ROWS = [(1, "10.50", "2026-11-01"), (2, None, "2026-11-02"), (3, "7.25", None)]
+
+
+def _dialect_source(**dialect):
+    from lakehouse.declarations.sources import LandingSource
+
+    return LandingSource(
+        name="partner_dialect",
+        format="csv",
+        columns={"id": "long", "amount": "decimal(8,2)", "day": "date", "note": "string"},
+        keys=("id",),
+        dialect=dialect,
+    )
+
+
+def _dialect_file(delimiter=",", null="", header=True, encoding="utf-8", compress=None) -> bytes:
+    """Three rows with a missing amount and a missing day, and a note that needs quoting
+    and holds a non-ASCII character; written as the dialect says."""
+    import gzip
+
+    lines = [delimiter.join(["id", "amount", "day", "note"])] if header else []
+    for n, amount, day in DIALECT_ROWS:
+        note = f'"Café {delimiter} ""{n}"""'
+        lines.append(delimiter.join([str(n), amount or null, day or null, note]))
+    body = ("\r\n".join(lines) + "\r\n").encode(encoding)
+    if compress == "gzip":
+        return gzip.compress(body)
+    if compress == "zstd":
+        return _zstd(body)
+    return body
+
+
+def _zstd(body: bytes) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, "zstd") as stream:
+        stream.write(body)
+    return sink.getvalue().to_pybytes()
+
+
+DIALECTS = {
+    # id: (dialect declared in sources.yml, how the file is written, key suffix)
+    "semicolon-NA": (
+        {"delimiter": ";", "null_values": ["NA"]},
+        {"delimiter": ";", "null": "NA"},
+        "",
+    ),
+    "backslash-N": ({"null_values": ["\\N"]}, {"null": "\\N"}, ""),
+    "no-header": ({"header": False, "null_values": [""]}, {"header": False}, ""),
+    "latin-1": ({"encoding": "latin-1", "null_values": [""]}, {"encoding": "latin-1"}, ""),
+    "utf-8-bom": ({"null_values": [""]}, {"encoding": "utf-8-sig"}, ""),
+    "gzip": ({"null_values": [""]}, {"compress": "gzip"}, ".gz"),
+    "zstd": ({"null_values": [""]}, {"compress": "zstd"}, ".zst"),
+    "tab-gzip-declared": (
+        {"delimiter": "\t", "compression": "gzip", "null_values": [""]},
+        {"delimiter": "\t", "compress": "gzip"},
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DIALECTS))
+def test_a_declared_dialect_lands_every_row_with_its_nulls(lakehouse_env, case):
+    declared, written, suffix = DIALECTS[case]
+    settings = lakehouse_env
+    source = _dialect_source(**declared)
+    s3 = S3Resource().client()
+    key = f"partner_dialect/{case}.csv{suffix}"
+    s3.put_object(Bucket=settings.landing_bucket, Key=key, Body=_dialect_file(**written))
+    catalog = IcebergCatalogResource().load()
+    batch = ingest_files(catalog, s3, settings.landing_bucket, source, [key], "run-1")
+    assert (batch.rows_read, batch.landed, batch.quarantined) == (3, 3, 0), case
+    rows = catalog.load_table(source.bronze_table).scan().to_arrow().to_pylist()
+    got = sorted((r["id"], r["amount"], r["day"], r["note"]) for r in rows)
+    assert got == [
+        (str(n), amount, day, f'Café {written.get("delimiter", ",")} "{n}"')
+        for n, amount, day in DIALECT_ROWS
+    ]
+
+
+def test_a_file_in_another_dialect_is_quarantined_whole_naming_the_setting(lakehouse_env):
+    settings = lakehouse_env
+    s3 = S3Resource().client()
+    catalog = IcebergCatalogResource().load()
+    files = {
+        "semicolons.csv": (_dialect_file(delimiter=";"), "header", "dialect"),
+        "latin.csv": (_dialect_file(encoding="latin-1"), "utf8", "dialect.encoding"),
+        "not-gzip.csv.gz": (_dialect_file(), "compression", "dialect.compression"),
+    }
+    for key, (body, _, _) in files.items():
+        s3.put_object(Bucket=settings.landing_bucket, Key=f"partner_dialect/{key}", Body=body)
+    source = _dialect_source()
+    keys = [f"partner_dialect/{k}" for k in files]
+    batch = ingest_files(catalog, s3, settings.landing_bucket, source, keys, "run-1")
+    assert (batch.landed, batch.quarantined) == (0, 3)
+    rejects = catalog.load_table(source.quarantine_table).scan().to_arrow().to_pylist()
+    by_file = {r["_file"].rsplit("/", 1)[-1]: r for r in rejects}
+    for key, (_, rule, setting) in files.items():
+        assert by_file[key]["_rule"] == rule, key
+        assert setting in by_file[key]["_reason"] and "sources.yml" in by_file[key]["_reason"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "dialect", "message"),
+    [
+        ("csv", {"delimiter": ";;"}, "delimiter must be one character"),
+        ("csv", {"delimiter": ";", "quote": ";"}, "must be different characters"),
+        ("csv", {"encoding": "klingon"}, "unknown encoding"),
+        ("csv", {"sep": ";"}, "dialect.sep"),
+        ("jsonl", {"delimiter": ";"}, "dialect.delimiter applies to csv files"),
+        ("parquet", {"compression": "gzip"}, "dialect.compression does not apply to parquet"),
+    ],
+)
+def test_an_impossible_dialect_fails_when_sources_load(fmt, dialect, message):
+    from pydantic import ValidationError
+
+    from lakehouse.declarations.sources import LandingSource
+
+    with pytest.raises(ValidationError) as error:
+        LandingSource(name="bad", format=fmt, columns={"id": "long"}, dialect=dialect)
+    text = str(error.value).replace("\n", " ")
+    assert message in text or (message == "dialect.sep" and "dialect.sep" in text)

@@ -196,12 +196,82 @@ class DatabaseSource(_TableSource):
         return database_bronze_layout(list(self.columns))
 
 
+_CSV_ONLY = ("delimiter", "quote", "escape", "header", "null_values")
+
+
+class LandingDialect(BaseModel):
+    """How a partner writes its files (``dialect:`` of a landing source). The defaults are
+    RFC 4180 CSV with a header, UTF-8 (a BOM allowed), compression by the key's suffix."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delimiter: str = ","
+    quote: str | None = '"'  # None: fields are never quoted
+    escape: str | None = None  # None: a quote inside a quoted field is doubled
+    header: bool = True  # False: the fields come in the declared columns' order
+    null_values: tuple[str, ...] = ()  # field texts that mean null, e.g. ["NA", "\\N", ""]
+    encoding: str = "utf-8"
+    compression: Literal["auto", "none", "gzip", "zstd"] = "auto"  # auto: .gz / .zst
+
+    @field_validator("delimiter", "quote", "escape")
+    @classmethod
+    def _one_character(cls, value: str | None, info) -> str | None:
+        if value is not None and (len(value) != 1 or value in "\r\n"):
+            raise ValueError(f"{info.field_name} must be one character, not a line break")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_characters(self) -> LandingDialect:
+        used = [c for c in (self.delimiter, self.quote, self.escape) if c is not None]
+        if len(set(used)) != len(used):
+            raise ValueError("delimiter, quote and escape must be different characters")
+        return self
+
+    @property
+    def plain_csv(self) -> bool:
+        """RFC 4180 with a header and no null markers: the fast CSV readers apply."""
+        return (self.delimiter, self.quote, self.escape, self.header, self.null_values) == (
+            ",",
+            '"',
+            None,
+            True,
+            (),
+        )
+
+
 class LandingSource(_Source):
     """Files under ``s3://<landing bucket>/<prefix>``."""
 
     format: Literal["csv", "jsonl", "parquet"]
     columns: dict[str, str] = Field(description="column -> declared type")
     prefix: str | None = None
+    dialect: LandingDialect = Field(default_factory=LandingDialect)
+
+    @model_validator(mode="after")
+    def _dialect_fits_the_format(self) -> LandingSource:
+        given = self.dialect.model_fields_set
+        if self.format != "csv" and (wrong := [k for k in _CSV_ONLY if k in given]):
+            raise ValueError(
+                f"landing source {self.name!r}: dialect.{wrong[0]} applies to csv files, "
+                f"not {self.format}"
+            )
+        if self.format == "parquet" and (wrong := sorted(given)):
+            raise ValueError(
+                f"landing source {self.name!r}: dialect.{wrong[0]} does not apply to parquet "
+                "(its encoding and compression are in the file)"
+            )
+        return self
 
     @field_validator("columns")
     @classmethod

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 LOGIC_VERSION = 1
 
 # Declaration fields that do not change silver's contents (a shorter bronze retention).
-_NOT_SHAPING = {"snapshot_retention_hours"}
+_NOT_SHAPING = {"snapshot_retention_hours", "dialect"}  # dialect: how bronze reads files
 
 
 class SilverBuildConfig(dg.Config):

@@ -7,6 +7,7 @@ and every problem named, a file that cannot be read at all is rejected whole.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import io
@@ -38,19 +39,95 @@ def parse_file(body: bytes, uri: str, source: LandingSource, rows, rejects) -> i
     A file that cannot be read at all (empty, not UTF-8, wrong header, corrupt
     Parquet) becomes one quarantine record for the whole file and counts zero rows.
     """
+    if source.format != "parquet":
+        try:
+            body = _decompressed(body, uri, source.dialect.compression)
+        except OSError as exc:
+            reason = f"{exc}; declare the file's compression (dialect.compression) in sources.yml"
+            rejects.add("compression", reason, None, _file=uri, _row=None)
+            return 0
     if not body.strip():
         rejects.add("empty_file", "file is empty", None, _file=uri, _row=None)
         return 0
     if source.format == "parquet":
         return _parse_parquet(body, uri, source, rows, rejects)
+    encoding = source.dialect.encoding
+    utf8 = codecs.lookup(encoding).name == "utf-8"
     try:
-        text = body.decode("utf-8-sig")
+        text = body.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as exc:
-        rejects.add("utf8", f"file is not valid UTF-8: {exc}", None, _file=uri, _row=None)
+        what = "UTF-8" if utf8 else encoding
+        reason = (
+            f"file is not valid {what}: {exc}; declare the file's encoding "
+            "(dialect.encoding, e.g. latin-1) in sources.yml"
+        )
+        rejects.add("utf8", reason, None, _file=uri, _row=None)
         return 0
+    if source.format == "csv" and not source.dialect.plain_csv:
+        return _parse_dialect_csv(text, uri, source, rows, rejects)
     if source.format == "csv":
-        return _parse_csv(text, uri, source, rows, rejects, body)
+        return _parse_csv(text, uri, source, rows, rejects, body if utf8 else None)
     return _parse_jsonl(text, uri, source, rows, rejects)
+
+
+_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+
+
+def _decompressed(body: bytes, uri: str, compression: str) -> bytes:
+    """The file's bytes, decompressed as declared (``auto``: by the key's suffix)."""
+    if compression == "auto":
+        suffix = uri[uri.rfind(".") :].lower() if "." in uri.rsplit("/", 1)[-1] else ""
+        compression = _SUFFIXES.get(suffix, "none")
+    if compression == "none":
+        return body
+    try:
+        with pa.input_stream(pa.py_buffer(body), compression=compression) as stream:
+            return stream.read()
+    except (OSError, pa.ArrowException) as exc:
+        raise OSError(f"file is not {compression}-compressed ({exc})") from None
+
+
+def _parse_dialect_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
+    """A CSV in the source's declared dialect, read by the csv module row by row."""
+    dialect = source.dialect
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=dialect.delimiter,
+        quotechar=dialect.quote or '"',
+        quoting=csv.QUOTE_MINIMAL if dialect.quote else csv.QUOTE_NONE,
+        escapechar=dialect.escape,
+        doublequote=dialect.escape is None,
+    )
+    expected = list(source.columns)
+    names, first = expected, 1
+    if dialect.header:
+        header = [h.strip() for h in next(reader, [])]
+        first = 2
+        if header != expected and not _declared_in(header, source, uri):
+            rejects.add("header", _header_reason(header, expected), text[:4096], _file=uri, _row=1)
+            return 0
+        names = header
+    nulls = set(dialect.null_values)
+    count = 0
+    for line, values in enumerate(reader, start=first):
+        if not values:
+            continue
+        count += 1
+        raw = dialect.delimiter.join(values)
+        if len(values) != len(names):
+            reason = f"expected {len(names)} fields, found {len(values)}"
+            rejects.add("column_count", reason, raw, _file=uri, _row=line)
+            continue
+        record = {n: (None if v in nulls else v) for n, v in zip(names, values, strict=True)}
+        _check_row(record, line, raw, uri, source, rows, rejects)
+    return count
+
+
+def _header_reason(header: list[str], expected: list[str]) -> str:
+    return (
+        f"header {header} does not match the declared columns {expected}; a file in "
+        "another dialect? declare its delimiter, quote or header (dialect.*) in sources.yml"
+    )
 
 
 def _check_row(values: dict[str, Any], line: int, raw: str, uri, source, rows, rejects) -> None:
@@ -89,7 +166,7 @@ def _parse_csv(
     if header != expected:
         rejects.add(
             "header",
-            f"header {header} does not match the declared columns {expected}",
+            _header_reason(header, expected),
             text[:4096],
             _file=uri,
             _row=1,
