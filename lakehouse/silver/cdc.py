@@ -49,7 +49,13 @@ from lakehouse.silver.build import ColumnChanges, SilverBuild
 from lakehouse.silver.columns import evolve, withhold
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import ensure_table, transaction
-from lakehouse.tables.increments import Plan, plan_build, read_increment, rows_to_read
+from lakehouse.tables.increments import (
+    Plan,
+    plan_build,
+    read_increment,
+    rows_to_read,
+    summary_count,
+)
 from lakehouse.tables.replace import key_mask, replace_keys
 from lakehouse.transforms.cdc import (
     OrderedChange,
@@ -227,7 +233,7 @@ class CdcBuild(SilverBuild):
             history_table, applied.history, source.keys, touched, properties, open_versions
         )
         kept = self._quarantine_outside(quarantine, touched)
-        if new_quarantine.num_rows or kept.num_rows != _rows(quarantine):
+        if new_quarantine.num_rows or kept.num_rows != summary_count(quarantine.current_snapshot()):
             with transaction(quarantine) as tx:
                 tx.overwrite(
                     pa.concat_tables([kept, new_quarantine]), snapshot_properties=properties
@@ -273,12 +279,9 @@ class CdcBuild(SilverBuild):
     ) -> tuple[dict[tuple, list[dict[str, Any]]], str | None]:
         """The stored versions the changes apply on top of (``changes`` gains the deletes
         and truncates they precede), or why only the whole changelog will do."""
-        replayed = [s.snapshot_id for s in plan.appends if REPLAY_KEY in _summary(s)]
+        replayed = replayed_in(plan)
         if replayed:
-            return {}, (
-                f"bronze snapshot {replayed[0]} replays quarantined records that may be "
-                "older than what silver applied"
-            )
+            return {}, replayed
         stored = self._stored_versions(history, changes)
         late = late_change(changes, self.source.keys, stored)
         if late:  # look again with every version of the keys: it may be a redelivery
@@ -453,14 +456,20 @@ def version_id(version: dict[str, Any], keys: tuple[str, ...]) -> tuple:
     return (*(version[k] for k in keys), version["_lsn"], version["_op"], version["valid_from"])
 
 
+def replayed_in(plan: Plan) -> str | None:
+    """Why an increment that replays quarantined records needs the whole changelog: they
+    may be older than what silver applied. None when it replays nothing."""
+    for snapshot in plan.appends:
+        if REPLAY_KEY in _summary(snapshot):
+            return (
+                f"bronze snapshot {snapshot.snapshot_id} replays quarantined records that may "
+                "be older than what silver applied"
+            )
+    return None
+
+
 def _summary(snapshot) -> dict[str, str]:
     return dict(snapshot.summary.additional_properties) if snapshot.summary else {}
-
-
-def _rows(table: Table) -> int:
-    snapshot = table.current_snapshot()
-    summary = snapshot.summary if snapshot and snapshot.summary else None
-    return int(summary["total-records"]) if summary and "total-records" in summary else 0
 
 
 def _as_key(value: Any) -> str:

@@ -43,6 +43,7 @@ from lakehouse.silver.cdc import (
     Shaping,
     after_images,
     apply_partition,
+    replayed_in,
     stored_key,
 )
 from lakehouse.tables import evolution
@@ -59,13 +60,13 @@ AUTO = "auto"
 ENGINES = (AUTO, ARROW, SPARK)
 
 
-def choose_engine(requested: str, changes: int, min_changes: int | None = None) -> tuple[str, str]:
+def choose_engine(requested: str, changes: int) -> tuple[str, str]:
     """The engine a build runs on, and why: Spark from ``spark_engine_min_changes``."""
     if requested not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {requested!r}")
     if requested != AUTO:
         return requested, "asked for (config engine)"
-    threshold = get_settings().spark_engine_min_changes if min_changes is None else min_changes
+    threshold = get_settings().spark_engine_min_changes
     if changes >= threshold:
         return SPARK, f"{changes:,} changes to read, at least {threshold:,}"
     return ARROW, f"{changes:,} changes to read, fewer than {threshold:,}"
@@ -95,7 +96,7 @@ class SparkCdcBuild(CdcBuild):
 
     def _read(self, bronze: Table, history: Table, plan: Plan) -> SparkWork:
         if not plan.full:
-            why = self._replayed(plan)
+            why = replayed_in(plan)
             if why:
                 plan = plan.in_full(why)
         work = self._read_plan(bronze, history, plan)
@@ -328,21 +329,8 @@ class SparkCdcBuild(CdcBuild):
     def _pii_key(self) -> bytes | None:
         return pii_key() if self.source.pii else None
 
-    def _replayed(self, plan: Plan) -> str | None:
-        """The Arrow engine's first check (``CdcBuild._on_top_of``), on the driver."""
-        from lakehouse.quality.replay import REPLAY_KEY
 
-        for snapshot in plan.appends:
-            summary = snapshot.summary.additional_properties if snapshot.summary else {}
-            if REPLAY_KEY in summary:
-                return (
-                    f"bronze snapshot {snapshot.snapshot_id} replays quarantined records "
-                    "that may be older than what silver applied"
-                )
-        return None
-
-
-# -- what runs in Spark's Python workers (module-level: pickled by reference) ---------
+# -- what runs in Spark's Python workers (closures, which cloudpickle sends by value) ---
 
 _KEYED = pa.schema(
     [
@@ -547,10 +535,10 @@ def _applied(
             )
             changes += [
                 c
-                for c in _changes(_rows(earlier), source)
+                for c in _changes(_change_batch(earlier), source)
                 if stored_key(source, masker, c) in fresh
             ]
-        changes += _changes(_rows(truncates), source)
+        changes += _changes(_change_batch(truncates), source)
         result = apply_partition(source, masker, changes, stored, shaping, full=full)
         counts = {
             "applied": result.counts.events_applied,
@@ -572,7 +560,7 @@ def _applied(
     return applied
 
 
-def _rows(rows: list[tuple]) -> pa.RecordBatch:
+def _change_batch(rows: list[tuple]) -> pa.RecordBatch:
     payloads, partitions, offsets = zip(*rows, strict=True) if rows else ((), (), ())
     return pa.RecordBatch.from_arrays(
         [

@@ -148,12 +148,13 @@ def rows_to_read(bronze: Table, plan: Plan) -> int:
     if plan.until is None:
         return 0
     if plan.full:
-        return _total(plan.until)
-    return sum(_total(s, "added-records") for s in plan.appends)
+        return summary_count(plan.until)
+    return sum(summary_count(s, "added-records") for s in plan.appends)
 
 
-def _total(snapshot: Snapshot, key: str = "total-records") -> int:
-    summary = snapshot.summary
+def summary_count(snapshot: Snapshot | None, key: str = "total-records") -> int:
+    """A count the snapshot's summary holds (0 when absent): no file is read."""
+    summary = snapshot.summary if snapshot is not None else None
     value = summary[key] if summary is not None and key in summary else None
     return int(value) if value is not None else 0
 

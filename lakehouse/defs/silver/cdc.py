@@ -24,7 +24,6 @@ from lakehouse.orchestration.heap import freeze_loaded_heap
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
 from lakehouse.quality.contracts import contract_for
-from lakehouse.settings import get_settings
 from resources.iceberg import IcebergCatalogResource
 from resources.spark import SparkResource
 
@@ -92,11 +91,7 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
         contract = contract_for(f"silver.{source.name}")
         args = (iceberg.load(), source, silver_shape(source, contract), context.run.run_id)
         build = CdcBuild(*args, contract=contract)
-        engine, why = choose_engine(
-            config.engine,
-            build.changes_to_read(config.full),
-            get_settings().spark_engine_min_changes,
-        )
+        engine, why = choose_engine(config.engine, build.changes_to_read(config.full))
         context.log.info(f"silver.{source.name}: {engine} engine ({why})")
         if engine == SPARK:
             build = SparkCdcBuild(*args, contract=contract, spark=spark.session())

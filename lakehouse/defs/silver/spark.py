@@ -126,6 +126,6 @@ def silver_sessions(
 
 
 def _summary_int(table: "Table", key: str) -> int:
-    snapshot = table.current_snapshot()
-    value = snapshot.summary[key] if snapshot and snapshot.summary else None
-    return int(value) if value is not None else 0
+    from lakehouse.tables.increments import summary_count
+
+    return summary_count(table.current_snapshot(), key)
