@@ -320,3 +320,60 @@ def test_the_manifest_is_parsed_again_only_when_the_project_or_environment_chang
     assert edited != first
     monkeypatch.setenv("LAKEHOUSE_DBT_TARGET", "trino")
     assert project_fingerprint(copy) != edited
+
+
+@pytest.mark.timeout(300)
+def test_two_dbt_runs_at_once_each_build_their_own_gold(
+    lakehouse_env, dbt_manifest, tmp_path, monkeypatch
+):
+    """Two dbt invocations on one machine (a backfill beside ``build_gold``, two test
+    workers, two runs of ``lakehouse dev``) stage their Parquet apart: each gold table
+    is built from its own catalog's silver, and no staging is left behind."""
+    import os
+    import subprocess
+
+    from lakehouse.dbt.project import DBT_PROJECT_DIR, dbt_executable
+    from lakehouse.settings import get_settings
+    from lakehouse.stack.provision import provision
+
+    # built, then checked by dbt tests that read what the run staged
+    models = "daily_page_views+ product_performance conversion_funnel"
+    runs = []
+    for days in (3, 1):
+        env = {**os.environ, "LAKEHOUSE_STATE_DIR": str(tmp_path / f"state-{days}")}
+        monkeypatch.setenv("LAKEHOUSE_STATE_DIR", env["LAKEHOUSE_STATE_DIR"])
+        provision(get_settings())
+        catalog = IcebergCatalogResource().load()
+        write_silver(catalog, expected.silver_rows(days=days))
+        runs.append((catalog, days, env))
+    staging = DBT_PROJECT_DIR / "target" / "iceberg_staging"
+    before = set(staging.iterdir()) if staging.exists() else set()
+    processes = [
+        subprocess.Popen(
+            [
+                dbt_executable(),
+                "build",
+                "--quiet",
+                "--select",
+                models,
+                "--target-path",
+                str(tmp_path / f"target-{days}"),
+            ],  # fmt: skip
+            cwd=DBT_PROJECT_DIR,
+            env={**env, "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _, days, env in runs
+    ]
+    for process in processes:
+        output, _ = process.communicate(timeout=240)
+        assert process.returncode == 0, output
+    for catalog, days, _ in runs:
+        silver = catalog.load_table("silver.page_views").scan().to_arrow()
+        daily = gold(catalog, "daily_page_views", lambda r: r["view_date"])
+        assert sum(r["page_views"] for r in daily.values()) == silver.num_rows
+        assert len(daily) == days
+    left = set(staging.iterdir()) - before if staging.exists() else set()
+    assert not left, f"staging left behind: {sorted(map(str, left))}"

@@ -10,6 +10,9 @@ loaded from their PyPI wheels (DuckDB's ``INSTALL`` needs the internet).
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +79,9 @@ class Plugin(BasePlugin):
         self._catalog = load_catalog(settings.catalog_name, **pyiceberg_properties(settings))
 
     def configure_connection(self, conn) -> None:
-        # DuckDB's COPY does not create directories; external models land here first.
         root = getattr(self.creds, "external_root", None)
         if root:
-            Path(root).mkdir(parents=True, exist_ok=True)
+            staging_directory(Path(root))
         load_iceberg_extension(conn)
         expose_tables(conn, self._catalog, self._namespaces)
 
@@ -120,6 +122,36 @@ class Plugin(BasePlugin):
             where = AlwaysTrue()
         with transaction(table) as tx:
             tx.overwrite(rows, overwrite_filter=where, snapshot_properties=properties)
+
+
+STALE_STAGING_S = 86_400
+
+
+def staging_directory(root: Path) -> Path:
+    """This invocation's scratch directory for external models (see macros/external_location.sql).
+
+    DuckDB's COPY does not create directories, so it is made here, when the connection
+    opens; it is removed when dbt exits, and directories a killed dbt left behind are
+    removed after a day (a gold run never takes that long).
+    """
+    from dbt_common.invocation import get_invocation_id
+
+    directory = root / get_invocation_id()
+    if directory.exists():
+        return directory
+    directory.mkdir(parents=True)
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    cutoff = time.time() - STALE_STAGING_S
+    for entry in root.iterdir():
+        try:
+            stale = entry != directory and entry.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if stale and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif stale:
+            entry.unlink(missing_ok=True)
+    return directory
 
 
 def _drop_empty_marker(data: pa.Table) -> pa.Table:
