@@ -75,13 +75,20 @@ def test_each_timeline_rule_flags_exactly_the_versions_that_break_it():
         ("c-1", "u", 1, 3, False, 2),  # then deleted at 3
         ("c-1", "c", 5, None, True, 3),  # re-inserted later: a gap is fine before a create
         ("c-2", "r", 0, None, True, 4),
+        # one transaction: created, updated twice; a deleted and re-created row
+        ("c-3", "c", 2, 2, False, 5),  # zero-length versions: superseded in their commit
+        ("c-3", "u", 2, 2, False, 6),
+        ("c-3", "u", 2, 4, False, 7),
+        ("c-3", "c", 4, None, True, 8),  # deleted and re-created at 4
     )
     assert _failing(good) == {}
     assert _failing(_versions(("c-1", "c", 0, None, True, 1), ("c-1", "u", 1, None, True, 2))) == {
         "one_current_version_per_key": {0, 1},
         "versions_contiguous": {1},  # the first version never ended: they overlap
     }
-    assert _failing(_versions(("c-1", "c", 2, 1, False, 1))) == {"valid_from_before_valid_to": {0}}
+    assert _failing(_versions(("c-1", "c", 2, 1, False, 1))) == {
+        "valid_from_not_after_valid_to": {0}
+    }
     gap = _versions(("c-1", "c", 0, 1, False, 1), ("c-1", "u", 2, None, True, 2))
     assert _failing(gap) == {"versions_contiguous": {1}}  # an update cannot follow a gap
     overlap = _versions(("c-1", "c", 0, 2, False, 1), ("c-1", "u", 1, None, True, 2))
@@ -129,7 +136,7 @@ def _stale_current(frame, versions):
 
 BREAKS = {
     "one_current_version_per_key": _add_current_twin,
-    "valid_from_before_valid_to": _end_before_start,
+    "valid_from_not_after_valid_to": _end_before_start,
     "versions_contiguous": _overlap_next,
     "current_iff_open": _current_but_closed,
     "history_matches_current": _stale_current,

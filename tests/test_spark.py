@@ -361,6 +361,35 @@ def test_the_spark_engine_writes_the_arrow_engines_rows(spark_env):
     assert _tables(catalog) == final
 
 
+def test_the_engines_agree_on_transactions(spark_env, make_database):
+    """Every transaction shape of tests/cdc_transactions.py (one commit time for several
+    changes, a snapshot at one LSN, key changes, REPLICA IDENTITY DEFAULT), split inside
+    a transaction: both engines write the same rows, increment by increment."""
+    import psycopg
+
+    from tests.cdc_transactions import Connector, run_transactions
+
+    start = datetime(2026, 11, 1, 10)
+    with psycopg.connect(make_database("spark_tx")) as conn:
+        connector = Connector(conn, "default", True, start)
+        run_transactions(connector, start)
+    messages = connector.messages
+    split = next(i for i, m in enumerate(messages) if m.value and b'"moved"' in m.value) + 1
+    catalog = IcebergCatalogResource().load()
+    source = _customers()
+    seen = {}
+    for engine in ("arrow", "spark"):
+        for name in (*CDC_TABLES, source.bronze_table):
+            catalog.drop_table(name) if catalog.table_exists(name) else None
+        offset, states = 0, []
+        for n, batch in enumerate((messages[:split], messages[split:])):
+            offset = _land_changes(catalog, source, batch, n, offset)
+            assert _built(_build(engine))["lakehouse/engine"] == engine
+            states.append(_tables(catalog))
+        seen[engine] = states
+    assert seen["spark"] == seen["arrow"]
+
+
 def test_auto_chooses_spark_from_the_threshold(spark_env, monkeypatch):
     """A build with more changes to read than the threshold runs on Spark, and says so."""
 

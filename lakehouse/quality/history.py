@@ -5,13 +5,24 @@ a key form one timeline. The rules say so row by row, so a failure points at the
 versions that break it:
 
 - ``one_current_version_per_key``: at most one ``is_current`` row per key;
-- ``valid_from_before_valid_to``: a closed version ends after it starts;
+- ``valid_from_not_after_valid_to``: a closed version does not end before it starts;
+  it may end where it starts (a zero-length version: see below);
 - ``versions_contiguous``: a key's versions do not overlap and each starts where the
   previous one ended; a gap is allowed only before a re-insert (``_op`` ``c`` or
   ``r``: the row was deleted or the table truncated in between);
 - ``current_iff_open``: ``is_current`` exactly when ``valid_to`` is null;
 
 plus the declared columns (keys and ``valid_from`` present, masked PII in masked form).
+
+Version boundaries are ordered by LSN, not by clock: a key's versions follow its
+changes in LSN order (row locks make that the order their transactions committed
+in), and a version starts at its change's commit time (``source.ts_ms``), or at its
+predecessor's boundary when that is later (snapshot reads carry the snapshot's time,
+which can be after a commit they precede). Several changes to one row in one
+transaction share a commit time, so all but the last make zero-length versions
+(``valid_from == valid_to``): they stay in the history as the audit of what the
+transaction did, and an as-of query (``valid_from <= T < valid_to``) never returns
+them, which is right: no other transaction could see those states.
 The history is written whole by the CDC silver asset and has no quarantine: every
 rule is ``fail`` (blocking), since a broken timeline gives wrong answers downstream
 rather than a few bad rows. That the current versions are ``silver.<cdc>`` is the
@@ -35,7 +46,7 @@ REOPENING_OPS = ("c", "r")  # a version after a gap must (re)create the row
 
 HISTORY_RULES = (
     "one_current_version_per_key",
-    "valid_from_before_valid_to",
+    "valid_from_not_after_valid_to",
     "versions_contiguous",
     "current_iff_open",
 )
@@ -51,8 +62,8 @@ def one_current_version(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     return ~current | (per_key <= 1)
 
 
-def valid_from_before_valid_to(df: pd.DataFrame) -> pd.Series:
-    return df["valid_to"].isna() | (df["valid_from"] < df["valid_to"])
+def valid_from_not_after_valid_to(df: pd.DataFrame) -> pd.Series:
+    return df["valid_to"].isna() | (df["valid_from"] <= df["valid_to"])
 
 
 def current_iff_open(df: pd.DataFrame) -> pd.Series:
@@ -63,8 +74,9 @@ def current_iff_open(df: pd.DataFrame) -> pd.Series:
 def contiguous_versions(df: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
     """Each version starts where its predecessor ended (or later, when it re-creates the row).
 
-    The predecessor is the previous version of the key in (valid_from, _lsn) order; a
-    predecessor still open (no valid_to) overlaps everything after it.
+    The predecessor is the previous version of the key in (valid_from, _lsn) order (LSN
+    order, as boundaries never decrease along it); a predecessor still open (no
+    valid_to) overlaps everything after it.
     """
     import pandas as pd
 
@@ -101,7 +113,7 @@ def history_contract(source: CdcSource) -> Contract:
         columns,
         checks={
             HISTORY_RULES[0]: lambda df: one_current_version(df, keys),
-            HISTORY_RULES[1]: valid_from_before_valid_to,
+            HISTORY_RULES[1]: valid_from_not_after_valid_to,
             HISTORY_RULES[2]: lambda df: contiguous_versions(df, keys),
             HISTORY_RULES[3]: current_iff_open,
         },

@@ -67,6 +67,15 @@ def apply_changes(
                 state[key] = {k: v for k, v in version.items() if k not in VERSION_COLUMNS}
     duplicates = carried = applied = 0
 
+    def boundary(key: tuple, at: datetime) -> datetime:
+        """When a change of ``key`` takes effect: its commit time, or its predecessor's
+        boundary if that is later (a snapshot read stamped after a commit it precedes)."""
+        versions = history.get(key)
+        if not versions:
+            return at
+        last = versions[-1]
+        return max(at, last["valid_from"] if last["is_current"] else last["valid_to"])
+
     def close(key: tuple, at: datetime) -> None:
         versions = history.get(key)
         if versions and versions[-1]["is_current"]:
@@ -75,10 +84,10 @@ def apply_changes(
 
     for change in sorted(changes, key=lambda c: c.order):
         event = change.event
-        at = _ts(event.ts_ms)
+        committed = _ts(event.ts_ms)
         if event.op == "t":
             for key in list(state):
-                close(key, at)
+                close(key, boundary(key, committed))
             state.clear()
             applied += 1
             continue
@@ -89,6 +98,7 @@ def apply_changes(
             continue
         seen.add(identity)
         applied += 1
+        at = boundary(key, committed)
         if event.op == "d":
             state.pop(key, None)
             close(key, at)
@@ -101,7 +111,7 @@ def apply_changes(
                 carried += 1
             row[column] = value
         row["_lsn"] = event.lsn
-        row["_source_ts"] = at
+        row["_source_ts"] = committed
         state[key] = row
         close(key, at)
         history.setdefault(key, []).append(

@@ -63,7 +63,9 @@ def cdc_silver_asset(source: CdcSource) -> dg.AssetsDefinition:
                 kinds={"iceberg"},
                 deps=[bronze_key],
                 description=f"Every version of each {source.name} row (SCD type 2): "
-                "valid_from / valid_to / is_current; a delete closes the last version.",
+                "valid_from / valid_to / is_current, in LSN order; a delete closes the last "
+                "version. Query as of T with valid_from <= T < valid_to (a change superseded "
+                "in its own transaction is a zero-length version, never returned).",
                 automation_condition=dg.AutomationCondition.eager(),
             ),
             dg.AssetSpec(
