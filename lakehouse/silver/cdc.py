@@ -283,10 +283,10 @@ class CdcBuild(SilverBuild):
         if replayed:
             return {}, replayed
         stored = self._stored_versions(history, changes)
-        late = late_change(changes, self.source.keys, stored)
+        late = late_change(changes, self.source.keys, stored, key=self._key)
         if late:  # look again with every version of the keys: it may be a redelivery
             stored = self._stored_versions(history, changes, every=True)
-            late = late_change(changes, self.source.keys, stored)
+            late = late_change(changes, self.source.keys, stored, key=self._key)
         if late:
             return {}, late
         earlier = self._earlier_removals(bronze, plan, changes, stored)

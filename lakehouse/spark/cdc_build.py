@@ -473,11 +473,10 @@ def _survey(source: CdcSource, key: bytes | None, table: str, full: bool):
                 if values:
                     rows.append({"position": position, "values": pickle.dumps(values)})
         if not full:
-            head["late"] = late_change(changes, source.keys, stored)
+            in_silver = lambda c: stored_key(source, masker, c)  # noqa: E731
+            head["late"] = late_change(changes, source.keys, stored, key=in_silver)
             if not head["late"]:
-                _, head["fresh_floor"] = new_keys(
-                    changes, source.keys, stored, key=lambda c: stored_key(source, masker, c)
-                )
+                _, head["fresh_floor"] = new_keys(changes, source.keys, stored, key=in_silver)
         yield pa.RecordBatch.from_pylist([head, *rows], schema=_SURVEY)
 
     return survey

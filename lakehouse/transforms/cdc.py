@@ -159,7 +159,10 @@ def new_keys(
 
 
 def late_change(
-    changes: list[OrderedChange], keys: tuple[str, ...], stored: dict[tuple, list[dict[str, Any]]]
+    changes: list[OrderedChange],
+    keys: tuple[str, ...],
+    stored: dict[tuple, list[dict[str, Any]]],
+    key: Callable[[OrderedChange], tuple] | None = None,
 ) -> str | None:
     """Why ``changes`` cannot be applied on top of the ``stored`` versions, or None.
 
@@ -169,14 +172,17 @@ def late_change(
     not keep: the version's LSN and, strictly, the delete's commit time bound it). A change that is
     already in the history (same LSN and op) is a duplicate and harmless. Anything else
     is late (a replay, a redelivery out of order) and needs the key's whole changelog.
+    ``key``: the change's key as ``stored`` holds it (masked, where a key column is PII);
+    the reason names that form, so a PII key never reaches the run's metadata.
     """
+    key_in_silver = key or (lambda change: key_of(change.event, keys))
     for change in changes:
         event = change.event
         if event.op == "t":
             return f"a truncate at LSN {event.lsn} empties the table"
         if event.lsn is None:
             return "a change without an LSN cannot be ordered against silver"
-        key = key_of(event, keys)
+        key = key_in_silver(change)
         versions = stored.get(key)
         if not versions:
             continue
