@@ -44,6 +44,9 @@ def start_stack(settings: LakehouseSettings) -> list[str]:
     except stack.StackError as exc:
         stop_stack(settings, started)
         _fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM/SIGHUP in a session) half-way up
+        stop_stack(settings, started)
+        raise
     return started
 
 

@@ -103,3 +103,27 @@ def test_a_restarted_stack_gets_the_demo_data_back_at_the_same_offsets(cli_env):
         assert "restored" not in again.stdout
     finally:
         _cli(["down"], cli_env)
+
+
+def test_ctrl_c_while_the_stack_starts_leaves_nothing_running(cli_env, tmp_path):
+    """Interrupted right after its first service came up, `up` stops what it started
+    (including a service still starting), so no port stays taken and no pid is left."""
+    import signal
+    import time
+
+    from lakehouse.stack.services import port_in_use
+
+    process = subprocess.Popen(
+        [*LAKEHOUSE, "up"], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    first = process.stdout.readline()
+    assert "started" in first, first
+    process.send_signal(signal.SIGINT)
+    output = first + process.communicate(timeout=120)[0]
+    assert process.returncode != 0, output
+    assert not list((tmp_path / "state" / "run").glob("*.pid")), output
+    ports = (int(cli_env["LAKEHOUSE_KAFKA_PORT"]), int(cli_env["LAKEHOUSE_S3_PORT"]))
+    deadline = time.monotonic() + 10
+    while any(port_in_use(p) for p in ports) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(port_in_use(p) for p in ports), output

@@ -142,16 +142,20 @@ def start(service: Service, settings: LakehouseSettings, timeout: float = 30.0) 
         log.close()
     service.pid_file(settings).write_text(str(process.pid))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            service.pid_file(settings).unlink(missing_ok=True)
-            raise StackError(
-                f"{service.name} exited with code {process.returncode} during start-up; "
-                f"last log lines:\n{_tail(service.log_file(settings))}"
-            )
-        if service.ready():
-            return True
-        time.sleep(0.2)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                service.pid_file(settings).unlink(missing_ok=True)
+                raise StackError(
+                    f"{service.name} exited with code {process.returncode} during start-up; "
+                    f"last log lines:\n{_tail(service.log_file(settings))}"
+                )
+            if service.ready():
+                return True
+            time.sleep(0.2)
+    except KeyboardInterrupt:  # Ctrl-C while it starts: the caller never learns it started
+        stop(service, settings)
+        raise
     stop(service, settings)
     raise StackError(
         f"{service.name} did not answer on port {service.port} within {timeout:.0f} s; "
