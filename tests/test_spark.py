@@ -401,7 +401,7 @@ def test_auto_chooses_spark_from_the_threshold(spark_env, monkeypatch):
     monkeypatch.setenv("LAKEHOUSE_SPARK_ENGINE_MIN_CHANGES", str(offset))
     built = _built(_build("auto"))
     assert built["lakehouse/engine"] == "spark"
-    assert f"{offset:,} changes to read" in built["lakehouse/engine_reason"]
+    assert f"{offset:,} changelog records to read" in built["lakehouse/engine_reason"]
     monkeypatch.setenv("LAKEHOUSE_SPARK_ENGINE_MIN_CHANGES", str(offset + 1))
     _land_changes(catalog, source, _customers_increments(seed=5)[2], 2, offset)
     assert _built(_build("auto"))["lakehouse/engine"] == "arrow"

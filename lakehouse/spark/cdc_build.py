@@ -68,8 +68,8 @@ def choose_engine(requested: str, changes: int) -> tuple[str, str]:
         return requested, "asked for (config engine)"
     threshold = get_settings().spark_engine_min_changes
     if changes >= threshold:
-        return SPARK, f"{changes:,} changes to read, at least {threshold:,}"
-    return ARROW, f"{changes:,} changes to read, fewer than {threshold:,}"
+        return SPARK, f"{changes:,} changelog records to read, at least {threshold:,}"
+    return ARROW, f"{changes:,} changelog records to read, fewer than {threshold:,}"
 
 
 @dataclass
