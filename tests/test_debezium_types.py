@@ -245,6 +245,13 @@ CASES = [
     Case("array-of-dates", "string", DATE_ARRAY, [20000, -1], '["2024-10-04", "1969-12-31"]'),
     Case("array-nowrap", "string", None, [3, 1, 2], "[3, 1, 2]"),
     Case(
+        "map-pairs",
+        "string",
+        {"type": "map", "keys": {"type": "int32"}, "values": STRING},
+        [[2, "b"], [1, "a"]],
+        '{"1": "a", "2": "b"}',
+    ),
+    Case(
         "map",
         "string",
         {"type": "map", "keys": STRING, "values": STRING},
@@ -532,7 +539,7 @@ def _build_silver(sources: list[CdcSource], instance=None, raise_on_error=True):
     )
 
 
-def _ingest(settings, source: CdcSource, events, run_id: str) -> None:
+def _ingest(settings, source: CdcSource, events, run_id: str, undecodable: int = 0) -> None:
     from lakehouse.ingest.kafka.reader import ingest_kafka_batch
     from resources.iceberg import IcebergCatalogResource
     from resources.kafka import KafkaResource
@@ -541,7 +548,8 @@ def _ingest(settings, source: CdcSource, events, run_id: str) -> None:
     batch = ingest_kafka_batch(
         IcebergCatalogResource().load(), KafkaResource(), source, topic, run_id
     )
-    assert batch.landed == len(events) and batch.quarantined == 0
+    assert batch.landed == len(events) - undecodable
+    assert batch.quarantine_rules == ({"decode": undecodable} if undecodable else {})
 
 
 @pytest.mark.timeout(900)
@@ -571,10 +579,17 @@ def test_every_encoding_and_mode_lands_in_silver_typed(lakehouse_env, declared_s
             for key in ("toast-0", "toast-1"):
                 assert (rows[key]["c_long"], rows[key]["c_string"]) == (2, "kept"), (label, key)
 
-        # a value that truly cannot fit its declared type still stops the source
+        # a value its encoding cannot produce (a nanosecond Iceberg would drop) is
+        # quarantined at bronze; a value that truly cannot fit its declared type still
+        # stops the source
         source = declared_sources["default"]
+        nanos = {c: None for c in E2E_COLUMNS} | {"id": "ns", "c_timestamp": 1529507596945104001}
         after = {c: None for c in E2E_COLUMNS} | {"id": "bad", "c_long": "not a number"}
-        _ingest(lakehouse_env, source, [_event("bad", after, 500, None)], "r2")
+        events = [
+            _event("ns", nanos, 499, {"id": STRING, "c_timestamp": NANO_TIMESTAMP}),
+            _event("bad", after, 500, None),
+        ]
+        _ingest(lakehouse_env, source, events, "r2", undecodable=1)
         failed = _build_silver([source], instance, raise_on_error=False)
         assert not failed.success
         errors = [

@@ -88,7 +88,8 @@ class Duration:
 def by_schema(raw: Any, schema: dict, declared: str | None, modes: ConnectorModes) -> Any:
     """The value of a field whose Kafka Connect schema the event carries."""
     name = schema.get("name")
-    params = schema.get("parameters") or {}
+    params = schema.get("parameters")
+    params = params if isinstance(params, dict) else {}
     decoder = BY_NAME.get(name)
     if decoder is not None:
         return decoder(raw, params)
@@ -100,9 +101,9 @@ def by_schema(raw: Any, schema: dict, declared: str | None, modes: ConnectorMode
         return [None if v is None else by_schema(v, items, None, modes) for v in _list(raw)]
     if kind == "map":
         values = schema.get("values") or {}
-        return {k: None if v is None else by_schema(v, values, None, modes) for k, v in raw.items()}
+        return {k: None if v is None else by_schema(v, values, None, modes) for k, v in _map(raw)}
     if kind == "struct" and isinstance(raw, dict):
-        fields = {f.get("field"): f for f in schema.get("fields") or []}
+        fields = {f.get("field"): f for f in schema.get("fields") or [] if isinstance(f, dict)}
         return {
             k: None if v is None or k not in fields else by_schema(v, fields[k], None, modes)
             for k, v in raw.items()
@@ -308,6 +309,15 @@ def _list(raw: Any) -> list:
     if not isinstance(raw, list):
         raise ValueError("expected an array")
     return raw
+
+
+def _map(raw: Any) -> list[tuple[Any, Any]]:
+    """A MAP: a JSON object, or (keys that are not strings) a list of [key, value] pairs."""
+    if isinstance(raw, dict):
+        return list(raw.items())
+    if isinstance(raw, list) and all(isinstance(p, list) and len(p) == 2 for p in raw):
+        return [tuple(p) for p in raw]
+    raise ValueError("expected a map")
 
 
 def _base64(raw: Any) -> bytes:
