@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,46 @@ def test_a_bad_sources_file_names_the_file_and_the_problem(tmp_path: Path, text,
 )
 def test_value_checks_follow_the_declared_type(declared, value, ok):
     assert (value_error(declared, value) is None) is ok
+
+
+CDC = "cdc: [{name: shop_items, topic: s.public.items, keys: [id], columns: {id: string}%s}]"
+
+
+@pytest.mark.parametrize(
+    ("connector", "message"),
+    [
+        ("{time.precision: connect}", "'shop_items': unknown connector option 'time.precision'"),
+        (
+            "{decimal.handling.mode: exact}",
+            "'shop_items': connector option 'decimal.handling.mode' is 'exact', "
+            "expected one of precise, double, string",
+        ),
+        ("{binary.handling.mode: base32}", "'binary.handling.mode' is 'base32'"),
+        ("{interval.handling.mode: iso}", "'interval.handling.mode' is 'iso'"),
+        ("{time.precision.mode: isostring}", "'time.precision.mode' is 'isostring'"),
+    ],
+)
+def test_a_cdc_sources_connector_options_are_checked_naming_source_and_key(
+    tmp_path: Path, connector, message
+):
+    path = tmp_path / "sources.yml"
+    path.write_text(CDC % f", connector: {connector}")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_sources(path)
+
+
+def test_connector_modes_shape_silver_only_when_declared(tmp_path: Path):
+    """Modes change what a change decodes to, so declaring them rebuilds silver; a source
+    that declares none keeps the shape it had before the option existed."""
+    from lakehouse.defs.silver.builds import silver_shape
+
+    path = tmp_path / "sources.yml"
+    path.write_text(CDC % "")
+    plain = load_sources(path).cdc_source("shop_items")
+    path.write_text(CDC % ", connector: {decimal.handling.mode: precise}")
+    defaults = load_sources(path).cdc_source("shop_items")
+    path.write_text(CDC % ", connector: {time.precision.mode: connect}")
+    connect = load_sources(path).cdc_source("shop_items")
+    assert connect.connector.time_precision_mode == "connect"
+    assert silver_shape(plain, None) == silver_shape(defaults, None)
+    assert silver_shape(plain, None)["source"] != silver_shape(connect, None)["source"]

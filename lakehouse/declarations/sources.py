@@ -12,7 +12,7 @@ from abc import abstractmethod
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -153,16 +153,66 @@ class _TableSource(_Source):
         return self
 
 
+class ConnectorModes(BaseModel):
+    """How the source's Debezium PostgreSQL connector is configured (``connector:`` of a CDC
+    source, the connector's own option names and defaults).
+
+    An event with the ``schema`` wrapper names each value's encoding itself; these say
+    what an event without it means (is an integer timestamp milli- or microseconds? is
+    a decimal's text base64 or digits?), and how a ``bytea`` column's unchanged-TOAST
+    placeholder is written.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    decimal_handling_mode: Literal["precise", "double", "string"] = Field(
+        "precise", alias="decimal.handling.mode"
+    )
+    time_precision_mode: Literal["adaptive", "adaptive_time_microseconds", "connect"] = Field(
+        "adaptive", alias="time.precision.mode"
+    )
+    binary_handling_mode: Literal["bytes", "base64", "base64-url-safe", "hex"] = Field(
+        "bytes", alias="binary.handling.mode"
+    )
+    interval_handling_mode: Literal["numeric", "string"] = Field(
+        "numeric", alias="interval.handling.mode"
+    )
+
+
 class CdcSource(_TableSource):
     """Debezium change events of one database table (``<server>.<schema>.<table>``).
 
     Bronze keeps the raw changelog (``bronze.cdc_<name>``); silver keeps the current
     state (``silver.<name>``) and its SCD2 history (``silver.<name>_history``).
-    ``columns`` are the table's declared types, used to decode events that come
-    without Debezium's ``schema`` wrapper.
+    ``columns`` are the table's declared types: every documented Debezium encoding that
+    fits one losslessly is stored as it (``lakehouse.ingest.debezium``); ``connector``
+    says how events without Debezium's ``schema`` wrapper are encoded.
     """
 
     topic: str
+    connector: ConnectorModes = Field(default_factory=ConnectorModes)
+
+    @field_validator("connector", mode="before")
+    @classmethod
+    def _known_options(cls, value, info):
+        """Errors name the source and the option (pydantic's would give only an index)."""
+        if not isinstance(value, dict):
+            return value
+        name = info.data.get("name", "?")
+        fields = {f.alias: f for f in ConnectorModes.model_fields.values()}
+        for option, given in value.items():
+            if option not in fields:
+                raise ValueError(
+                    f"cdc source {name!r}: unknown connector option {option!r} "
+                    f"(known: {', '.join(sorted(fields))})"
+                )
+            allowed = get_args(fields[option].annotation)
+            if given not in allowed:
+                raise ValueError(
+                    f"cdc source {name!r}: connector option {option!r} is {given!r}, "
+                    f"expected one of {', '.join(allowed)}"
+                )
+        return value
 
     @property
     def bronze_name(self) -> str:

@@ -1,27 +1,31 @@
 """Debezium PostgreSQL change events: envelope parsing and value decoding.
 
-Follows the connector's documented "Data type mappings": NUMERIC/DECIMAL as
-base64 big-endian two's-complement bytes with ``scale`` in the field schema
-(``org.apache.kafka.connect.data.Decimal``), DATE as days since the epoch,
-TIMESTAMP as epoch milli/micro/nanoseconds, TIMESTAMPTZ as an ISO string, JSON as
-a string. Unchanged TOASTed columns arrive as ``__debezium_unavailable_value``;
-the placeholder is kept as :data:`UNAVAILABLE` so that the silver layer carries
-the previous value forward instead of storing it. Without the ``schema`` wrapper
-the table's declared types (sources.yml) drive the same decoding.
+Values follow the connector's documented "Data type mappings" in every mode of its
+``decimal.handling.mode``, ``time.precision.mode``, ``binary.handling.mode`` and
+``interval.handling.mode``: decoded by the encoding the event's ``schema`` wrapper
+names (``lakehouse.ingest.debezium_values``), or, without the wrapper, by the one the
+source's declared types and connector modes imply; then stored as the declared type
+wherever that is lossless (``lakehouse.ingest.coerce``). A documented encoding is
+never a schema break; a value its column cannot hold still is.
+
+Unchanged TOASTed columns arrive as the connector's placeholder; it is kept as
+:data:`UNAVAILABLE` so that the silver layer carries the previous value forward
+instead of storing it.
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
+from lakehouse.declarations.sources import ConnectorModes
+from lakehouse.ingest import debezium_values
+from lakehouse.ingest.coerce import to_declared
 from lakehouse.ingest.records import RecordRejected, decode_json
 
 TOAST_PLACEHOLDER = "__debezium_unavailable_value"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULTS = ConnectorModes()
 OPS = {"c", "u", "d", "r", "t"}
 
 
@@ -49,8 +53,13 @@ class ChangeEvent:
     tx_id: int | None
 
 
-def parse_change(value: bytes | None, declared: dict[str, str]) -> ChangeEvent | None:
-    """A decoded change, or None for a tombstone (the null value after a delete)."""
+def parse_change(
+    value: bytes | None, declared: dict[str, str], modes: ConnectorModes = DEFAULTS
+) -> ChangeEvent | None:
+    """A decoded change, or None for a tombstone (the null value after a delete).
+
+    ``modes``: the source's connector options (``CdcSource.connector``), which decide
+    what a value without the schema wrapper means."""
     if value is None:
         return None
     try:
@@ -70,8 +79,8 @@ def parse_change(value: bytes | None, declared: dict[str, str]) -> ChangeEvent |
         raise RecordRejected("envelope", f"missing or unknown op {op!r} (expected c/u/d/r/t)")
     source = document.get("source") or {}
     field_schemas = _row_field_schemas(schema)
-    before = _decode_row(document.get("before"), field_schemas, declared, "before")
-    after = _decode_row(document.get("after"), field_schemas, declared, "after")
+    before = _decode_row(document.get("before"), field_schemas, declared, modes, "before")
+    after = _decode_row(document.get("after"), field_schemas, declared, modes, "after")
     if op in ("c", "u", "r") and after is None:
         raise RecordRejected("envelope", f"op {op!r} without an 'after' image")
     if op == "d" and before is None:
@@ -95,7 +104,7 @@ def _row_field_schemas(schema: dict | None) -> dict[str, dict]:
     return {}
 
 
-def _decode_row(row, field_schemas, declared, which) -> dict[str, Any] | None:
+def _decode_row(row, field_schemas, declared, modes, which) -> dict[str, Any] | None:
     if row is None:
         return None
     if not isinstance(row, dict):
@@ -103,7 +112,9 @@ def _decode_row(row, field_schemas, declared, which) -> dict[str, Any] | None:
     decoded = {}
     for column, raw in row.items():
         try:
-            decoded[column] = decode_value(raw, field_schemas.get(column), declared.get(column))
+            decoded[column] = decode_value(
+                raw, field_schemas.get(column), declared.get(column), modes
+            )
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise RecordRejected(
                 "decode", f"{which}.{column}: cannot decode {raw!r}: {exc}"
@@ -111,62 +122,71 @@ def _decode_row(row, field_schemas, declared, which) -> dict[str, Any] | None:
     return decoded
 
 
-def decode_value(raw: Any, field_schema: dict | None, declared: str | None) -> Any:
-    """One column value, by its Debezium schema if present, else by the declared type."""
+def decode_value(
+    raw: Any, field_schema: dict | None, declared: str | None, modes: ConnectorModes = DEFAULTS
+) -> Any:
+    """One column value: decoded by its Debezium encoding (the schema's, else the one
+    ``modes`` and the declared type imply), then given the declared type where that is
+    lossless. A value that cannot be is returned as decoded, for the schema check."""
     if raw is None:
         return None
-    if raw == TOAST_PLACEHOLDER:
+    if _unchanged_toast(raw, field_schema, modes):
         return UNAVAILABLE
-    name = (field_schema or {}).get("name")
-    params = (field_schema or {}).get("parameters") or {}
-    if name == "org.apache.kafka.connect.data.Decimal":
-        return _decimal(raw, int(params.get("scale", 0)))
-    if name == "io.debezium.time.Date":
-        return date(1970, 1, 1) + timedelta(days=int(raw))
-    if name == "io.debezium.time.Timestamp":
-        return EPOCH + timedelta(milliseconds=int(raw))
-    if name == "io.debezium.time.MicroTimestamp":
-        return EPOCH + timedelta(microseconds=int(raw))
-    if name == "io.debezium.time.NanoTimestamp":
-        return EPOCH + timedelta(microseconds=int(raw) // 1000)
-    if name == "io.debezium.time.ZonedTimestamp":
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    if field_schema is not None or declared is None:
-        return raw  # io.debezium.data.Json and plain types arrive as themselves
-    return _by_declared(raw, declared.strip())
+    if declared is None:
+        return _undeclared(raw, field_schema)
+    declared = declared.strip()
+    if field_schema is not None:
+        value = debezium_values.by_schema(raw, field_schema, declared, modes)
+    else:
+        value = debezium_values.by_declared(raw, declared, modes)
+    return to_declared(value, declared)
 
 
-def _by_declared(raw: Any, declared: str) -> Any:
-    if declared.startswith("decimal("):
-        scale = int(declared[len("decimal(") : -1].split(",")[1])
-        if isinstance(raw, str) and "." not in raw and _base64(raw):
-            return _decimal(raw, scale)  # decimal.handling.mode=precise, the default
-        return Decimal(str(raw)).quantize(Decimal(1).scaleb(-scale))  # string/double modes
-    if declared == "date":
-        return (
-            date(1970, 1, 1) + timedelta(days=raw)
-            if isinstance(raw, int)
-            else date.fromisoformat(raw)
-        )
-    if declared in ("timestamp", "timestamptz"):
-        if isinstance(raw, int):  # the PostgreSQL connector's default: MicroTimestamp
-            return EPOCH + timedelta(microseconds=raw)
-        parsed = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return raw
-
-
-def _decimal(encoded: str, scale: int) -> Decimal:
-    unscaled = int.from_bytes(base64.b64decode(encoded, validate=True), "big", signed=True)
-    return Decimal(unscaled).scaleb(-scale)
-
-
-def _base64(text: str) -> bool:
-    try:
-        base64.b64decode(text, validate=True)
-    except ValueError:
+def _unchanged_toast(raw: Any, field_schema: dict | None, modes: ConnectorModes) -> bool:
+    """The connector's placeholder for an unchanged TOAST value, in the column's encoding:
+    the text itself, a text array holding it, an integer array of its bytes, or a bytea
+    written as the binary mode writes bytes (a ``bytes`` field: always base64)."""
+    if isinstance(raw, list):
+        return raw in ([TOAST_PLACEHOLDER], _TOAST_BYTES_LIST)
+    if not isinstance(raw, str):
         return False
-    return True
+    if raw == TOAST_PLACEHOLDER:
+        return True
+    kind = (field_schema or {}).get("type")
+    if kind == "bytes":
+        return raw == _TOAST_BASE64
+    if kind is None or (kind == "string" and modes.binary_handling_mode != "bytes"):
+        return raw == _TOAST_BINARY[modes.binary_handling_mode] or (
+            modes.binary_handling_mode == "hex" and raw.lower() == _TOAST_BINARY["hex"]
+        )
+    return False
+
+
+_TOAST_BYTES = TOAST_PLACEHOLDER.encode()
+_TOAST_BYTES_LIST = list(_TOAST_BYTES)
+_TOAST_BASE64 = base64.b64encode(_TOAST_BYTES).decode()
+_TOAST_BINARY = {
+    "bytes": _TOAST_BASE64,  # the JSON converter writes bytes as base64
+    "base64": _TOAST_BASE64,
+    "base64-url-safe": base64.urlsafe_b64encode(_TOAST_BYTES).decode(),
+    "hex": _TOAST_BYTES.hex(),
+}
+# the encodings undeclared columns have been decoded from since before the declared
+# types took part: a column that evolved into silver keeps the type it was given
+_UNDECLARED = {
+    "org.apache.kafka.connect.data.Decimal",
+    "io.debezium.time.Date",
+    "io.debezium.time.Timestamp",
+    "io.debezium.time.MicroTimestamp",
+    "io.debezium.time.NanoTimestamp",
+    "io.debezium.time.ZonedTimestamp",
+}
+
+
+def _undeclared(raw: Any, field_schema: dict | None) -> Any:
+    if field_schema is not None and field_schema.get("name") in _UNDECLARED:
+        return debezium_values.by_schema(raw, field_schema, None, DEFAULTS)
+    return raw
 
 
 def _int(value: Any) -> int | None:

@@ -197,7 +197,7 @@ def changed_keys(source: CdcSource, payloads: Iterable[str | None]) -> set | Non
     for payload in payloads:
         if payload is None:
             continue
-        change = parse_change(payload.encode(), source.columns)
+        change = parse_change(payload.encode(), source.columns, source.connector)
         if change is None:
             continue
         if change.op == "t":

@@ -216,7 +216,9 @@ def read_changelog(bronze: Table, source: CdcSource) -> list[OrderedChange]:
 def ordered_changes(log: pa.Table, source: CdcSource) -> list[OrderedChange]:
     """Bronze changelog rows (op, payload, Kafka coordinates) as ordered changes."""
     return [
-        OrderedChange(parse_change(payload.encode(), source.columns), partition, offset)
+        OrderedChange(
+            parse_change(payload.encode(), source.columns, source.connector), partition, offset
+        )
         for op, payload, partition, offset in zip(
             log["op"].to_pylist(),
             log["payload"].to_pylist(),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
-from lakehouse.declarations.sources import Source
+from lakehouse.declarations.sources import ConnectorModes, Source
 from lakehouse.quality.policy import Contract
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ LOGIC_VERSION = 1
 
 # Declaration fields that do not change silver's contents (a shorter bronze retention).
 _NOT_SHAPING = {"snapshot_retention_hours", "dialect"}  # dialect: how bronze reads files
+_DEFAULT_CONNECTOR = ConnectorModes().model_dump(mode="json")
 
 
 class SilverBuildConfig(dg.Config):
@@ -67,6 +68,10 @@ def silver_shape(source: Source, contract: Contract | None) -> dict[str, str]:
     from lakehouse.tables.increments import shape
 
     declaration = source.model_dump(mode="json", exclude=_NOT_SHAPING, warnings=False)
+    if declaration.get("connector") == _DEFAULT_CONNECTOR:
+        # the connector modes decide decoded values, so a change rebuilds silver; left
+        # out at their defaults, so that declaring none keeps the shape it always had
+        del declaration["connector"]
     return shape(
         {
             "contract": contract_shape(contract),

@@ -238,7 +238,9 @@ def changes_of_keys(bronze: "Table", source: CdcSource, keys: set[str]) -> "list
     ]
     log = log.filter(pa.array(wanted, pa.bool_()))
     return [
-        OrderedChange(parse_change(payload.encode(), source.columns), partition, offset)
+        OrderedChange(
+            parse_change(payload.encode(), source.columns, source.connector), partition, offset
+        )
         for payload, partition, offset in zip(
             log["payload"].to_pylist(),
             log["_kafka_partition"].to_pylist(),

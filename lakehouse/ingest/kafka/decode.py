@@ -436,7 +436,7 @@ def bronze_row(source: KafkaSource | CdcSource, message) -> dict[str, Any]:
 
 def _bronze_values(source: KafkaSource | CdcSource, message) -> dict[str, Any]:
     if isinstance(source, CdcSource):
-        change = parse_change(message.value, source.columns)
+        change = parse_change(message.value, source.columns, source.connector)
         return {
             "op": change.op if change else "tombstone",
             "key": message.key.decode("utf-8", errors="backslashreplace") if message.key else None,
