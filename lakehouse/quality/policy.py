@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
     import pandera.pandas as pa
+    import pyarrow
 
     FrameCheck = Callable[[pd.DataFrame], pd.Series]
 
@@ -177,6 +178,22 @@ def _rule_name(column: Any, check: str, schema_context: str, schema_name: str | 
     if schema_context == "DataFrameSchema" or column in (None, schema_name) or pd.isna(column):
         return name
     return f"{column}:{name}"
+
+
+def contract_frame(rows: pyarrow.Table) -> pd.DataFrame:
+    """The frame a contract evaluates and silver is written back from: integers stay
+    exact. Plain ``to_pandas`` turns an integer column with a null into float64, and a
+    ``long`` above 2**53 came back to Iceberg off by one."""
+    import pandas as pd
+    import pyarrow
+
+    integers = {
+        pyarrow.int8(): pd.Int8Dtype(),
+        pyarrow.int16(): pd.Int16Dtype(),
+        pyarrow.int32(): pd.Int32Dtype(),
+        pyarrow.int64(): pd.Int64Dtype(),
+    }
+    return rows.to_pandas(types_mapper=integers.get)
 
 
 def validation_frame(df: pd.DataFrame) -> pd.DataFrame:

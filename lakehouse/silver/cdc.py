@@ -42,7 +42,7 @@ from pyiceberg.types import IcebergType, StringType
 from lakehouse.declarations.layouts import QUARANTINE, cdc_silver_layouts, iceberg_type
 from lakehouse.declarations.sources import CdcSource
 from lakehouse.ingest.debezium import UNAVAILABLE
-from lakehouse.quality.policy import Contract, Enforced, enforce
+from lakehouse.quality.policy import Contract, Enforced, contract_frame, enforce
 from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
 from lakehouse.quality.replay import REPLAY_KEY
 from lakehouse.silver.build import ColumnChanges, SilverBuild
@@ -196,7 +196,7 @@ class CdcBuild(SilverBuild):
         )
         current_schema = current_table.schema().as_arrow()
         current_rows, withheld_values = withhold(applied.current, withheld)
-        enforced = enforce(self.contract, current_rows.to_pandas())
+        enforced = enforce(self.contract, contract_frame(current_rows))
         current_rows = pa.Table.from_pandas(
             enforced.passed, schema=current_schema, preserve_index=False
         )

@@ -35,7 +35,7 @@ from pyiceberg.types import StringType
 from lakehouse.declarations.layouts import QUARANTINE, SILVER_PAGE_VIEWS
 from lakehouse.declarations.pii import PiiPolicy
 from lakehouse.declarations.sources import KafkaSource
-from lakehouse.quality.policy import Contract, Enforced, enforce
+from lakehouse.quality.policy import Contract, Enforced, contract_frame, enforce
 from lakehouse.quality.quarantine import quarantine_frame, quarantine_table
 from lakehouse.silver.build import ColumnChanges, SilverBuild
 from lakehouse.silver.columns import evolve, pii_as_text, withhold
@@ -123,7 +123,7 @@ class PageViewsBuild(SilverBuild):
 
     def _enforce(self, built: PageViewsBuilt, candidates: pa.Table, rejects) -> tuple:
         enforced = enforce(
-            self.contract, mask_frame(candidates.to_pandas(), self.source.pii, self.masker)
+            self.contract, mask_frame(contract_frame(candidates), self.source.pii, self.masker)
         )
         rows = pa.Table.from_pandas(
             enforced.passed, schema=built.silver.schema().as_arrow(), preserve_index=False

@@ -19,6 +19,7 @@ from pyiceberg.types import StringType
 
 from lakehouse.declarations.layouts import iceberg_type, typed_silver_layout
 from lakehouse.declarations.sources import DatabaseSource, LandingSource
+from lakehouse.quality.policy import contract_frame
 from lakehouse.silver.build import ColumnChanges, SilverBuild
 from lakehouse.silver.columns import evolve, pii_as_text, withhold
 from lakehouse.tables import evolution
@@ -111,7 +112,7 @@ class TypedBuild(SilverBuild):
         schema = table.schema().as_arrow()
         if source.pii:  # masked on entry to silver, like every other silver table
             unmasked = pii_as_text(rows, source.pii)
-            masked = mask_frame(unmasked.to_pandas(), source.pii, self.masker)
+            masked = mask_frame(contract_frame(unmasked), source.pii, self.masker)
             rows = pa.Table.from_pandas(masked, schema=schema, preserve_index=False)
         else:
             rows = conform(rows, schema)

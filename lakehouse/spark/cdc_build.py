@@ -116,7 +116,9 @@ class SparkCdcBuild(CdcBuild):
             for r in changes.where("op = 't'").collect()
         ]
         if truncates and not plan.full:
-            lsn = parse_change(truncates[0][0].encode(), self.source.columns).lsn
+            lsn = parse_change(
+                truncates[0][0].encode(), self.source.columns, self.source.connector
+            ).lsn
             return SparkWork(plan.in_full(f"a truncate at LSN {lsn} empties the table"), None)
         key_schema = self._key_schema(history)
         keyed_schema = pa.schema([*_KEYED, *key_schema])
@@ -381,7 +383,9 @@ def _masker(key: bytes | None) -> Masker:
 
 def _changes(batch: pa.RecordBatch, source: CdcSource) -> list[OrderedChange]:
     return [
-        OrderedChange(parse_change(payload.encode(), source.columns), partition, offset)
+        OrderedChange(
+            parse_change(payload.encode(), source.columns, source.connector), partition, offset
+        )
         for payload, partition, offset in zip(
             batch.column("payload").to_pylist(),
             batch.column("_kafka_partition").to_pylist(),
