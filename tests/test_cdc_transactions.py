@@ -41,10 +41,15 @@ def _build(defs, instance, full: bool = False) -> dict:
     assert result.success
     failed = [c.asset_check_key.name for c in result.get_asset_check_evaluations() if not c.passed]
     assert not failed, failed
-    event = next(
-        e for e in result.get_asset_materialization_events() if e.asset_key == SELECTION[0]
-    )
-    return {k: v.value for k, v in event.materialization.metadata.items()}
+    events = {
+        e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
+    for key, metadata in events.items():  # what the UI's column table shows
+        undescribed = [
+            c.name for c in metadata["dagster/column_schema"].schema.columns if not c.description
+        ]
+        assert not undescribed, (key, undescribed)
+    return {k: v.value for k, v in events[SELECTION[0]].items()}
 
 
 def _rows(catalog, name: str) -> list:

@@ -92,6 +92,31 @@ FILE_LINEAGE = [
 DICTIONARY_PAGE_BYTES = 256 * 1024
 
 
+# What the columns the pipeline adds hold (the Dagster UI and Iceberg readers show them).
+SYSTEM_COLUMN_DOCS = {
+    "_source": "The sources.yml source the row came from.",
+    "_kafka_topic": "Kafka topic the record was read from.",
+    "_kafka_partition": "Kafka partition of the record.",
+    "_kafka_offset": "Kafka offset of the record: with the partition, its place in the topic.",
+    "_kafka_timestamp": "Timestamp Kafka stored with the record.",
+    "_file": "Landing object (bucket key) the row was read from.",
+    "_row": "Line (CSV, JSON lines) or row (Parquet) of the row in its file, from 1.",
+    "_watermark": "Extraction watermark of the database source when the row was read.",
+    "_ingested_at": "When the bronze batch that landed the row was committed (UTC).",
+    "_run_id": "Dagster run that wrote the row.",
+    "_lsn": "PostgreSQL WAL position (Debezium source.lsn) of the change that wrote this version.",
+    "_source_ts": "Commit time of that change in the source database (Debezium source.ts_ms).",
+    "_op": "Debezium operation of the change: c create, u update, r snapshot read.",
+    "valid_from": "When this version took effect (the change's commit time, never before "
+    "its predecessor's); as of T: valid_from <= T < valid_to.",
+    "valid_to": "When the next change of the key, or its delete, took effect; null while current.",
+    "is_current": "Whether this is the key's current version (valid_to is null).",
+    "_rule": "The rule the row broke (a contract rule, or a decode or envelope rule at bronze).",
+    "_reason": "Why the row broke the rule, with the offending value.",
+    "_raw": "The record as it arrived, so a replay can land it once the cause is fixed.",
+}
+
+
 def _bronze(layout: TableLayout) -> TableLayout:
     """A bronze layout: raw text written once per batch, so its writes are kept cheap."""
     return layout.with_properties({"write.parquet.dict-size-bytes": str(DICTIONARY_PAGE_BYTES)})

@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 def table_metadata(table: Table) -> dict[str, Any]:
-    """Row count, column schema, snapshot, files and bytes of the table's current snapshot."""
+    """Row count, column schema (with each column's description), snapshot, files and
+    bytes of the table's current snapshot."""
     snapshot = table.current_snapshot()
     summary = snapshot.summary if snapshot and snapshot.summary else None
 
@@ -19,11 +20,14 @@ def table_metadata(table: Table) -> dict[str, Any]:
         value = summary[key] if summary else None
         return int(value) if value is not None else 0
 
+    from lakehouse.dbt.docs import column_descriptions
+
+    described = column_descriptions(".".join(table.name()[-2:]))
     columns = [
         dg.TableColumn(
             name=field.name,
             type=str(field.field_type),
-            description=field.doc,
+            description=field.doc or described.get(field.name),
             constraints=dg.TableColumnConstraints(nullable=not field.required),
         )
         for field in table.schema().fields
