@@ -12,7 +12,7 @@ import csv
 import functools
 import io
 import json
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 import numpy as np
@@ -131,10 +131,14 @@ def _header_reason(header: list[str], expected: list[str]) -> str:
 
 
 def _check_row(values: dict[str, Any], line: int, raw: str, uri, source, rows, rejects) -> None:
+    zone = source.dialect.zone
     problems = [
         f"{column}: {error}"
         for column, declared in source.columns.items()
-        if (error := value_error(declared, values.get(column)) or _unencodable(values.get(column)))
+        if (
+            error := value_error(declared, values.get(column), zone)
+            or _unencodable(values.get(column))
+        )
     ]
     if problems:
         rejects.add("schema", "; ".join(problems), raw, _file=uri, _row=line)
@@ -343,7 +347,7 @@ def _land_columns(columns, line_numbers, uri, source, rows, rejects) -> None:
     expected = list(source.columns)
     problems = []  # (column name, its position, {bad value: error}, bad mask)
     for n, (name, declared) in enumerate(source.columns.items()):
-        if errors := _value_errors(declared, columns[n]):
+        if errors := _value_errors(declared, columns[n], source.dialect.zone):
             bad = pc.is_in(columns[n], value_set=pa.array(list(errors), columns[n].type))
             problems.append((name, n, errors, bad))
     good = pa.table(dict(zip(expected, columns, strict=True)))
@@ -372,7 +376,7 @@ def _reject_rows(indices, columns, line_numbers, problems, uri, rejects) -> None
         rejects.add("schema", reason, raw, _file=uri, _row=line)
 
 
-def _value_errors(declared: str, column: pa.Array) -> dict[str, str]:
+def _value_errors(declared: str, column: pa.Array, zone: tzinfo) -> dict[str, str]:
     """The distinct values of ``column`` that do not fit ``declared``, with
     ``value_error``'s reason; values a certain pattern matches are not looked at."""
     declared = declared.strip()
@@ -382,7 +386,7 @@ def _value_errors(declared: str, column: pa.Array) -> dict[str, str]:
     if pattern is not None:  # one pass; empty fits too
         column = column.filter(pc.invert(pc.match_substring_regex(column, f"^(?:{pattern})?$")))
     unsure = pc.unique(column).to_pylist()
-    return {v: error for v in unsure if (error := value_error(declared, v))}
+    return {v: error for v in unsure if (error := value_error(declared, v, zone))}
 
 
 def _certain_pattern(declared: str) -> str | None:
