@@ -12,6 +12,7 @@ import csv
 import functools
 import io
 import json
+from collections import deque
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -30,11 +31,15 @@ from lakehouse.tables import evolution
 csv.field_size_limit(64 * 1024 * 1024)
 
 
-def parse_file(body: bytes, uri: str, source: LandingSource, rows, rejects) -> int:
+def parse_file(
+    body: bytes, uri: str, source: LandingSource, rows, rejects, arrow: bool = True
+) -> int:
     """Append good rows to ``rows`` and bad ones to ``rejects``; return data rows read.
 
     ``rows`` takes row dicts (``append``) and Arrow tables (``add_table``), as the
-    reader's ``LandedRows`` does.
+    reader's ``LandedRows`` does, a chunk at a time: a caller that hands each chunk on
+    holds a chunk, not the file. ``arrow=False``: not Arrow's streaming CSV reader (the
+    caller saw it give up on this file mid-way: ArrowGaveUp).
 
     A file that cannot be read at all (empty, not UTF-8, wrong header, corrupt
     Parquet) becomes one quarantine record for the whole file and counts zero rows.
@@ -46,13 +51,17 @@ def parse_file(body: bytes, uri: str, source: LandingSource, rows, rejects) -> i
             reason = f"{exc}; declare the file's compression (dialect.compression) in sources.yml"
             rejects.add("compression", reason, None, _file=uri, _row=None)
             return 0
-    if not body.strip():
+    if not body or body.isspace():  # isspace stops at the first other byte: no copy
         rejects.add("empty_file", "file is empty", None, _file=uri, _row=None)
         return 0
     if source.format == "parquet":
         return _parse_parquet(body, uri, source, rows, rejects)
     encoding = source.dialect.encoding
     utf8 = codecs.lookup(encoding).name == "utf-8"
+    if utf8 and source.format == "csv" and source.dialect.plain_csv and arrow:
+        count = _parse_arrow_csv(body, uri, source, rows, rejects)
+        if count is not None:
+            return count
     try:
         text = body.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as exc:
@@ -250,6 +259,123 @@ def _plain(text: str | bytes) -> bool:
     )
 
 
+class ArrowGaveUp(Exception):
+    """Arrow's CSV reader failed part-way through a file, after some of its rows were
+    handed on: the file must be read again by the csv module (``arrow=False``)."""
+
+
+# Bytes of CSV Arrow parses into one record batch: what a chunk of a file holds in memory.
+CSV_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+def _arrow_csv_applies(data: bytes, columns: int) -> bool:
+    """Whether Arrow's CSV reader reads ``data`` (a UTF-8 file in the default dialect)
+    exactly as the csv module does, record for record, so line numbers agree too.
+
+    Both split quoted and unquoted fields alike (a doubled quote inside quotes, text
+    after a closing quote joins the field, a quote inside an unquoted field is text).
+    They differ where the csv module sees a blank line (it skips it but counts it,
+    Arrow reads a row of empty fields), a NUL (the csv module refuses the file) or a
+    lone carriage return; such files, and one-column sources (a blank line is a value
+    there), take the csv module. A record longer than a block, or an Arrow error, is
+    found while reading: ArrowGaveUp.
+    """
+    if columns < 2 or b"\x00" in data:
+        return False
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+        return False
+    return not (_has_blank_line(data) or b"\n\r" in data)
+
+
+def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects) -> int | None:
+    """A UTF-8 CSV in the default dialect whose header is the declared columns, read by
+    Arrow's streaming reader a block at a time: each block is checked and handed on as
+    it is read, so memory follows a block, not the file. None, with nothing handed on,
+    where the csv module must read it (``_arrow_csv_applies``, not UTF-8, another
+    header: its reasons are the csv module path's)."""
+    expected = list(source.columns)
+    first, newline, rest = data.partition(b"\n")
+    try:
+        first.decode("utf-8-sig")  # the header; the rest is checked as Arrow converts it
+        header = [h.strip() for h in next(csv.reader([first.decode("utf-8-sig")]), [])]
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if header != expected or first.count(b'"') % 2 or not _arrow_csv_applies(data, len(expected)):
+        return None
+    try:
+        data.decode("utf-8")  # C speed; the text is dropped at once
+    except UnicodeDecodeError:
+        return None  # the csv module path names the position
+    if not rest:
+        return 0
+    invalid: deque[pacsv.InvalidRow] = deque()
+
+    def skip(row: pacsv.InvalidRow) -> str:
+        invalid.append(row)
+        return "skip"
+
+    reader = pacsv.open_csv(
+        pa.BufferReader(rest),
+        # single-threaded: invalid rows are numbered, and reported with their block
+        read_options=pacsv.ReadOptions(
+            column_names=expected, use_threads=False, block_size=CSV_BLOCK_BYTES
+        ),
+        parse_options=pacsv.ParseOptions(
+            newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=skip
+        ),
+        # large_string: bronze's string type, so the text is never copied by a cast
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(expected, pa.large_string())
+        ),
+    )
+    # Invalid rows are reported as Arrow parses, which may run a block ahead of the
+    # batches: lines are record numbers (header = 1), the good ones those not reported.
+    cursor, handed_on, mark = 2, False, len(rejects.rows)  # handed_on: a good row left
+    # Arrow (pyarrow 17-22 at least) can drop the LF of a CRLF inside a quoted value that
+    # straddles two blocks: every LF of a quoted file is accounted for (in a value, in
+    # an invalid row or ending a record), and a file where one went missing is read
+    # again by the csv module
+    quoted, newlines = b'"' in rest, 0
+
+    def reject_before(end: float) -> None:
+        while invalid and invalid[0].number + 1 < end:
+            row = invalid.popleft()
+            nonlocal newlines
+            newlines += row.text.count("\n")
+            # the csv module's fields, joined: the raw text the other paths keep
+            values = next(csv.reader(io.StringIO(row.text, newline="")), [])
+            reason = f"expected {len(expected)} fields, found {len(values)}"
+            rejects.add("column_count", reason, ",".join(values), _file=uri, _row=row.number + 1)
+
+    try:
+        for batch in reader:
+            if invalid and invalid[0].number + 1 < cursor:
+                raise pa.ArrowInvalid(f"row {invalid[0].number} reported after later rows")
+            if not batch.num_rows:
+                continue
+            candidates = np.arange(cursor, cursor + batch.num_rows + len(invalid))
+            bad = np.array([row.number + 1 for row in invalid], dtype=np.int64)
+            lines = candidates[~np.isin(candidates, bad)][: batch.num_rows]
+            if len(lines) < batch.num_rows:
+                raise pa.ArrowInvalid("rows and invalid rows do not add up")
+            reject_before(lines[-1])
+            cursor = int(lines[-1]) + 1
+            if quoted:
+                newlines += sum(pc.sum(pc.count_substring(c, "\n")).as_py() for c in batch)
+            _land_columns(list(batch.columns), pa.array(lines), uri, source, rows, rejects)
+            handed_on = True
+        count = cursor - 2 + len(invalid)  # rows after the last good one are all invalid
+        reject_before(float("inf"))
+        if quoted and newlines + count - (not rest.endswith(b"\n")) != rest.count(b"\n"):
+            raise pa.ArrowInvalid("a line break inside a quoted value was lost")
+    except (pa.ArrowInvalid, csv.Error) as exc:
+        if handed_on:
+            raise ArrowGaveUp(f"{uri}: {exc}") from exc
+        del rejects.rows[mark:]  # the csv module path finds them again
+        return None
+    return count
+
+
 def _parse_plain_csv(
     text: str, uri: str, source: LandingSource, rows, rejects, data: bytes | None = None
 ) -> int:
@@ -397,13 +523,15 @@ def _certain_pattern(declared: str) -> str | None:
         return r"-?[0-9]{1,18}"
     if declared == "double":
         return r"-?[0-9]{1,15}(\.[0-9]{1,15})?"
+    if declared == "date":  # days 29-31 and years before 1000 are looked at one by one
+        return r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
     if match := DECIMAL.match(declared):
         precision, scale = int(match[1]), int(match[2])
         if precision - scale < 1:
             return None
         fraction = rf"(\.[0-9]{{1,{scale}}})?" if scale else ""
         return rf"-?[0-9]{{1,{precision - scale}}}{fraction}"
-    return None  # dates, timestamps, booleans: few distinct values, checked one by one
+    return None  # timestamps, booleans: checked one distinct value at a time
 
 
 def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
