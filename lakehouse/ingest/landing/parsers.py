@@ -13,6 +13,8 @@ import functools
 import io
 import json
 from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -348,13 +350,14 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
             rejects.add("column_count", reason, ",".join(values), _file=uri, _row=row.number + 1)
 
     try:
-        for batch in reader:
-            if invalid and invalid[0].number + 1 < cursor:
-                raise pa.ArrowInvalid(f"row {invalid[0].number} reported after later rows")
+        for batch in _parsed_ahead(reader):
+            reported = list(invalid)  # a snapshot: the parsing thread appends as it goes
+            if reported and reported[0].number + 1 < cursor:
+                raise pa.ArrowInvalid(f"row {reported[0].number} reported after later rows")
             if not batch.num_rows:
                 continue
-            candidates = np.arange(cursor, cursor + batch.num_rows + len(invalid))
-            bad = np.array([row.number + 1 for row in invalid], dtype=np.int64)
+            candidates = np.arange(cursor, cursor + batch.num_rows + len(reported))
+            bad = np.array([row.number + 1 for row in reported], dtype=np.int64)
             lines = candidates[~np.isin(candidates, bad)][: batch.num_rows]
             if len(lines) < batch.num_rows:
                 raise pa.ArrowInvalid("rows and invalid rows do not add up")
@@ -374,6 +377,23 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
         del rejects.rows[mark:]  # the csv module path finds them again
         return None
     return count
+
+
+def _parsed_ahead(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, the next one parsed by a thread while the caller checks
+    this one (Arrow parses without the GIL): one block ahead, no more."""
+
+    def parse_next() -> pa.RecordBatch | None:
+        try:
+            return reader.read_next_batch()
+        except StopIteration:
+            return None
+
+    with ThreadPoolExecutor(1, thread_name_prefix="csv-blocks") as pool:
+        ahead = pool.submit(parse_next)
+        while (batch := ahead.result()) is not None:
+            ahead = pool.submit(parse_next)
+            yield batch
 
 
 def _parse_plain_csv(
