@@ -656,3 +656,21 @@ def test_a_file_arrow_gives_up_on_part_way_is_read_again_by_the_csv_module(
     campaigns = sorted(r["campaign"] for r in rows if r["_file"].endswith("crlf.csv"))
     assert campaigns == sorted(f"c\r\n{n}" for n in range(200))
     assert sorted(r["_row"] for r in rows if r["_file"].endswith("crlf.csv")) == list(range(2, 202))
+
+
+def test_a_batch_is_bounded_by_bytes_as_well_as_by_files(lakehouse_env):
+    s3 = S3Resource().client()
+    bucket = lakehouse_env.landing_bucket
+    for n, size in enumerate([400, 300, 500, 200]):
+        body = HEADER + "x" * (size - len(HEADER))
+        s3.put_object(Bucket=bucket, Key=f"marketing_spend/{n}.csv", Body=body)
+
+    def listed(limit, max_bytes):
+        keys = list_new_files(s3, bucket, MARKETING_SPEND, set(), limit, max_bytes)
+        return [split_version(k)[0].rsplit("/", 1)[-1] for k in keys]
+
+    assert listed(10, 700) == ["0.csv", "1.csv"]
+    assert listed(10, 1200) == ["0.csv", "1.csv", "2.csv"]
+    assert listed(2, 10_000) == ["0.csv", "1.csv"]
+    assert listed(10, 100) == ["0.csv"]  # a file larger than the bound still moves alone
+    assert listed(10, None) == ["0.csv", "1.csv", "2.csv", "3.csv"]

@@ -304,9 +304,7 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
         return None
     if header != expected or first.count(b'"') % 2 or not _arrow_csv_applies(data, len(expected)):
         return None
-    try:
-        data.decode("utf-8")  # C speed; the text is dropped at once
-    except UnicodeDecodeError:
+    if not _utf8(data):
         return None  # the csv module path names the position
     if not rest:
         return 0
@@ -377,6 +375,19 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
         del rejects.rows[mark:]  # the csv module path finds them again
         return None
     return count
+
+
+def _utf8(data: bytes, chunk: int = 8 << 20) -> bool:
+    """Whether ``data`` is UTF-8, decoded a slice at a time (memory: a slice's text)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    try:
+        for start in range(0, len(data), chunk):
+            decoder.decode(view[start : start + chunk])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _parsed_ahead(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
@@ -578,20 +589,33 @@ def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> i
 
 
 def _parse_parquet(body: bytes, uri: str, source: LandingSource, rows, rejects) -> int:
+    """Rows checked one by one as Python values, a record batch at a time (memory follows
+    a batch): whatever physical type a column has, a value lands if it fits without loss."""
     try:
-        table = pq.read_table(io.BytesIO(body))
+        parquet = pq.ParquetFile(pa.BufferReader(body))
+        names = parquet.schema_arrow.names
     except (pa.ArrowInvalid, OSError) as exc:
         rejects.add("parquet", f"unreadable Parquet file: {exc}", None, _file=uri, _row=None)
         return 0
-    if not _declared_in(table.column_names, source, uri):
-        missing = [c for c in source.columns if c not in table.column_names]
-        reason = f"missing declared columns {missing}; file has {table.column_names}"
+    if not _declared_in(names, source, uri):
+        missing = [c for c in source.columns if c not in names]
+        reason = f"missing declared columns {missing}; file has {names}"
         rejects.add("header", reason, None, _file=uri, _row=None)
         return 0
-    for line, record in enumerate(table.to_pylist(), start=1):
-        raw = json.dumps(record, default=str)
-        _check_row(record, line, raw, uri, source, rows, rejects)
-    return table.num_rows
+    first = 1  # line of the batch's first row
+    try:
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for line, record in enumerate(batch.to_pylist(), start=first):
+                raw = json.dumps(record, default=str)
+                _check_row(record, line, raw, uri, source, rows, rejects)
+            first += batch.num_rows
+    except OSError as exc:  # a corrupt page: the file is quarantined whole
+        raise ValueError(f"unreadable Parquet file: {exc}") from exc
+    return parquet.metadata.num_rows
+
+
+# Rows of a Parquet file converted to Python values at a time.
+PARQUET_BATCH_ROWS = 32_768
 
 
 def _unencodable(value: Any) -> str | None:
