@@ -674,3 +674,34 @@ def test_a_batch_is_bounded_by_bytes_as_well_as_by_files(lakehouse_env):
     assert listed(2, 10_000) == ["0.csv", "1.csv"]
     assert listed(10, 100) == ["0.csv"]  # a file larger than the bound still moves alone
     assert listed(10, None) == ["0.csv", "1.csv", "2.csv", "3.csv"]
+
+
+def test_a_file_that_fails_after_rows_left_is_quarantined_whole(lakehouse_env, monkeypatch):
+    """A field over the csv module's size limit late in a file it reads (a declared
+    dialect): the file's first rows were already handed to the writer, so the batch
+    starts over with the file quarantined whole; the other file lands, none of this one."""
+    import csv
+
+    from lakehouse.ingest.landing import reader
+
+    monkeypatch.setattr(reader.BronzeRows, "CHUNK_ROWS", 10)
+    source = _dialect_source(delimiter=";")
+    rows = "".join(f"{n};1.50;2026-11-01;x\n" for n in range(100))
+    s3 = S3Resource().client()
+    bucket = lakehouse_env.landing_bucket
+    s3.put_object(Bucket=bucket, Key="partner_dialect/a.csv", Body="id;amount;day;note\n" + rows)
+    too_long = "id;amount;day;note\n" + rows + "7;1.00;2026-11-02;" + "y" * 500 + "\n"
+    s3.put_object(Bucket=bucket, Key="partner_dialect/b.csv", Body=too_long)
+    catalog = IcebergCatalogResource().load()
+    keys = list_new_files(s3, bucket, source, set(), 10)
+    limit = csv.field_size_limit(100)
+    try:
+        batch = ingest_files(catalog, s3, bucket, source, keys, "run-1")
+    finally:
+        csv.field_size_limit(limit)
+    assert batch.files_quarantined == ["partner_dialect/b.csv"]
+    assert (batch.rows_read, batch.landed, batch.quarantined) == (100, 100, 1)
+    landed = catalog.load_table(source.bronze_table).scan().to_arrow()
+    assert set(landed["_file"].to_pylist()) == {f"s3://{bucket}/partner_dialect/a.csv"}
+    (reject,) = catalog.load_table(source.quarantine_table).scan().to_arrow().to_pylist()
+    assert reject["_rule"] == "csv" and "field larger than field limit" in reject["_reason"]
