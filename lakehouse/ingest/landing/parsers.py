@@ -296,9 +296,10 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
     where the csv module must read it (``_arrow_csv_applies``, not UTF-8, another
     header: its reasons are the csv module path's)."""
     expected = list(source.columns)
-    first, newline, rest = data.partition(b"\n")
+    cut = data.find(b"\n")
+    start = len(data) if cut < 0 else cut + 1  # where line 2 starts
+    first = data[: start - 1 if cut >= 0 else start]
     try:
-        first.decode("utf-8-sig")  # the header; the rest is checked as Arrow converts it
         header = [h.strip() for h in next(csv.reader([first.decode("utf-8-sig")]), [])]
     except (UnicodeDecodeError, csv.Error):
         return None
@@ -306,8 +307,9 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
         return None
     if not _utf8(data):
         return None  # the csv module path names the position
-    if not rest:
+    if start == len(data):
         return 0
+    rest = pa.py_buffer(data).slice(start)  # no copy of the file's bytes
     invalid: deque[pacsv.InvalidRow] = deque()
 
     def skip(row: pacsv.InvalidRow) -> str:
@@ -335,7 +337,7 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
     # straddles two blocks: every LF of a quoted file is accounted for (in a value, in
     # an invalid row or ending a record), and a file where one went missing is read
     # again by the csv module
-    quoted, newlines = b'"' in rest, 0
+    quoted, newlines = data.find(b'"', start) >= 0, 0
 
     def reject_before(end: float) -> None:
         while invalid and invalid[0].number + 1 < end:
@@ -367,7 +369,8 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
             handed_on = True
         count = cursor - 2 + len(invalid)  # rows after the last good one are all invalid
         reject_before(float("inf"))
-        if quoted and newlines + count - (not rest.endswith(b"\n")) != rest.count(b"\n"):
+        ended = data.endswith(b"\n")
+        if quoted and newlines + count - (not ended) != data.count(b"\n", start):
             raise pa.ArrowInvalid("a line break inside a quoted value was lost")
     except (pa.ArrowInvalid, csv.Error) as exc:
         if handed_on:
