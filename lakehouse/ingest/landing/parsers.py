@@ -333,11 +333,12 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
     # Invalid rows are reported as Arrow parses, which may run a block ahead of the
     # batches: lines are record numbers (header = 1), the good ones those not reported.
     cursor, handed_on, mark = 2, False, len(rejects.rows)  # handed_on: a good row left
-    # Arrow (pyarrow 17-22 at least) can drop the LF of a CRLF inside a quoted value that
-    # straddles two blocks: every LF of a quoted file is accounted for (in a value, in
-    # an invalid row or ending a record), and a file where one went missing is read
-    # again by the csv module
-    quoted, newlines = data.find(b'"', start) >= 0, 0
+    # Arrow (pyarrow 26) can drop the LF of a CRLF inside a quoted value that straddles
+    # two blocks: in a file with quotes and CRs every LF is accounted for (in a value,
+    # in an invalid row or ending a record), and a file where one went missing is read
+    # again by the csv module. (LF-only files read right at every block size tested.)
+    quoted = data.find(b'"', start) >= 0 and data.find(b"\r", start) >= 0
+    newlines = 0
 
     def reject_before(end: float) -> None:
         while invalid and invalid[0].number + 1 < end:
