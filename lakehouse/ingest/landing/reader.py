@@ -276,7 +276,7 @@ def ingest_files(
             again[failed.version] = failed.how
 
 
-def _parse(got: FileBody, source: LandingSource, sink: BronzeRows, rejects, how: str | None):
+def _parse(got: FileBody, source: LandingSource, sink: BronzeRows, rejects, how: str | None) -> int:
     """Rows read from one file into ``sink`` and ``rejects``. A file the reader gives up on
     is quarantined whole: at once if none of its rows has left yet, else by ``_Again``."""
     if how not in (None, "csv"):
