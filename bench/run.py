@@ -15,6 +15,7 @@ BENCHES = [
     "kafka_throughput",
     "gc_freeze",
     "landing_throughput",
+    "landing_wide",
     "commit_cost",
     "sensor_backlog",
     "latency",
@@ -40,9 +41,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=BENCHES, help="run these benches only")
     args = parser.parse_args()
     figures: list[Figure] = []
+    last_lines: list[str] = []  # a bench's own summary line, printed after the table
     for name in args.only or BENCHES:
-        figures += importlib.import_module(f"bench.{name}").run()
+        module = importlib.import_module(f"bench.{name}")
+        figures += module.run()
+        last_lines += [module.LAST_LINE] if getattr(module, "LAST_LINE", "") else []
     print_table(figures)
+    for line in last_lines:
+        print(line)
 
 
 if __name__ == "__main__":

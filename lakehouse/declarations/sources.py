@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
+from datetime import tzinfo
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -247,6 +249,7 @@ class DatabaseSource(_TableSource):
 
 
 _CSV_ONLY = ("delimiter", "quote", "escape", "header", "null_values")
+_PARQUET_DIALECT = ("time_zone",)  # a Parquet file states the rest itself
 
 
 class LandingDialect(BaseModel):
@@ -262,6 +265,9 @@ class LandingDialect(BaseModel):
     null_values: tuple[str, ...] = ()  # field texts that mean null, e.g. ["NA", "\\N", ""]
     encoding: str = "utf-8"
     compression: Literal["auto", "none", "gzip", "zstd"] = "auto"  # auto: .gz / .zst
+    # IANA zone of timestamps written without an offset (CSV, JSON lines, naive Parquet);
+    # checked by LandingSource so that an unknown name fails naming the source
+    time_zone: str = "UTC"
 
     @field_validator("delimiter", "quote", "escape")
     @classmethod
@@ -287,6 +293,11 @@ class LandingDialect(BaseModel):
         if len(set(used)) != len(used):
             raise ValueError("delimiter, quote and escape must be different characters")
         return self
+
+    @property
+    def zone(self) -> tzinfo:
+        """``time_zone`` as a tzinfo (the name was checked when the sources loaded)."""
+        return ZoneInfo(self.time_zone)
 
     @property
     def plain_csv(self) -> bool:
@@ -316,7 +327,14 @@ class LandingSource(_Source):
                 f"landing source {self.name!r}: dialect.{wrong[0]} applies to csv files, "
                 f"not {self.format}"
             )
-        if self.format == "parquet" and (wrong := sorted(given)):
+        try:
+            self.dialect.zone  # noqa: B018 (the lookup is the check)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(
+                f"landing source {self.name!r}: dialect.time_zone {self.dialect.time_zone!r} "
+                "is not an IANA time zone name (e.g. UTC, Europe/Berlin)"
+            ) from None
+        if self.format == "parquet" and (wrong := sorted(given - {*_PARQUET_DIALECT})):
             raise ValueError(
                 f"landing source {self.name!r}: dialect.{wrong[0]} does not apply to parquet "
                 "(its encoding and compression are in the file)"

@@ -12,6 +12,7 @@ rebuilds too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 
 import pyarrow as pa
 from pyiceberg.table import Table
@@ -61,6 +62,12 @@ class TypedBuild(SilverBuild):
             return ["_ingested_at", self.source.watermark]
         return ["_ingested_at", "_file", "_row"]
 
+    @property
+    def zone(self) -> tzinfo:
+        """Where naive timestamps are wall time: a landing source declares it; a database
+        row's text carries its offset (timestamptz) or is UTC."""
+        return self.source.dialect.zone if isinstance(self.source, LandingSource) else UTC
+
     def _run(self, full: bool) -> TypedBuilt:
         source = self.source
         name = f"silver.{source.name}"
@@ -85,7 +92,9 @@ class TypedBuild(SilverBuild):
                 chunk = chunk.append_column(column, pa.nulls(chunk.num_rows, pa.string()))
             bronze_rows += chunk.num_rows
             reduced = latest_per_key(
-                typed_columns(chunk, columns, carry=self.order_by), source.keys, order
+                typed_columns(chunk, columns, carry=self.order_by, zone=self.zone),
+                source.keys,
+                order,
             )
             if latest is not None:
                 reduced = latest_per_key(pa.concat_tables([latest, reduced]), source.keys, order)

@@ -41,6 +41,9 @@ from lakehouse.tables.pyiceberg_internals import check_schema_compatible, datafr
 # enough that a 500k-event batch makes a handful of files, small enough that most
 # of the write overlaps the reading.
 GROUP_BYTES = 16 * 1024 * 1024
+# Groups being written or waiting for the writer: past this the caller waits for the
+# oldest, so rows read faster than they are written hold two groups, not the batch.
+GROUPS_IN_FLIGHT = 2
 
 
 class BackgroundDataFiles:
@@ -103,6 +106,9 @@ class BackgroundDataFiles:
             return
         batches, self.pending, self.pending_bytes = self.pending, [], 0
         self.futures.append(self.executor.submit(self._write, self.table, batches))
+        unfinished = [future for future in self.futures if not future.done()]
+        for future in unfinished[: len(unfinished) - GROUPS_IN_FLIGHT]:
+            future.exception()  # waits; an error surfaces from finish()
 
     @staticmethod
     def _write(table: Table, batches: list[pa.RecordBatch]) -> list[DataFile]:

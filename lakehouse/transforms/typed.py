@@ -9,8 +9,9 @@ stops the asset with the column and value named instead of guessing.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, tzinfo
 from decimal import Decimal
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,6 +19,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import NestedField
 
 from lakehouse.declarations.layouts import iceberg_type
+from lakehouse.ingest.values import parse_timestamp
 
 
 class TypingError(ValueError):
@@ -30,15 +32,18 @@ def order_columns(order_by: list[str]) -> list[str]:
     return [f"__order_{i}" for i in range(len(order_by))]
 
 
-def typed_columns(bronze: pa.Table, columns: dict[str, str], carry: list[str] = ()) -> pa.Table:
+def typed_columns(
+    bronze: pa.Table, columns: dict[str, str], carry: list[str] = (), zone: tzinfo = UTC
+) -> pa.Table:
     """Each declared column converted to its type; ``carry`` columns passed on as they
-    arrived, under ``order_columns(carry)``."""
+    arrived, under ``order_columns(carry)``. ``zone``: where naive timestamps are wall
+    time (a landing source's ``dialect.time_zone``); every timestamp is stored as UTC."""
     schema = pa.schema([pa.field(c, arrow_type(t)) for c, t in columns.items()])
     if bronze.num_rows == 0:
         out = schema.empty_table()
     else:
         out = pa.table(
-            {c: _convert(bronze[c], c, t, schema.field(c).type) for c, t in columns.items()},
+            {c: _convert(bronze[c], c, t, schema.field(c).type, zone) for c, t in columns.items()},
             schema=schema,
         )
     for name, column in zip(order_columns(list(carry)), carry, strict=True):
@@ -64,7 +69,9 @@ def arrow_type(declared: str) -> pa.DataType:
     return Schema(field).as_arrow().field("x").type
 
 
-def _convert(values: pa.ChunkedArray, column: str, declared: str, target: pa.DataType):
+def _convert(
+    values: pa.ChunkedArray, column: str, declared: str, target: pa.DataType, zone: tzinfo
+):
     """Vectorised cast where Arrow parses the text itself, per value where it cannot."""
     text = pc.if_else(pc.equal(pc.utf8_trim_whitespace(values), ""), None, values)
     if pa.types.is_string(target):
@@ -74,7 +81,8 @@ def _convert(values: pa.ChunkedArray, column: str, declared: str, target: pa.Dat
             return pc.cast(pc.utf8_trim_whitespace(text), target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
-    convert = _PARSERS.get(declared.split("(")[0].strip(), str)
+    kind = declared.split("(")[0].strip()
+    convert = partial(parse_timestamp, zone=zone) if kind == "timestamp" else _PARSERS[kind]
     out = []
     for raw in text.to_pylist():
         try:
@@ -82,12 +90,6 @@ def _convert(values: pa.ChunkedArray, column: str, declared: str, target: pa.Dat
         except (ValueError, ArithmeticError) as exc:
             raise TypingError(f"column {column!r}: {raw!r} is not a {declared} ({exc})") from exc
     return pa.array(out, type=target)
-
-
-def _timestamp(text: str) -> datetime:
-    """ISO-8601 text; a timestamp without an offset is taken as UTC."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _boolean(text: str) -> bool:
@@ -103,6 +105,5 @@ _PARSERS = {
     "double": float,
     "boolean": _boolean,
     "date": date.fromisoformat,
-    "timestamp": _timestamp,
     "decimal": Decimal,
 }

@@ -156,7 +156,8 @@ def landing_bronze_asset(source: LandingSource) -> dg.AssetsDefinition:
         keys = config.files
         if keys is None:
             done = ingested_files(catalog, source)
-            keys = list_new_files(client, settings.landing_bucket, source, done, config.max_files)
+            bucket, most = settings.landing_bucket, settings.landing_batch_bytes
+            keys = list_new_files(client, bucket, source, done, config.max_files, most)
         batch = ingest_files(
             catalog, client, settings.landing_bucket, source, keys, context.run.run_id
         )

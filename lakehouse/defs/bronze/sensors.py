@@ -160,7 +160,9 @@ def landing_sensor(source: LandingSource) -> dg.SensorDefinition:
         settings = get_settings()
         bucket = settings.landing_bucket
         done = ingested_files(iceberg.load(), source)
-        keys = list_new_files(s3.client(), bucket, source, done, MAX_FILES_PER_RUN)
+        keys = list_new_files(
+            s3.client(), bucket, source, done, MAX_FILES_PER_RUN, settings.landing_batch_bytes
+        )
         if not keys:
             return dg.SkipReason(f"no new files under s3://{bucket}/{source.key_prefix}")
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]

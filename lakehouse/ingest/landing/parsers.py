@@ -12,7 +12,10 @@ import csv
 import functools
 import io
 import json
-from datetime import datetime
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, tzinfo
 from typing import Any
 
 import numpy as np
@@ -30,11 +33,15 @@ from lakehouse.tables import evolution
 csv.field_size_limit(64 * 1024 * 1024)
 
 
-def parse_file(body: bytes, uri: str, source: LandingSource, rows, rejects) -> int:
+def parse_file(
+    body: bytes, uri: str, source: LandingSource, rows, rejects, arrow: bool = True
+) -> int:
     """Append good rows to ``rows`` and bad ones to ``rejects``; return data rows read.
 
     ``rows`` takes row dicts (``append``) and Arrow tables (``add_table``), as the
-    reader's ``LandedRows`` does.
+    reader's ``LandedRows`` does, a chunk at a time: a caller that hands each chunk on
+    holds a chunk, not the file. ``arrow=False``: not Arrow's streaming CSV reader (the
+    caller saw it give up on this file mid-way: ArrowGaveUp).
 
     A file that cannot be read at all (empty, not UTF-8, wrong header, corrupt
     Parquet) becomes one quarantine record for the whole file and counts zero rows.
@@ -46,13 +53,17 @@ def parse_file(body: bytes, uri: str, source: LandingSource, rows, rejects) -> i
             reason = f"{exc}; declare the file's compression (dialect.compression) in sources.yml"
             rejects.add("compression", reason, None, _file=uri, _row=None)
             return 0
-    if not body.strip():
+    if not body or body.isspace():  # isspace stops at the first other byte: no copy
         rejects.add("empty_file", "file is empty", None, _file=uri, _row=None)
         return 0
     if source.format == "parquet":
         return _parse_parquet(body, uri, source, rows, rejects)
     encoding = source.dialect.encoding
     utf8 = codecs.lookup(encoding).name == "utf-8"
+    if utf8 and source.format == "csv" and source.dialect.plain_csv and arrow:
+        count = _parse_arrow_csv(body, uri, source, rows, rejects)
+        if count is not None:
+            return count
     try:
         text = body.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as exc:
@@ -131,10 +142,14 @@ def _header_reason(header: list[str], expected: list[str]) -> str:
 
 
 def _check_row(values: dict[str, Any], line: int, raw: str, uri, source, rows, rejects) -> None:
+    zone = source.dialect.zone
     problems = [
         f"{column}: {error}"
         for column, declared in source.columns.items()
-        if (error := value_error(declared, values.get(column)) or _unencodable(values.get(column)))
+        if (
+            error := value_error(declared, values.get(column), zone)
+            or _unencodable(values.get(column))
+        )
     ]
     if problems:
         rejects.add("schema", "; ".join(problems), raw, _file=uri, _row=line)
@@ -246,6 +261,156 @@ def _plain(text: str | bytes) -> bool:
     )
 
 
+class ArrowGaveUp(Exception):
+    """Arrow's CSV reader failed part-way through a file, after some of its rows were
+    handed on: the file must be read again by the csv module (``arrow=False``)."""
+
+
+# Bytes of CSV Arrow parses into one record batch: what a chunk of a file holds in memory.
+CSV_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+def _arrow_csv_applies(data: bytes, columns: int) -> bool:
+    """Whether Arrow's CSV reader reads ``data`` (a UTF-8 file in the default dialect)
+    exactly as the csv module does, record for record, so line numbers agree too.
+
+    Both split quoted and unquoted fields alike (a doubled quote inside quotes, text
+    after a closing quote joins the field, a quote inside an unquoted field is text).
+    They differ where the csv module sees a blank line (it skips it but counts it,
+    Arrow reads a row of empty fields), a NUL (the csv module refuses the file) or a
+    lone carriage return; such files, and one-column sources (a blank line is a value
+    there), take the csv module. A record longer than a block, or an Arrow error, is
+    found while reading: ArrowGaveUp.
+    """
+    if columns < 2 or b"\x00" in data:
+        return False
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+        return False
+    return not (_has_blank_line(data) or b"\n\r" in data)
+
+
+def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects) -> int | None:
+    """A UTF-8 CSV in the default dialect whose header is the declared columns, read by
+    Arrow's streaming reader a block at a time: each block is checked and handed on as
+    it is read, so memory follows a block, not the file. None, with nothing handed on,
+    where the csv module must read it (``_arrow_csv_applies``, not UTF-8, another
+    header: its reasons are the csv module path's)."""
+    expected = list(source.columns)
+    cut = data.find(b"\n")
+    start = len(data) if cut < 0 else cut + 1  # where line 2 starts
+    first = data[: start - 1 if cut >= 0 else start]
+    try:
+        header = [h.strip() for h in next(csv.reader([first.decode("utf-8-sig")]), [])]
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if header != expected or first.count(b'"') % 2 or not _arrow_csv_applies(data, len(expected)):
+        return None
+    if not _utf8(data):
+        return None  # the csv module path names the position
+    if start == len(data):
+        return 0
+    rest = pa.py_buffer(data).slice(start)  # no copy of the file's bytes
+    invalid: deque[pacsv.InvalidRow] = deque()
+
+    def skip(row: pacsv.InvalidRow) -> str:
+        invalid.append(row)
+        return "skip"
+
+    reader = pacsv.open_csv(
+        pa.BufferReader(rest),
+        # single-threaded: invalid rows are numbered, and reported with their block
+        read_options=pacsv.ReadOptions(
+            column_names=expected, use_threads=False, block_size=CSV_BLOCK_BYTES
+        ),
+        parse_options=pacsv.ParseOptions(
+            newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=skip
+        ),
+        # large_string: bronze's string type, so the text is never copied by a cast
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(expected, pa.large_string())
+        ),
+    )
+    # Invalid rows are reported as Arrow parses, which may run a block ahead of the
+    # batches: lines are record numbers (header = 1), the good ones those not reported.
+    cursor, handed_on, mark = 2, False, len(rejects.rows)  # handed_on: a good row left
+    # Arrow (pyarrow 26) can drop the LF of a CRLF inside a quoted value that straddles
+    # two blocks: in a file with quotes and CRs every LF is accounted for (in a value,
+    # in an invalid row or ending a record), and a file where one went missing is read
+    # again by the csv module. (LF-only files read right at every block size tested.)
+    quoted = data.find(b'"', start) >= 0 and data.find(b"\r", start) >= 0
+    newlines = 0
+
+    def reject_before(end: float) -> None:
+        while invalid and invalid[0].number + 1 < end:
+            row = invalid.popleft()
+            nonlocal newlines
+            newlines += row.text.count("\n")
+            # the csv module's fields, joined: the raw text the other paths keep
+            values = next(csv.reader(io.StringIO(row.text, newline="")), [])
+            reason = f"expected {len(expected)} fields, found {len(values)}"
+            rejects.add("column_count", reason, ",".join(values), _file=uri, _row=row.number + 1)
+
+    try:
+        for batch in _parsed_ahead(reader):
+            reported = list(invalid)  # a snapshot: the parsing thread appends as it goes
+            if reported and reported[0].number + 1 < cursor:
+                raise pa.ArrowInvalid(f"row {reported[0].number} reported after later rows")
+            if not batch.num_rows:
+                continue
+            candidates = np.arange(cursor, cursor + batch.num_rows + len(reported))
+            bad = np.array([row.number + 1 for row in reported], dtype=np.int64)
+            lines = candidates[~np.isin(candidates, bad)][: batch.num_rows]
+            if len(lines) < batch.num_rows:
+                raise pa.ArrowInvalid("rows and invalid rows do not add up")
+            reject_before(lines[-1])
+            cursor = int(lines[-1]) + 1
+            if quoted:
+                newlines += sum(pc.sum(pc.count_substring(c, "\n")).as_py() for c in batch)
+            _land_columns(list(batch.columns), pa.array(lines), uri, source, rows, rejects)
+            handed_on = True
+        count = cursor - 2 + len(invalid)  # rows after the last good one are all invalid
+        reject_before(float("inf"))
+        ended = data.endswith(b"\n")
+        if quoted and newlines + count - (not ended) != data.count(b"\n", start):
+            raise pa.ArrowInvalid("a line break inside a quoted value was lost")
+    except (pa.ArrowInvalid, csv.Error) as exc:
+        if handed_on:
+            raise ArrowGaveUp(f"{uri}: {exc}") from exc
+        del rejects.rows[mark:]  # the csv module path finds them again
+        return None
+    return count
+
+
+def _utf8(data: bytes, chunk: int = 8 << 20) -> bool:
+    """Whether ``data`` is UTF-8, decoded a slice at a time (memory: a slice's text)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    try:
+        for start in range(0, len(data), chunk):
+            decoder.decode(view[start : start + chunk])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _parsed_ahead(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, the next one parsed by a thread while the caller checks
+    this one (Arrow parses without the GIL): one block ahead, no more."""
+
+    def parse_next() -> pa.RecordBatch | None:
+        try:
+            return reader.read_next_batch()
+        except StopIteration:
+            return None
+
+    with ThreadPoolExecutor(1, thread_name_prefix="csv-blocks") as pool:
+        ahead = pool.submit(parse_next)
+        while (batch := ahead.result()) is not None:
+            ahead = pool.submit(parse_next)
+            yield batch
+
+
 def _parse_plain_csv(
     text: str, uri: str, source: LandingSource, rows, rejects, data: bytes | None = None
 ) -> int:
@@ -343,7 +508,7 @@ def _land_columns(columns, line_numbers, uri, source, rows, rejects) -> None:
     expected = list(source.columns)
     problems = []  # (column name, its position, {bad value: error}, bad mask)
     for n, (name, declared) in enumerate(source.columns.items()):
-        if errors := _value_errors(declared, columns[n]):
+        if errors := _value_errors(declared, columns[n], source.dialect.zone):
             bad = pc.is_in(columns[n], value_set=pa.array(list(errors), columns[n].type))
             problems.append((name, n, errors, bad))
     good = pa.table(dict(zip(expected, columns, strict=True)))
@@ -372,7 +537,7 @@ def _reject_rows(indices, columns, line_numbers, problems, uri, rejects) -> None
         rejects.add("schema", reason, raw, _file=uri, _row=line)
 
 
-def _value_errors(declared: str, column: pa.Array) -> dict[str, str]:
+def _value_errors(declared: str, column: pa.Array, zone: tzinfo) -> dict[str, str]:
     """The distinct values of ``column`` that do not fit ``declared``, with
     ``value_error``'s reason; values a certain pattern matches are not looked at."""
     declared = declared.strip()
@@ -382,7 +547,7 @@ def _value_errors(declared: str, column: pa.Array) -> dict[str, str]:
     if pattern is not None:  # one pass; empty fits too
         column = column.filter(pc.invert(pc.match_substring_regex(column, f"^(?:{pattern})?$")))
     unsure = pc.unique(column).to_pylist()
-    return {v: error for v in unsure if (error := value_error(declared, v))}
+    return {v: error for v in unsure if (error := value_error(declared, v, zone))}
 
 
 def _certain_pattern(declared: str) -> str | None:
@@ -393,13 +558,15 @@ def _certain_pattern(declared: str) -> str | None:
         return r"-?[0-9]{1,18}"
     if declared == "double":
         return r"-?[0-9]{1,15}(\.[0-9]{1,15})?"
+    if declared == "date":  # days 29-31 and years before 1000 are looked at one by one
+        return r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
     if match := DECIMAL.match(declared):
         precision, scale = int(match[1]), int(match[2])
         if precision - scale < 1:
             return None
         fraction = rf"(\.[0-9]{{1,{scale}}})?" if scale else ""
         return rf"-?[0-9]{{1,{precision - scale}}}{fraction}"
-    return None  # dates, timestamps, booleans: few distinct values, checked one by one
+    return None  # timestamps, booleans: checked one distinct value at a time
 
 
 def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
@@ -426,20 +593,33 @@ def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> i
 
 
 def _parse_parquet(body: bytes, uri: str, source: LandingSource, rows, rejects) -> int:
+    """Rows checked one by one as Python values, a record batch at a time (memory follows
+    a batch): whatever physical type a column has, a value lands if it fits without loss."""
     try:
-        table = pq.read_table(io.BytesIO(body))
+        parquet = pq.ParquetFile(pa.BufferReader(body))
+        names = parquet.schema_arrow.names
     except (pa.ArrowInvalid, OSError) as exc:
         rejects.add("parquet", f"unreadable Parquet file: {exc}", None, _file=uri, _row=None)
         return 0
-    if not _declared_in(table.column_names, source, uri):
-        missing = [c for c in source.columns if c not in table.column_names]
-        reason = f"missing declared columns {missing}; file has {table.column_names}"
+    if not _declared_in(names, source, uri):
+        missing = [c for c in source.columns if c not in names]
+        reason = f"missing declared columns {missing}; file has {names}"
         rejects.add("header", reason, None, _file=uri, _row=None)
         return 0
-    for line, record in enumerate(table.to_pylist(), start=1):
-        raw = json.dumps(record, default=str)
-        _check_row(record, line, raw, uri, source, rows, rejects)
-    return table.num_rows
+    first = 1  # line of the batch's first row
+    try:
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for line, record in enumerate(batch.to_pylist(), start=first):
+                raw = json.dumps(record, default=str)
+                _check_row(record, line, raw, uri, source, rows, rejects)
+            first += batch.num_rows
+    except OSError as exc:  # a corrupt page: the file is quarantined whole
+        raise ValueError(f"unreadable Parquet file: {exc}") from exc
+    return parquet.metadata.num_rows
+
+
+# Rows of a Parquet file converted to Python values at a time.
+PARQUET_BATCH_ROWS = 32_768
 
 
 def _unencodable(value: Any) -> str | None:

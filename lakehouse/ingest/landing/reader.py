@@ -6,6 +6,13 @@ file counts as ingested only once its rows (or its quarantine record) are commit
 Each row is checked against the source's declared schema; bronze keeps the raw
 text of each value, and rows or whole files that do not fit go to quarantine with
 the file, line and reason.
+
+Memory follows a chunk, not a file or a batch: each file is parsed and checked a
+block at a time and every chunk goes straight to the background data-file writer,
+which holds at most two groups; only the bytes of the files fetched ahead wait.
+The data files stay invisible until the one commit that also records the files'
+versions as the position. A file that fails after some of its rows went to the
+writer starts the batch over (nothing was committed), reading it the safe way.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -26,7 +34,7 @@ from pyiceberg.exceptions import CommitFailedException
 
 from lakehouse.declarations.layouts import QUARANTINE
 from lakehouse.declarations.sources import LandingSource
-from lakehouse.ingest.landing.parsers import parse_file
+from lakehouse.ingest.landing.parsers import ArrowGaveUp, parse_file
 from lakehouse.ingest.records import QuarantineBuffer
 from lakehouse.tables import evolution
 from lakehouse.tables.commits import (
@@ -39,9 +47,9 @@ from lakehouse.tables.commits import (
 )
 from lakehouse.tables.data_files import GROUP_BYTES, BackgroundDataFiles
 
-# Files fetched and parsed ahead of the one being added to the batch: S3 latency
-# and Arrow's GIL-free parsing overlap; at most this many parsed files wait in memory.
-READ_AHEAD = 4
+# Files fetched ahead of the one being parsed, so that S3 latency overlaps the parsing:
+# their bytes (only) wait in memory, at most this many files' worth.
+READ_AHEAD = 3
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -83,10 +91,16 @@ def ingested_files(catalog: Catalog, source: LandingSource) -> set[str]:
 
 
 def list_new_files(
-    s3_client, bucket: str, source: LandingSource, already: set[str], limit: int
+    s3_client,
+    bucket: str,
+    source: LandingSource,
+    already: set[str],
+    limit: int,
+    max_bytes: int | None = None,
 ) -> list[str]:
-    """Versions under the source's prefix not yet ingested, by key, at most ``limit``."""
-    new: list[str] = []
+    """Versions under the source's prefix not yet ingested, by key: at most ``limit`` and,
+    past the first, at most ``max_bytes`` of objects (a batch bounded by its size too)."""
+    new: list[tuple[str, int]] = []
     paginator = s3_client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=source.key_prefix):
         for obj in page.get("Contents", []):
@@ -94,36 +108,29 @@ def list_new_files(
                 continue
             version = file_version(obj["Key"], obj["ETag"])
             if version not in already:
-                new.append(version)
-    return sorted(new)[:limit]
+                new.append((version, obj.get("Size", 0)))
+    chosen: list[str] = []
+    total = 0
+    for version, size in sorted(new)[:limit]:
+        total += size
+        if chosen and max_bytes is not None and total > max_bytes:
+            break
+        chosen.append(version)
+    return chosen
 
 
 @dataclass
-class FileRead:
-    """One landing file fetched and parsed, not yet part of a batch."""
+class FileBody:
+    """One landing file version fetched, not yet parsed."""
 
     key: str
     version: str
-    rows_read: int
-    rows: pa.Table  # good rows in the bronze layout, lineage included
-    rejects: list[dict[str, Any]]
+    uri: str
+    body: bytes
 
 
-def read_file(
-    s3_client,
-    bucket: str,
-    source: LandingSource,
-    requested: str,
-    batch: QuarantineBuffer,
-    schema: pa.Schema,
-) -> FileRead | None:
-    """Fetch and parse one file version; None if it changed since it was listed.
-
-    Runs in a worker thread: it fills its own buffers (``batch`` lends the quarantine
-    row defaults and the lineage values), and the batch takes them over in key order.
-    Good rows come back in bronze's ``schema`` plus any columns new to it, so the
-    Arrow work runs here, beside the GIL-free parsing, not in the batch's thread.
-    """
+def fetch_file(s3_client, bucket: str, requested: str) -> FileBody | None:
+    """Fetch one file version (in a worker thread); None if it changed since it was listed."""
     key, etag = split_version(requested)
     try:
         # IfMatch: the file read is exactly the version the sensor listed
@@ -134,23 +141,17 @@ def read_file(
             return None
         raise
     version = file_version(key, response["ETag"])
-    body = response["Body"].read()
-    uri = f"s3://{bucket}/{key}"
-    rows = LandedRows()
-    rejects = QuarantineBuffer(batch.source, batch.run_id, batch.ingested_at)
-    try:
-        count = parse_file(body, uri, source, rows, rejects)
-    except (csv.Error, ValueError) as exc:
-        # a file the reader gives up on mid-way is quarantined whole
-        rows = LandedRows()
-        rejects.rows.clear()
-        reason = f"unreadable {source.format} file: {exc}"
-        rejects.add(source.format, reason, None, _file=uri, _row=None)
-        count = 0
-    new = sorted(rows.columns() - set(schema.names))
-    layout = pa.schema([*schema, *(pa.field(c, pa.large_string()) for c in new)])
-    table = rows.to_arrow(layout, batch.source, batch.ingested_at, batch.run_id)
-    return FileRead(key, version, count, table, rejects.rows)
+    return FileBody(key, version, f"s3://{bucket}/{key}", response["Body"].read())
+
+
+class _Again(Exception):
+    """A file failed after some of its rows were handed to the data files: the batch
+    starts over, reading that file as ``how`` says (``csv``: by the csv module, or a
+    quarantine reason for the whole file)."""
+
+    def __init__(self, version: str, how: str) -> None:
+        super().__init__(version)
+        self.version, self.how = version, how
 
 
 def prefetched(function: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
@@ -184,6 +185,9 @@ def ingest_files(
     are still being fetched.
     """
     layout = source.layout
+    # files that failed part-way in an earlier attempt: version -> "csv" (read by the
+    # csv module) or the reason the whole file is quarantined
+    again: dict[str, str] = {}
 
     def attempt() -> FileBatch:
         bronze = ensure_table(catalog, source.bronze_table, layout)
@@ -193,32 +197,38 @@ def ingest_files(
         batch = FileBatch(files=[])
         rejects = QuarantineBuffer(source.name, run_id, datetime.now(UTC))
         reject_versions: list[str] = []
-
-        def read(requested: str) -> FileRead | None:
-            return read_file(s3_client, bucket, source, requested, rejects, schema)
+        lineage = {"_source": source.name, "_ingested_at": rejects.ingested_at, "_run_id": run_id}
 
         # Bronze data files are written while later files are fetched and parsed;
         # until the bronze commit names them with the position no snapshot does.
         files = BackgroundDataFiles(bronze, data_file_bytes)
         held: list[pa.Table] = []  # rows with columns bronze does not have yet
+
+        def hand_on(rows: pa.Table) -> None:
+            if rows.schema.equals(schema):
+                files.add_table(rows)
+            elif rows.num_rows:
+                held.append(rows)
+
         try:
-            # files are fetched and parsed ahead by worker threads, taken in key order
-            reads = prefetched(read, keys, READ_AHEAD)
-            for requested, got in zip(keys, reads, strict=True):
+            # bodies are fetched ahead by worker threads, parsed here in key order a
+            # chunk at a time, each chunk handed to the data files as it is checked
+            bodies = prefetched(partial(fetch_file, s3_client, bucket), keys, READ_AHEAD)
+            for requested, got in zip(keys, bodies, strict=True):
                 if got is None:
                     batch.files_changed.append(split_version(requested)[0])  # next tick
                     continue
                 if got.version in done:
                     continue
                 batch.files.append(got.version)
-                batch.rows_read += got.rows_read
-                if got.rows.schema.equals(schema):
-                    files.add_table(got.rows)
-                elif got.rows.num_rows:
-                    held.append(got.rows)
-                rejects.rows += got.rejects
-                reject_versions += [got.version] * len(got.rejects)
-                if got.rows_read == 0 and got.rejects:
+                sink = BronzeRows(schema, lineage, hand_on)
+                file_rejects = QuarantineBuffer(source.name, run_id, rejects.ingested_at)
+                count = _parse(got, source, sink, file_rejects, again.get(got.version))
+                got.body = b""  # the file's bytes are not needed any more
+                batch.rows_read += count
+                rejects.rows += file_rejects.rows
+                reject_versions += [got.version] * len(file_rejects.rows)
+                if count == 0 and file_rejects.rows:
                     batch.files_quarantined.append(got.key)
             todo = batch.files
             if not todo:
@@ -257,7 +267,94 @@ def ingest_files(
         batch.quarantined = batch.records_in - batch.landed
         return batch
 
-    return with_commit_retries(attempt)
+    while True:
+        try:
+            return with_commit_retries(attempt)
+        except _Again as failed:  # nothing was committed; at most twice per file
+            if again.get(failed.version) not in (None, "csv"):
+                raise AssertionError(f"{failed.version} failed when quarantined whole") from None
+            again[failed.version] = failed.how
+
+
+def _parse(got: FileBody, source: LandingSource, sink: BronzeRows, rejects, how: str | None) -> int:
+    """Rows read from one file into ``sink`` and ``rejects``. A file the reader gives up on
+    is quarantined whole: at once if none of its rows has left yet, else by ``_Again``."""
+    if how not in (None, "csv"):
+        rejects.add(source.format, how, None, _file=got.uri, _row=None)
+        return 0
+    try:
+        count = parse_file(got.body, got.uri, source, sink, rejects, arrow=how is None)
+        sink.finish()
+        return count
+    except ArrowGaveUp:
+        raise _Again(got.version, "csv") from None
+    except (csv.Error, ValueError) as exc:
+        reason = f"unreadable {source.format} file: {exc}"
+        if sink.handed_on:
+            raise _Again(got.version, reason) from None
+        rejects.rows.clear()
+        rejects.add(source.format, reason, None, _file=got.uri, _row=None)
+        return 0
+
+
+class BronzeRows:
+    """Good rows of one file, handed on a chunk at a time in bronze's layout with the
+    batch's lineage: rows of the per-row paths every ``CHUNK_ROWS``, Arrow tables of the
+    column-wise paths as they come. Columns new to bronze come as text after its own."""
+
+    CHUNK_ROWS = 32_768
+
+    def __init__(
+        self, schema: pa.Schema, lineage: dict[str, Any], hand_on: Callable[[pa.Table], None]
+    ) -> None:
+        self.schema, self.lineage, self.hand_on = schema, lineage, hand_on
+        self.dicts: list[dict[str, Any]] = []
+        self.handed_on = 0  # rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.dicts.append(row)
+        if len(self.dicts) >= self.CHUNK_ROWS:
+            self._hand_on_dicts()
+
+    def add_table(self, table: pa.Table) -> None:
+        self._hand_on(table)
+
+    def finish(self) -> None:
+        self._hand_on_dicts()
+
+    def _hand_on_dicts(self) -> None:
+        if self.dicts:
+            table, self.dicts = _from_dicts(self.dicts), []
+            self._hand_on(table)
+
+    def _hand_on(self, table: pa.Table) -> None:
+        if table.num_rows:
+            new = sorted(c for c in table.column_names if self.schema.get_field_index(c) < 0)
+            layout = pa.schema([*self.schema, *(pa.field(c, pa.large_string()) for c in new)])
+            self.hand_on(_in_layout(table, layout, self.lineage))
+            self.handed_on += table.num_rows
+
+
+def _from_dicts(dicts: list[dict[str, Any]]) -> pa.Table:
+    # every key of every row (a file's new column is not in the first row's file)
+    names = {k: pa.int64() if k == "_row" else pa.string() for d in dicts for k in d}
+    return pa.Table.from_pylist(dicts, pa.schema(names))
+
+
+def _in_layout(table: pa.Table, schema: pa.Schema, lineage: dict[str, Any]) -> pa.Table:
+    """``table`` in ``schema`` (bronze's layout): lineage columns from ``lineage``, built
+    in their bronze type (no cast of n values), columns it lacks null."""
+    n = table.num_rows
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            column = table[f.name]
+            columns.append(column if column.type == f.type else column.cast(f.type))
+        elif f.name in lineage:
+            columns.append(pa.repeat(pa.scalar(lineage[f.name], f.type), n))
+        else:
+            columns.append(pa.nulls(n, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class LandedRows:
@@ -284,21 +381,7 @@ class LandedRows:
         self, schema: pa.Schema, source: str, ingested_at: datetime, run_id: str
     ) -> pa.Table:
         """All good rows in the bronze layout, with the batch's lineage columns."""
-        # every key of every row (a file's new column is not in the first row's file)
-        names = {k: pa.int64() if k == "_row" else pa.string() for d in self.dicts for k in d}
-        parts = [pa.Table.from_pylist(self.dicts, pa.schema(names))] if self.dicts else []
-        out = []
-        values = {"_source": source, "_ingested_at": ingested_at, "_run_id": run_id}
-        for table in parts + self.tables:
-            n = table.num_rows
-            columns = []
-            for f in schema:
-                if f.name in table.column_names:
-                    column = table[f.name]
-                    columns.append(column if column.type == f.type else column.cast(f.type))
-                elif f.name in values:  # built in the bronze type: no cast of n values
-                    columns.append(pa.repeat(pa.scalar(values[f.name], f.type), n))
-                else:
-                    columns.append(pa.nulls(n, f.type))
-            out.append(pa.Table.from_arrays(columns, schema=schema))
+        parts = [_from_dicts(self.dicts)] if self.dicts else []
+        lineage = {"_source": source, "_ingested_at": ingested_at, "_run_id": run_id}
+        out = [_in_layout(table, schema, lineage) for table in parts + self.tables]
         return pa.concat_tables(out) if out else schema.empty_table()
