@@ -5,15 +5,20 @@ external asset whose materializations the sensor reports, so the lineage page sh
 them, their metadata plots rows per run, and dbt sources line up with them by key.
 """
 
+import warnings
+
 import dagster as dg
 
 OPS_GROUP = "ops"
 # Dagster links defined assets to their source itself; a spec written by a sensor says it
-_HERE = {
-    "dagster/code_references": dg.CodeReferencesMetadataValue(
-        code_references=[dg.LocalFileCodeReference(file_path=__file__)]
-    )
-}
+# (the classes are beta in Dagster 1.13: the warning says nothing a user can act on)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    _HERE = {
+        "dagster/code_references": dg.CodeReferencesMetadataValue(
+            code_references=[dg.LocalFileCodeReference(file_path=__file__)]
+        )
+    }
 
 pipeline_runs = dg.AssetSpec(
     key=["ops", "pipeline_runs"],
