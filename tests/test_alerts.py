@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
+from lakehouse.defs.bronze.sensors import BATCH_TAG, MAX_ATTEMPTS_PER_BATCH
 from lakehouse.defs.ops.alerts import alerts_sensor
 from resources.alerts import WEBHOOK_URL_VARIABLE, WebhookResource, alerts_config
 
@@ -132,6 +133,30 @@ def test_one_message_per_incident_and_one_on_recovery(receiver):
             ":white_check_mark: Recovered: Job alert_probe_job runs again",
         ]
         assert json.loads(cursor) == {}
+
+
+def test_a_sensor_that_gave_up_on_a_batch_is_one_incident(receiver):
+    """Three runs of one batch ended without moving its position: the bronze sensors
+    propose it no more; on-call hears it once, and once when batches flow again."""
+    STATE.update(fail_job=True, check_passes=False)
+    job = DEFS.resolve_job_def("alert_probe_job")
+    with dg.instance_for_test() as instance:
+        for _ in range(MAX_ATTEMPTS_PER_BATCH):
+            job.execute_in_process(
+                instance=instance, raise_on_error=False, tags={BATCH_TAG: "events:0=40"}
+            )
+        cursor = _tick(instance, _tick(instance, None))
+        assert receiver.texts() == [
+            ":rotating_light: The sensor of alert_probe_job stopped proposing batch events:0=40",
+            ":rotating_light: Run of job alert_probe_job failed",
+        ]
+        STATE.update(fail_job=False, check_passes=True)
+        job.execute_in_process(instance=instance, tags={BATCH_TAG: "events:0=41"})
+        _tick(instance, _tick(instance, cursor))
+        assert receiver.texts()[2:] == [
+            ":white_check_mark: Recovered: The sensor of alert_probe_job proposes batches again",
+            ":white_check_mark: Recovered: Job alert_probe_job runs again",
+        ]
 
 
 def test_local_and_ci_send_nothing(receiver, monkeypatch):

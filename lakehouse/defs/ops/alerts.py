@@ -1,11 +1,12 @@
 """The alert sensor: one webhook message per incident and one on recovery, never per tick.
 
-Each tick looks at the newest finished run of every job and the newest evaluation of every
-blocking check and freshness check, compares with the incidents open at the last tick (the
-cursor) and sends only the changes (``lakehouse.orchestration.incidents``). A message the
-webhook refuses is not recorded as sent: the next tick tries that one again, and only it.
-Whether alerts are on, and the UI the messages link into, is the environment's
-``alerts`` block in ``deploy/environments.yaml``, read at tick time.
+Each tick looks at the newest finished run of every job, the newest evaluation of every
+blocking check and freshness check, and whether an ingest sensor gave up on its batch,
+compares with the incidents open at the last tick (the cursor) and sends only the
+changes (``lakehouse.orchestration.incidents``). A message the webhook refuses is not
+recorded as sent: the next tick tries that one again, and only it. Whether alerts are
+on, and the UI the messages link into, is the environment's ``alerts`` block in
+``deploy/environments.yaml``, read at tick time.
 """
 
 from __future__ import annotations
@@ -87,13 +88,50 @@ def _check_subjects(
     return failing, healthy
 
 
+def _batch_subjects(
+    instance: dg.DagsterInstance, ui: str
+) -> tuple[dict[str, Incident], dict[str, Incident]]:
+    """Per ingest job, whether its sensor gave up on the newest batch: that batch's runs
+    all ended and reached the sensors' bound (``MAX_ATTEMPTS_PER_BATCH``) without moving
+    the committed position, so no further run is proposed until a person acts."""
+    from lakehouse.defs.bronze.sensors import BATCH_TAG, MAX_ATTEMPTS_PER_BATCH
+
+    records = instance.get_run_records(limit=RUNS_LOOKED_AT)
+    newest_batch: dict[str, str] = {}
+    runs_of: dict[tuple[str, str], list[dg.DagsterRun]] = {}
+    for record in records:  # newest first
+        run = record.dagster_run
+        batch = run.tags.get(BATCH_TAG)
+        if batch is None:
+            continue
+        newest_batch.setdefault(run.job_name, batch)
+        runs_of.setdefault((run.job_name, batch), []).append(run)
+    failing: dict[str, Incident] = {}
+    healthy: dict[str, Incident] = {}
+    for job, batch in newest_batch.items():
+        runs = runs_of[(job, batch)]
+        key = f"batch:{job}"
+        link = f"{ui}/runs/{runs[0].run_id}"
+        if len(runs) >= MAX_ATTEMPTS_PER_BATCH and all(r.is_finished for r in runs):
+            title = f"The sensor of {job} stopped proposing batch {batch}"
+            detail = (
+                f"{len(runs)} runs ended without moving the committed position; fix the cause "
+                "shown in the latest, then launch the job by hand"
+            )
+            failing[key] = Incident(key, title, detail, link, run_id=runs[0].run_id)
+        else:
+            title = f"The sensor of {job} proposes batches again"
+            healthy[key] = Incident(key, title, "", link, run_id=runs[0].run_id)
+    return failing, healthy
+
+
 @dg.sensor(
     name="alerts",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Sends one webhook message when a run fails, a blocking check or a freshness "
-    "check fails, and one when it recovers (deploy/environments.yaml `alerts`; off locally "
-    "and in CI).",
+    "check fails or an ingest sensor gives up on a batch, and one when it recovers "
+    "(deploy/environments.yaml `alerts`; off locally and in CI).",
 )
 def alerts_sensor(context: dg.SensorEvaluationContext, alerts: WebhookResource):
     config = alerts.settings()
@@ -103,7 +141,12 @@ def alerts_sensor(context: dg.SensorEvaluationContext, alerts: WebhookResource):
     state: dict = json.loads(context.cursor) if context.cursor else {}
     run_failing, run_healthy = _run_subjects(context.instance, ui)
     check_failing, check_healthy = _check_subjects(context, ui)
-    changes = transitions(state, {**run_failing, **check_failing}, {**run_healthy, **check_healthy})
+    batch_failing, batch_healthy = _batch_subjects(context.instance, ui)
+    changes = transitions(
+        state,
+        {**run_failing, **check_failing, **batch_failing},
+        {**run_healthy, **check_healthy, **batch_healthy},
+    )
     sent, undelivered = 0, []
     for change in changes:
         try:
