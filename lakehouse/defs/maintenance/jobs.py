@@ -14,7 +14,8 @@ from lakehouse.settings import get_settings
 from resources.iceberg import IcebergCatalogResource
 from resources.spark import SparkResource
 
-NAMESPACES = ("bronze", "quarantine", "silver", "gold")
+# ops: the run history gets a commit per finished run, as bronze gets one per batch
+NAMESPACES = ("bronze", "quarantine", "silver", "gold", "ops")
 
 
 @dg.op(
