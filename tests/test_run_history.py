@@ -14,11 +14,13 @@ from lakehouse.defs.ops.sensors import (
     record_failed_runs,
     record_successful_runs,
 )
+from lakehouse.orchestration.freshness import BRONZE_WINDOW
 from lakehouse.tables.run_history import ASSET_MATERIALIZATIONS, PIPELINE_RUNS
 from resources.iceberg import IcebergCatalogResource
 
 
-@dg.asset(key=["bronze", "history_probe"], partitions_def=dg.StaticPartitionsDefinition(["a"]))
+# a real bronze asset's key: its freshness check's window applies
+@dg.asset(key=["bronze", "clickstream"], partitions_def=dg.StaticPartitionsDefinition(["a"]))
 def history_probe() -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={"rows_written": 40, "rows_quarantined": 2, "dagster/row_count": 40}
@@ -87,7 +89,7 @@ def test_one_history_row_per_run_whatever_its_outcome(lakehouse_env, instance):
     assert done["assets_materialized"] == 2
     assert done["rows_written"] == 78 and done["rows_quarantined"] == 2
     assert json.loads(done["rows_written_by_asset"]) == {
-        "bronze/history_probe": 40,
+        "bronze/clickstream": 40,
         "silver/history_probe": 38,
     }
     assert json.loads(done["quality_scores"]) == {"silver/history_probe": 0.95}
@@ -105,12 +107,27 @@ def test_one_history_row_per_run_whatever_its_outcome(lakehouse_env, instance):
 
     materializations = catalog.load_table(ASSET_MATERIALIZATIONS).scan().to_arrow().to_pylist()
     assert sorted((m["run_id"], m["asset_key"]) for m in materializations) == [
-        (ok.run_id, "bronze/history_probe"),
+        (ok.run_id, "bronze/clickstream"),
         (ok.run_id, "silver/history_probe"),
     ]
-    bronze = next(m for m in materializations if m["asset_key"] == "bronze/history_probe")
+    bronze = next(m for m in materializations if m["asset_key"] == "bronze/clickstream")
     assert (bronze["partition"], bronze["rows_written"], bronze["row_count"]) == ("a", 40, 40)
+
+    # freshness: nothing was due before bronze/clickstream's first update; a later run
+    # was due by that update plus the bronze freshness window
+    assert done["freshness_due_by"] is None
+    again = DEFS.resolve_job_def("history_ok").execute_in_process(
+        instance=instance, partition_key="a"
+    )
+    _evaluate(record_successful_runs, instance, again.run_id, dg.DagsterEventType.RUN_SUCCESS)
+    (later,) = [
+        r
+        for r in catalog.load_table(PIPELINE_RUNS).scan().to_arrow().to_pylist()
+        if r["run_id"] == again.run_id
+    ]
+    due = bronze["materialized_at"] + BRONZE_WINDOW
+    assert abs((later["freshness_due_by"] - due).total_seconds()) < 0.001
 
     # the ops assets show a materialization per recorded run
     reported = instance.fetch_materializations(dg.AssetKey(["ops", "pipeline_runs"]), limit=10)
-    assert len(reported.records) == 3
+    assert len(reported.records) == 4

@@ -59,6 +59,9 @@ PIPELINE_RUNS_LAYOUT = _layout(
         ("quality_scores", StringType()),  # JSON {asset key: score}
         ("error_class", StringType()),
         ("error_message", StringType()),
+        # the earliest freshness deadline it had to meet: an asset's previous update plus
+        # its freshness check's window (null without a checked asset or an earlier update)
+        ("freshness_due_by", TimestamptzType()),
         ("recorded_at", TimestamptzType()),
     ],
     "ended_at",

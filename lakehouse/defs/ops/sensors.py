@@ -8,7 +8,7 @@ the sensors' cursors say. They monitor the runs of this code location and launch
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -51,6 +51,39 @@ def _error(
     while error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
         error = error.cause
     return error.cls_name, error.message.strip()[:4000]
+
+
+def _freshness_windows() -> dict[str, timedelta]:
+    """Asset key -> the window its freshness check allows between updates."""
+    from lakehouse.defs.bronze.checks import bronze_asset_keys
+    from lakehouse.defs.silver.checks import silver_asset_keys
+    from lakehouse.orchestration.freshness import BRONZE_WINDOW, SILVER_WINDOW
+
+    windows = {k.to_user_string(): BRONZE_WINDOW for k in bronze_asset_keys()}
+    windows.update({k.to_user_string(): SILVER_WINDOW for k in silver_asset_keys()})
+    return windows
+
+
+def _due_by(
+    instance: dg.DagsterInstance, assets: set[str], started: datetime | None
+) -> datetime | None:
+    """The earliest freshness deadline the run had to meet: for each asset it materialized
+    that has a freshness check, its previous materialization plus the check's window."""
+    if started is None:
+        return None
+    windows = _freshness_windows()
+    deadlines = []
+    for asset in sorted(assets & set(windows)):
+        previous = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey.from_user_string(asset),
+                before_timestamp=started.timestamp(),
+            ),
+            limit=1,
+        ).records
+        if previous:
+            deadlines.append(_ts(previous[0].timestamp) + windows[asset])
+    return min(deadlines) if deadlines else None
 
 
 def history_of(
@@ -115,6 +148,7 @@ def history_of(
         "quality_scores": json.dumps(scores, sort_keys=True),
         "error_class": error_class,
         "error_message": message,
+        "freshness_due_by": _due_by(instance, {m["asset_key"] for m in materializations}, started),
     }
     return row, materializations
 
