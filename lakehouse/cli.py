@@ -291,6 +291,25 @@ def replay(source: str = typer.Argument(..., help="A Kafka or CDC source of sour
 
 
 @app.command()
+def metrics(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 in a pod)."),
+    port: int = typer.Option(9108, help="Port of the /metrics endpoint."),
+    ttl: float = typer.Option(30.0, help="Seconds a computation is served from the cache."),
+) -> None:
+    """Serve Prometheus metrics (lag, backlog, staleness, runs, quarantine, quality,
+    files and snapshots) on http://HOST:PORT/metrics until interrupted."""
+    from lakehouse.metrics import serve
+
+    server, thread = serve(host, port, ttl)
+    typer.echo(f"metrics on http://{host}:{port}/metrics (cached {ttl:g} s)")
+    try:
+        while thread.is_alive():
+            thread.join(1.0)
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+@app.command()
 def dev(port: int = typer.Option(3000, help="Port of the Dagster UI.")) -> None:
     """Start the stack and `dg dev` (UI on http://127.0.0.1:PORT)."""
     settings = get_settings()

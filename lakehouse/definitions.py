@@ -17,6 +17,7 @@ import dagster as dg
 
 from lakehouse.orchestration.k8s import lakehouse_executor
 from lakehouse.settings import PROJECT_ROOT, get_settings
+from resources.alerts import WebhookResource
 from resources.dbt import dbt_cli_resource
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
@@ -53,6 +54,7 @@ def _assemble(parts: dg.Definitions, k8s_executor: bool) -> dg.Definitions:
             "s3": S3Resource(),
             "spark": SparkResource(),
             "dbt": dbt_cli_resource(),
+            "alerts": WebhookResource(),
         },
     )
 

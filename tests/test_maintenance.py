@@ -38,6 +38,7 @@ from lakehouse.tables.maintenance import (
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
 from resources.s3 import S3Resource
+from resources.spark import SparkResource
 
 CLICKSTREAM = sources().kafka_source("clickstream")
 MARKETING_SPEND = sources().landing_source("marketing_spend")
@@ -162,7 +163,8 @@ def test_maintenance_job_runs_over_the_catalog(lakehouse_env, monkeypatch):
     catalog = IcebergCatalogResource().load()
     _four_position_commits(catalog, "bronze.maintenance_probe", QUARANTINE)
     result = iceberg_maintenance_job.execute_in_process(
-        resources={"iceberg": IcebergCatalogResource()}, instance=dg.DagsterInstance.ephemeral()
+        resources={"iceberg": IcebergCatalogResource(), "spark": SparkResource()},
+        instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
     # the newest snapshot already holds the whole position: no checkpoint, 3 expired
@@ -188,7 +190,8 @@ def test_a_tables_own_retention_overrides_the_default(lakehouse_env, monkeypatch
     for identifier, layout in tables.items():
         _four_position_commits(catalog, identifier, layout)
     result = job.execute_in_process(
-        resources={"iceberg": IcebergCatalogResource()}, instance=dg.DagsterInstance.ephemeral()
+        resources={"iceberg": IcebergCatalogResource(), "spark": SparkResource()},
+        instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
     assert result.output_for_node("expire_table_snapshots") == 2
@@ -394,7 +397,7 @@ def test_maintenance_job_reports_orphans_and_a_dry_run_deletes_nothing(lakehouse
     def run(dry_run: bool) -> dict:
         result = iceberg_maintenance_job.execute_in_process(
             run_config={"ops": {"remove_table_orphan_files": {"config": {"dry_run": dry_run}}}},
-            resources={"iceberg": IcebergCatalogResource()},
+            resources={"iceberg": IcebergCatalogResource(), "spark": SparkResource()},
             instance=dg.DagsterInstance.ephemeral(),
         )
         assert result.success

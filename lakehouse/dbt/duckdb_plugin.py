@@ -26,7 +26,7 @@ from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
 
 from lakehouse.catalog_config import pyiceberg_properties
 from lakehouse.settings import get_settings
-from lakehouse.tables.commits import TABLE_PROPERTIES, conform, transaction
+from lakehouse.tables.commits import TABLE_PROPERTIES, conform, transaction, with_commit_retries
 
 DBT_MODEL_KEY = "lakehouse.dbt-model"
 WINDOW_KEY = "lakehouse.dbt-window"
@@ -109,8 +109,6 @@ class Plugin(BasePlugin):
         if partition and table.spec().is_unpartitioned():
             with table.update_spec() as spec:
                 spec.add_identity(partition)
-        table = self._catalog.load_table(identifier)
-        rows = conform(data, table.schema().as_arrow())
         properties = {DBT_MODEL_KEY: relation.identifier}
         window = config.get("iceberg_window")
         if window:
@@ -120,8 +118,17 @@ class Plugin(BasePlugin):
             where = And(GreaterThanOrEqual(column, start), LessThan(column, end))
         else:
             where = AlwaysTrue()
-        with transaction(table) as tx:
-            tx.overwrite(rows, overwrite_filter=where, snapshot_properties=properties)
+
+        def commit() -> None:
+            # tried once per load (commit.retry.num-retries=0); a commit that lands
+            # meanwhile (the maintenance job's compaction) makes it reload and write again:
+            # the same rows over the same filter, so a retry cannot duplicate them
+            table = self._catalog.load_table(identifier)
+            rows = conform(data, table.schema().as_arrow())
+            with transaction(table) as tx:
+                tx.overwrite(rows, overwrite_filter=where, snapshot_properties=properties)
+
+        with_commit_retries(commit)
 
 
 STALE_STAGING_S = 86_400

@@ -147,7 +147,11 @@ def _columns(schema: Schema) -> Columns:
 
 def source_schemas(manifest: dict[str, Any]) -> dict[Relation, Columns]:
     """Columns of every dbt source, from the Iceberg schema our code declares for it."""
+    from lakehouse.tables.run_history import LAYOUTS as RUN_HISTORY
+
     layouts = {("silver", name): layout for name, layout in silver_layouts().items()}
+    # the run history the ops sensors write (gold.pipeline_health reads it)
+    layouts.update({tuple(name.split(".")): layout for name, layout in RUN_HISTORY.items()})
     known: dict[Relation, Columns] = {}
     unknown, unknown_columns = [], []
     for source in manifest["sources"].values():

@@ -20,10 +20,12 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         if props["resource_type"] == "source":
             return spec.replace_attributes(key=dg.AssetKey([props["schema"], props["name"]]))
         namespace = props.get("config", {}).get("schema") or "gold"
+        meta = props.get("config", {}).get("meta") or props.get("meta") or {}
+        group = (meta.get("dagster") or {}).get("group") or "gold"
         return spec.replace_attributes(
             key=dg.AssetKey([namespace, props["name"]]),
-            group_name="gold",
-            automation_condition=dg.AutomationCondition.eager(),
+            group_name=group,
+            automation_condition=_automation(group),
         ).merge_attributes(
             kinds={"iceberg"},
             # the Iceberg table, not DuckDB's in-memory scratch relation
@@ -51,6 +53,18 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
             if unique_id in manifest.get(section, {}):
                 return manifest[section][unique_id]
         raise KeyError(unique_id)
+
+
+OPS_HEALTH_CRON = "10 * * * *"
+
+
+def _automation(group: str) -> dg.AutomationCondition:
+    """Gold follows silver eagerly. A model of the ``ops`` group summarizes run history,
+    which every run (its own included) adds to: eager, it would run after each of its own
+    runs forever, so it is rebuilt hourly once its sources changed."""
+    if group == "ops":
+        return dg.AutomationCondition.on_cron(OPS_HEALTH_CRON, "UTC")
+    return dg.AutomationCondition.eager()
 
 
 def _describe_test(props: Mapping[str, Any]) -> str:

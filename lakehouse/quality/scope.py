@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, BooleanExpression, In, Not
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Snapshot, ancestors_of
+from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
 from lakehouse.declarations.sources import CdcSource, sources
 from lakehouse.ingest.debezium import parse_change
@@ -83,14 +83,30 @@ def _properties(snapshot: Snapshot | None) -> dict[str, str]:
     return dict(snapshot.summary.additional_properties)
 
 
+def _is_replace(snapshot: Snapshot) -> bool:
+    """A compaction: the same rows in other files, nothing for a check to re-read."""
+    return snapshot.summary is not None and snapshot.summary.operation == Operation.REPLACE
+
+
 def _range(table: Table, since: int) -> list[Snapshot] | None:
-    """Snapshots after ``since`` up to the current one, or None if ``since`` is no ancestor."""
+    """Snapshots after ``since`` up to the current one that wrote rows (compactions left
+    out), or None if ``since`` is no ancestor."""
     current = table.current_snapshot()
     out = []
     for snapshot in ancestors_of(current, table.metadata) if current else []:
         if snapshot.snapshot_id == since:
             return out
-        out.append(snapshot)
+        if not _is_replace(snapshot):
+            out.append(snapshot)
+    return None
+
+
+def _written_by(table: Table, snapshot_id: int) -> Snapshot | None:
+    """``snapshot_id`` itself, or the write below it when it is a compaction (a check that
+    ran right after one recorded the compaction's snapshot)."""
+    for snapshot in ancestors_of(table.metadata.snapshot_by_id(snapshot_id), table.metadata):
+        if not _is_replace(snapshot):
+            return snapshot
     return None
 
 
@@ -127,7 +143,7 @@ def new_bronze_runs(table: Table, bronze: Table, since: int | None) -> tuple[set
         return set(), "nothing written since the last good evaluation"
     if any(BRONZE_SNAPSHOT_KEY not in _properties(s) for s in silver_range):
         return None, "the table was written outside a materialization since"
-    start = _properties(table.metadata.snapshot_by_id(since)).get(BRONZE_SNAPSHOT_KEY)
+    start = _properties(_written_by(table, since)).get(BRONZE_SNAPSHOT_KEY)
     end = _properties(silver_range[0]).get(BRONZE_SNAPSHOT_KEY)
     if not start or not end:
         return None, "the snapshots do not say which bronze snapshot they were built from"
@@ -171,6 +187,8 @@ def _appending_runs(bronze: Table, start: int, end: int) -> set[str] | None:
     for snapshot in ancestors_of(bronze.metadata.snapshot_by_id(end), bronze.metadata):
         if snapshot.snapshot_id == start:
             return runs
+        if _is_replace(snapshot):
+            continue  # compaction: no row added or removed
         summary = _properties(snapshot)
         if int(summary.get("deleted-records", "0") or 0):
             return None  # bronze is append-only: anything else, re-check everything

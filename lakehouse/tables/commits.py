@@ -22,7 +22,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties, Transaction
-from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 from pyiceberg.utils.properties import property_as_bool
 
 from lakehouse.declarations.layouts import TableLayout
@@ -128,6 +128,20 @@ def quiet_empty_deletes() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Delete operation did not match any records")
         yield
+
+
+def last_write(table: Table) -> Snapshot | None:
+    """The newest snapshot of the current ancestry that is not a ``replace``.
+
+    Compaction commits ``replace`` snapshots (same rows, other files) that carry none of
+    the build state a write records (the bronze snapshot silver was built from, its
+    shape, the run): whoever reads that state off "the current snapshot" reads it here,
+    so a compaction never makes a build look written outside a materialization.
+    """
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        if snapshot.summary is None or snapshot.summary.operation != Operation.REPLACE:
+            return snapshot
+    return None
 
 
 def position_key(source: str) -> str:

@@ -115,7 +115,9 @@ class BackgroundDataFiles:
         return write_data_files(table, pa.Table.from_batches(batches))
 
 
-def write_data_files(table: Table, rows: pa.Table) -> list[DataFile]:
+def write_data_files(
+    table: Table, rows: pa.Table, target_bytes: int | None = None
+) -> list[DataFile]:
     """Write ``rows`` as data files of ``table`` without committing them.
 
     Split from the commit so a caller can write while it does other work (another
@@ -123,7 +125,9 @@ def write_data_files(table: Table, rows: pa.Table) -> list[DataFile]:
     (``append_files_with_position``). Files written by a run that never commits are orphans:
     invisible to readers, removed by maintenance. A batch whose rows all fall in one
     partition (bronze: one ingestion time per batch) skips pyiceberg's group-by and
-    filter copy of the whole batch.
+    filter copy of the whole batch. ``target_bytes`` (of Arrow memory per file) overrides
+    the table's ``write.target-file-size-bytes`` there: compaction scales it by the
+    inputs' compression so the files come out near the target on storage.
     """
     rows = conform(rows, table.schema().as_arrow())
     if rows.num_rows == 0:
@@ -138,7 +142,7 @@ def write_data_files(table: Table, rows: pa.Table) -> list[DataFile]:
         name_mapping=metadata.schema().name_mapping,
         format_version=metadata.format_version,
     )
-    target = property_as_int(
+    target = target_bytes or property_as_int(
         metadata.properties,
         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,

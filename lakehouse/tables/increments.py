@@ -29,7 +29,7 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
-from lakehouse.tables.commits import RUN_ID_KEY
+from lakehouse.tables.commits import RUN_ID_KEY, last_write
 from lakehouse.tables.rebuilds import BUILT_FROM_KEY
 
 SHAPE_KEY = "lakehouse.silver-shape"
@@ -103,7 +103,8 @@ def plan_build(
 ) -> Plan:
     """Decide between an incremental build and a full rebuild of ``silver`` from ``bronze``."""
     until = bronze.current_snapshot()
-    current = silver.current_snapshot() if silver is not None else None
+    # a compaction (replace) on top of silver's last build changes no row: read past it
+    current = last_write(silver) if silver is not None else None
     if full:
         return Plan(FULL, "asked for (config full: true)", until)
     if current is None:

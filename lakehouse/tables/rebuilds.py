@@ -13,6 +13,8 @@ from __future__ import annotations
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
+from lakehouse.tables.commits import last_write
+
 BUILT_FROM_KEY = "lakehouse.bronze-snapshot-id"
 
 
@@ -23,7 +25,7 @@ def superseded_by(target: Table, source: Table, built_from: Snapshot | None) -> 
     its sequence number is known even if maintenance has expired it meanwhile (a
     source may keep less history than its target).
     """
-    current = target.current_snapshot()
+    current = last_write(target)  # past a compaction, which records no build
     recorded = current.summary[BUILT_FROM_KEY] if current and current.summary else None
     if not recorded or built_from is None:
         return None

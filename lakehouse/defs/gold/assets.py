@@ -131,6 +131,14 @@ DAILY = "tag:daily"
 def gold_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource
 ):
+    if any(
+        key.path[0] == "gold" and key.path[-1] == "pipeline_health"
+        for key in context.selected_asset_keys
+    ):
+        from lakehouse.tables.run_history import ensure_history_tables
+
+        # its sources exist (empty) before the sensors have recorded a first run
+        ensure_history_tables(iceberg.load())
     yield from with_iceberg_metadata(context, dbt.cli(["build"], context=context), iceberg)
 
 

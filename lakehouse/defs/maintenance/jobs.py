@@ -1,6 +1,9 @@
-"""Daily Iceberg maintenance: expire old snapshots of every lakehouse table, keeping
-the committed source positions, then remove the files no snapshot references any
-more (see ``lakehouse/tables/maintenance.py``)."""
+"""Daily Iceberg maintenance: compact small files (``lakehouse/tables/compaction.py``),
+expire old snapshots of every lakehouse table, keeping the committed source positions,
+then remove the files no snapshot references any more (``lakehouse/tables/maintenance.py``).
+
+Compaction runs first so that the same run's expiry and orphan removal reclaim the small
+files it replaced, once no kept snapshot references them."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -9,12 +12,15 @@ import dagster as dg
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.settings import get_settings
 from resources.iceberg import IcebergCatalogResource
+from resources.spark import SparkResource
 
-NAMESPACES = ("bronze", "quarantine", "silver", "gold")
+# ops: the run history gets a commit per finished run, as bronze gets one per batch
+NAMESPACES = ("bronze", "quarantine", "silver", "gold", "ops")
 
 
 @dg.op(
     tags=k8s_tags("light"),
+    ins={"after_compaction": dg.In(dg.Nothing)},
     description="Checkpoint each table's source positions, then expire snapshots older than "
     "the table's history.expire.max-snapshot-age-ms (default "
     "LAKEHOUSE_SNAPSHOT_RETENTION_HOURS) except the newest history.expire.min-snapshots-to-keep "
@@ -65,6 +71,94 @@ def _tables(catalog) -> list[tuple[str, ...]]:
         if (namespace,) in catalog.list_namespaces()
         for identifier in catalog.list_tables(namespace)
     ]
+
+
+class CompactionConfig(dg.Config):
+    """Thresholds of ``lakehouse.tables.compaction.CompactionPolicy`` (Spark's option names).
+
+    A table's ``write.target-file-size-bytes`` sets its target, and its
+    ``lakehouse.compaction.min-input-files`` overrides ``min_input_files``.
+    """
+
+    min_input_files: int = 5
+    min_manifests: int = 16
+    arrow_max_bytes: int = 1024**3
+    dry_run: bool = False
+
+
+@dg.op(
+    tags=k8s_tags("light"),
+    description="Bin-pack each partition's small data files toward the table's "
+    "write.target-file-size-bytes where it holds at least min_input_files of them, and pack "
+    "many small manifests; one replace snapshot per table, which adds no row, moves no "
+    "source position and is skipped by incremental readers. Arrow (pyiceberg) up to "
+    "arrow_max_bytes of input, Spark's rewrite_data_files beyond or with delete files.",
+)
+def compact_tables(
+    context: dg.OpExecutionContext,
+    config: CompactionConfig,
+    iceberg: IcebergCatalogResource,
+    spark: SparkResource,
+) -> dg.Output[int]:
+    from lakehouse.tables.compaction import (
+        ARROW,
+        NONE,
+        SPARK,
+        CompactionPolicy,
+        choose_engine,
+        compact_table,
+        compact_with_spark,
+        plan_compaction,
+    )
+
+    policy = CompactionPolicy(
+        min_input_files=config.min_input_files,
+        min_manifests=config.min_manifests,
+        arrow_max_bytes=config.arrow_max_bytes,
+    )
+    catalog = iceberg.load()
+    report: dict[str, dict] = {}
+    rewritten = before_files = after_files = 0
+    for identifier in _tables(catalog):
+        table = catalog.load_table(identifier)
+        plan = plan_compaction(table, policy)
+        engine = choose_engine(plan, policy)
+        name = ".".join(identifier)
+        if config.dry_run or engine == NONE:
+            planned = {
+                "engine": engine,
+                "groups": len(plan.groups),
+                "files_to_rewrite": sum(len(g.files) for g in plan.groups),
+                "bytes_to_rewrite": plan.input_bytes,
+                "manifests": plan.manifests,
+                "pack_manifests": plan.pack_manifests,
+            }
+            if engine != NONE:
+                report[name] = {"dry run": True, **planned}
+            continue
+        if engine == ARROW:
+            result = compact_table(table, policy, context.run_id, plan)
+        else:
+            assert engine == SPARK
+            result = compact_with_spark(
+                spark.session(), get_settings().catalog_name, table, policy, plan
+            )
+        report[name] = result.metadata()
+        rewritten += result.files_rewritten
+        before_files += result.before.files
+        after_files += result.after.files
+        context.log.info(f"{name}: {report[name]}")
+    return dg.Output(
+        rewritten,
+        metadata={
+            "files rewritten": rewritten,
+            "data files before (compacted tables)": before_files,
+            "data files after (compacted tables)": after_files,
+            "tables compacted": len(report),
+            "dry run": config.dry_run,
+            "tables": dg.MetadataValue.json(report),
+        },
+    )
 
 
 class OrphanFilesConfig(dg.Config):
@@ -121,12 +215,12 @@ def remove_table_orphan_files(
 
 @dg.job(
     name="iceberg_maintenance",
-    description="Expire old Iceberg snapshots, never the committed source positions; then "
-    "delete the files no snapshot references any more.",
+    description="Compact small data files and manifests; expire old Iceberg snapshots, never "
+    "the committed source positions; then delete the files no snapshot references any more.",
     tags={"dagster/max_retries": "1"},
 )
 def iceberg_maintenance_job() -> None:
-    remove_table_orphan_files(expire_table_snapshots())
+    remove_table_orphan_files(expire_table_snapshots(compact_tables()))
 
 
 @dg.job(

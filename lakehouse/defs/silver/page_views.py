@@ -42,11 +42,11 @@ def _check_required_fields(catalog, bronze: "Table", source: KafkaSource) -> Non
     from pyiceberg.expressions import EqualTo
 
     from lakehouse.ingest.records import json_object
-    from lakehouse.tables.commits import RUN_ID_KEY, ensure_table
+    from lakehouse.tables.commits import RUN_ID_KEY, ensure_table, last_write
     from lakehouse.tables.evolution import SchemaBreak
     from lakehouse.transforms.page_views import vanished_fields
 
-    snapshot = bronze.current_snapshot()
+    snapshot = last_write(bronze)  # the newest batch, past any compaction
     run_id = snapshot.summary.additional_properties.get(RUN_ID_KEY) if snapshot else None
     if not run_id or not source.required:
         return
