@@ -364,7 +364,7 @@ def test_helm_values_use_the_chart_keys_and_reference_secrets_only(values, user_
 # Which pod reads which Secret: the code server's sensors read the catalog, the landing
 # bucket and the OLTP database; run and step pods also mask PII. Nothing else gets any.
 CODE_SERVER_SECRETS = {"lakehouse-catalog", "lakehouse-s3", "lakehouse-oltp"}
-RUN_POD_SECRETS = CODE_SERVER_SECRETS | {"lakehouse-pii"}
+RUN_POD_SECRETS = CODE_SERVER_SECRETS | {"lakehouse-pii", "lakehouse-trino-client"}
 
 
 def test_helm_values_pass_the_environment_and_its_secrets_to_every_pod(values, user_deployment):
@@ -703,6 +703,7 @@ def test_configmap_cli_prints_what_kubectl_applies(capsys):
         "lakehouse-oltp: LAKEHOUSE_POSTGRES_DSN",
         "lakehouse-pii: LAKEHOUSE_PII_KEY",
         "lakehouse-s3: LAKEHOUSE_S3_ACCESS_KEY_ID LAKEHOUSE_S3_SECRET_ACCESS_KEY",
+        "lakehouse-trino-client: LAKEHOUSE_TRINO_PASSWORD",
     ]
 
 
@@ -718,6 +719,77 @@ def test_trino_catalog_file_is_the_catalog_translation_for_prod():
     )
     assert on_disk["iceberg.jdbc-catalog.connection-password"].startswith("${ENV:")
     assert on_disk["s3.aws-secret-key"] == "${ENV:LAKEHOUSE_S3_SECRET_ACCESS_KEY}"
+
+
+TRINO_SECRET_KEYS = {
+    "LAKEHOUSE_CATALOG_PASSWORD",
+    "LAKEHOUSE_S3_ACCESS_KEY_ID",
+    "LAKEHOUSE_S3_SECRET_ACCESS_KEY",
+    "TRINO_SHARED_SECRET",
+}
+
+
+def test_trino_authenticates_with_a_password_file_over_tls_and_reads_only_its_secret():
+    trino = load_yaml(DEPLOY / "trino" / "values.yaml")
+    config = trino["server"]["config"]
+    assert config["authenticationType"] == "PASSWORD"
+    assert config["https"]["enabled"] is True
+    (mount,) = trino["secretMounts"]
+    assert config["https"]["keystore"]["path"].startswith(mount["path"] + "/")
+    assert trino["auth"] == {"passwordAuthSecret": "trino-password-file"}
+    # the shared secret between coordinator and workers that authentication requires
+    assert (
+        "internal-communication.shared-secret=${ENV:TRINO_SHARED_SECRET}"
+        in (trino["additionalConfigProperties"])
+    )
+    assert trino["envFrom"] == [{"secretRef": {"name": "trino-lakehouse"}}]
+    # every variable Trino's files reference is in its own Secret, and nothing else is
+    catalog = (DEPLOY / "trino" / "lakehouse.properties").read_text()
+    referenced = set(re.findall(r"\$\{ENV:(\w+)\}", catalog))
+    referenced |= {
+        ref for line in trino["additionalConfigProperties"] for ref in re.findall(
+            r"\$\{ENV:(\w+)\}", line
+        )
+    }  # fmt: skip
+    assert referenced == TRINO_SECRET_KEYS
+    readme = (DEPLOY / "README.md").read_text()
+    for key in TRINO_SECRET_KEYS:
+        assert f"--from-file={key}=" in readme, f"README: create trino-lakehouse with {key}"
+    pod = {
+        "securityContext": trino["securityContext"],
+        "containers": [{"name": "trino", "securityContext": trino["containerSecurityContext"]}],
+    }
+    assert not restricted_violations(pod), restricted_violations(pod)
+    # the client side: dbt logs in over HTTPS on that port
+    prod = deployment.settings_for("prod")
+    assert prod.trino_port == config["https"]["port"]
+    assert deployment.secret_keys("prod")["lakehouse-trino-client"] == ["LAKEHOUSE_TRINO_PASSWORD"]
+    profile = load_yaml(PROJECT_ROOT / "dbt_project" / "profiles.yml")["lakehouse"]["outputs"]
+    assert profile["trino"]["method"] == "ldap"  # dbt-trino's basic auth, always https
+    assert "LAKEHOUSE_TRINO_PASSWORD" in profile["trino"]["password"]
+
+
+def test_trino_chart_is_pinned_and_its_network_policies_admit_only_dbt():
+    readme = (DEPLOY / "README.md").read_text()
+    header = (DEPLOY / "trino" / "values.yaml").read_text()
+    pinned = re.search(r"helm upgrade --install trino trino/trino --version (\S+)", header)
+    assert pinned, "deploy/trino/values.yaml names the chart version"
+    assert f"trino/trino --version {pinned.group(1)}" in readme
+    assert re.search(r"dagster/dagster -n dagster --version \d+\.\d+\.\d+", readme)
+    documents = [
+        d for d in yaml.safe_load_all((DEPLOY / "trino" / "network-policies.yaml").read_text())
+    ]
+    for document in documents:
+        validate_strictly(document, f"NetworkPolicy {document['metadata']['name']} (trino)")
+    trino = next(d for d in documents if d["metadata"]["name"] == "trino")["spec"]
+    (from_dagster,) = [
+        r for r in trino["ingress"] if r["ports"] == [{"protocol": "TCP", "port": 8443}]
+    ]
+    (peer,) = from_dagster["from"]
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+    assert _selects(peer["podSelector"], COMPONENTS["step pod"])
+    assert not _selects(peer["podSelector"], COMPONENTS["code server"])
+    assert not _selects(peer["podSelector"], COMPONENTS["executor"])
 
 
 def test_dbt_trino_target_queries_that_catalog():
