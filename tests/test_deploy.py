@@ -236,7 +236,46 @@ def test_locally_every_run_executes_in_one_process():
 
 
 def test_instance_yaml_is_what_the_chart_renders_from_the_values(values):
-    assert load_yaml(DEPLOY / "dagster.yaml") == render_instance(values)
+    assert load_yaml(DEPLOY / "dagster.yaml") == render_instance(with_chart_defaults(values))
+
+
+# The defaults of the pinned chart (dagster/dagster 1.13.27, deploy/README.md step 8) that
+# reach the instance ConfigMap: the values the chart's values.yaml gives where ours are
+# silent. No Helm binary or chart archive is reachable here, so they are written down from
+# the chart's values.yaml and templates; update them with the chart version.
+CHART_VERSION = "1.13.27"
+CHART_DEFAULTS = {
+    "scheduler": {"type": "DagsterDaemonScheduler", "config": {}},
+    "computeLogManager": {"type": "NoOpComputeLogManager", "config": {}},
+    "pythonLogs": {},
+    "retention": {"enabled": False},
+    "dagsterDaemon": {
+        "runCoordinator": {
+            "config": {"queuedRunCoordinator": {"dequeueUseThreads": True, "dequeueNumWorkers": 4}}
+        },
+        "sensors": {"useThreads": True, "numWorkers": 4},
+        "schedules": {"useThreads": True, "numWorkers": 4},
+    },
+}
+
+
+def with_chart_defaults(values: dict, defaults: dict = CHART_DEFAULTS) -> dict:
+    """Helm's merge: our values over the chart's defaults, maps merged key by key."""
+    merged = dict(defaults)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = with_chart_defaults(value, merged[key])
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_the_chart_version_is_the_dagster_version_of_the_lock():
+    lock = (PROJECT_ROOT / "requirements.lock").read_text()
+    assert f"\ndagster=={CHART_VERSION}\n" in lock
+    assert f"dagster/dagster -n dagster --version {CHART_VERSION}" in (
+        (DEPLOY / "README.md").read_text()
+    )
 
 
 # the chart renders runK8sConfig's keys snake_case and their contents as written
@@ -295,6 +334,17 @@ def render_instance(values: dict) -> dict:
     queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     monitoring = values["dagsterDaemon"]["runMonitoring"]
     retries = values["dagsterDaemon"]["runRetries"]
+    assert values["computeLogManager"]["type"] == "NoOpComputeLogManager", "render it first"
+    assert not values["pythonLogs"] and not values["retention"]["enabled"], "render them first"
+    threads = {
+        part: {
+            "use_threads": True,
+            **({"num_workers": values["dagsterDaemon"][part]["numWorkers"]}
+               if values["dagsterDaemon"][part].get("numWorkers") else {}),
+        }
+        for part in ("sensors", "schedules")
+        if values["dagsterDaemon"][part].get("useThreads")
+    }  # fmt: skip
     storage = lambda module, cls: {  # noqa: E731
         "module": f"dagster_postgres.{module}",
         "class": cls,
@@ -312,7 +362,17 @@ def render_instance(values: dict) -> dict:
             "config": {
                 "max_concurrent_runs": queued["maxConcurrentRuns"],
                 "tag_concurrency_limits": queued["tagConcurrencyLimits"],
+                **({"dequeue_use_threads": True} if queued.get("dequeueUseThreads") else {}),
+                **(
+                    {"dequeue_num_workers": queued["dequeueNumWorkers"]}
+                    if queued.get("dequeueNumWorkers")
+                    else {}
+                ),
             },
+        },
+        "compute_logs": {
+            "module": "dagster.core.storage.noop_compute_log_manager",
+            "class": "NoOpComputeLogManager",
         },
         "run_monitoring": {
             "enabled": monitoring["enabled"],
@@ -325,6 +385,7 @@ def render_instance(values: dict) -> dict:
             "enabled": retries["enabled"],
             **({"max_retries": retries["maxRetries"]} if retries.get("maxRetries") else {}),
         },
+        **threads,
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
     }
 
