@@ -533,12 +533,10 @@ def assert_lakehouse_pod(manifest: dict, image: str, profile: str) -> dict:
     labels = manifest["spec"]["template"]["metadata"]["labels"]
     assert _selects(policies()["lakehouse-services-egress"]["podSelector"], labels), labels
     assert _selects(policies()["trino-egress"]["podSelector"], labels), labels
-    assert labels["app.kubernetes.io/part-of"] == "lakehouse"
+    assert manifest["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == (
+        "lakehouse"
+    )
     return container
-
-
-def api_token_mounted(manifest: dict) -> bool:
-    return manifest["spec"]["template"]["spec"].get("automountServiceAccountToken", True)
 
 
 RUNS = {
@@ -571,8 +569,6 @@ def test_run_job_manifest_is_valid_kubernetes(prod_instance, defs, code_origin, 
     profile = "ingest" if job_name.startswith("ingest_") else "light"
     container = assert_lakehouse_pod(manifest, code_origin[0], profile)
     assert container["args"][:3] == ["dagster", "api", "execute_run"]
-    # a run pod that launches step Jobs keeps its token; an ingest run (steps in process) not
-    assert api_token_mounted(manifest) is (profile != "ingest")
 
 
 def step_manifest(instance, run, step_key: str, step_tags: dict, image: str) -> dict:
@@ -632,8 +628,6 @@ def test_every_step_job_is_valid_kubernetes_and_sized_by_its_asset(
         assert_lakehouse_pod(manifest, image, profile)
         assert labels["dagster/op"] == node.name
         assert labels["app.kubernetes.io/component"] == "step_worker"
-        if profile != "light":  # a profiled step pod never calls the API: no token
-            assert api_token_mounted(manifest) is False, node.name
         seen[node.name] = profile
     assert {k: v for k, v in seen.items() if v != "light"} == EXPECTED_PROFILES
 

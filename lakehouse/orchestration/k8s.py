@@ -45,10 +45,6 @@ class ResourceProfile:
     env: tuple[dict[str, Any], ...] = field(default=())
     # the pod's service account when it is not the run and step pods' (deploy/k8s/rbac.yaml)
     service_account: str | None = None
-    # whether the pod gets its account's API token: only a Spark driver calls the API (it
-    # starts executor pods); a step pod or an ingest run pod (steps in process) never does,
-    # so it carries no token its account's Role would honour
-    api_token: bool = False
 
     def resources(self) -> dict[str, dict[str, str]]:
         return {
@@ -79,14 +75,13 @@ PROFILES: dict[str, ResourceProfile] = {
             {"name": "POD_NAME", "value_from": {"field_ref": {"field_path": "metadata.name"}}},
         ),
         service_account=SPARK_DRIVER_SERVICE_ACCOUNT,
-        api_token=True,
     ),
 }
 
 
 def k8s_config(profile: str) -> dict[str, Any]:
     """The ``dagster-k8s/config`` value of a profile: container resources and environment,
-    a pod label, whether the pod mounts an API token, and its own service account if any."""
+    a pod label, and the service account where the profile has its own."""
     try:
         spec = PROFILES[profile]
     except KeyError:
@@ -99,10 +94,8 @@ def k8s_config(profile: str) -> dict[str, Any]:
         "container_config": container,
         "pod_template_spec_metadata": {"labels": {PROFILE_LABEL: profile}},
     }
-    pod_spec: dict[str, Any] = {"automount_service_account_token": spec.api_token}
     if spec.service_account:
-        pod_spec["service_account_name"] = spec.service_account
-    config["pod_spec_config"] = pod_spec
+        config["pod_spec_config"] = {"service_account_name": spec.service_account}
     return config
 
 
