@@ -12,6 +12,7 @@ catalog translation, and the Dockerfile with hadolint.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -142,6 +143,63 @@ def prod_instance(postgres_dsn, kubeconfig, tmp_path_factory):
     finally:
         instance.dispose()
         mp.undo()
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database))
+            )
+
+
+@pytest.mark.postgres
+def test_instance_migrate_job_command_migrates_and_needs_the_in_cluster_config(
+    postgres_dsn, kubeconfig, tmp_path
+):
+    """What deploy/k8s/migrate-job.yaml runs, on the production instance config as the chart
+    renders it, its storage on a fresh test database. `dagster instance migrate` builds the
+    run launcher, which loads the in-cluster config: so the Job mounts a token (of an
+    account without a Role). With a kubeconfig instead, the migration itself succeeds."""
+    import psycopg
+    from psycopg import sql
+
+    (job,) = k8s_documents("migrate-job.yaml")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    _, _, bound = rbac()
+    assert pod["serviceAccountName"] not in bound
+    (container,) = pod["containers"]
+    params = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
+    database = f"dagster_migrate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+    config = load_yaml(DEPLOY / "dagster.yaml")
+    for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+        config[storage]["config"]["postgres_db"].update(
+            hostname=params.get("host", "127.0.0.1"),
+            port=int(params.get("port", 5432)),
+            username=params.get("user", "postgres"),
+            db_name=database,
+            params={},
+        )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")},
+        "DAGSTER_HOME": str(tmp_path),
+        "DAGSTER_PG_PASSWORD": params.get("password", ""),
+    }
+    command = [str(Path(sys.executable).parent / container["args"][0]), *container["args"][1:]]
+
+    def migrate() -> subprocess.CompletedProcess:
+        (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        outside_a_pod = migrate()
+        assert outside_a_pod.returncode != 0
+        assert "Service host/port is not set" in outside_a_pod.stderr
+        config["run_launcher"]["config"].update(
+            load_incluster_config=False, kubeconfig_file=str(kubeconfig)
+        )
+        done = migrate()
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute(
                 sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database))
@@ -1178,9 +1236,9 @@ def test_provision_and_migrate_jobs_are_restricted_and_read_only_their_secrets(u
             if "secretKeyRef" in var.get("valueFrom", {})
         }
         assert read == secrets, name
-        # an account without a Role, and no token in the pod
+        # an account without a Role; provisioning mounts no token (migrate needs one, above)
         assert pod["serviceAccountName"] in accounts and pod["serviceAccountName"] not in bound
-        assert pod["automountServiceAccountToken"] is False
+        assert pod["automountServiceAccountToken"] is (name == "migrate-job.yaml")
     (migrate,) = k8s_documents("migrate-job.yaml")
     volume = migrate["spec"]["template"]["spec"]["volumes"][0]
     assert volume["configMap"]["name"] == f"{FULLNAME}-instance"  # what the chart renders
