@@ -1208,6 +1208,19 @@ def chart_pods(values: dict, user_deployment: dict) -> dict[str, dict]:
 def test_every_pod_of_the_chart_is_restricted(values, user_deployment):
     for name, pod in chart_pods(values, user_deployment).items():
         assert not restricted_violations(pod), (name, restricted_violations(pod))
+    # the control plane runs the project's image, whose user the contexts name
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        assert values[component]["image"] == user_deployment["image"], component
+    # without capabilities a non-root server cannot bind a port below 1024
+    webserver = values["dagsterWebserver"]
+    assert webserver["service"]["port"] >= 1024
+    assert webserver["readinessProbe"]["httpGet"]["port"] == webserver["service"]["port"]
+    assert user_deployment["port"] >= 1024
+    ingress = policies()["webserver-ingress"]["ingress"]
+    assert [p["port"] for rule in ingress for p in rule["ports"]] == [webserver["service"]["port"]]
+    assert f"svc/lakehouse-dagster-webserver 3000:{webserver['service']['port']}" in (
+        (DEPLOY / "README.md").read_text()
+    )
 
 
 def test_provision_and_migrate_jobs_are_restricted_and_read_only_their_secrets(user_deployment):
