@@ -1358,6 +1358,9 @@ def test_network_policies_deny_by_default_and_allow_what_each_component_needs():
         assert not _allows(code_server, (f"pods:{name}", 3030), "ingress"), name
     executors = rules_for(COMPONENTS["executor"], "ingress")
     assert not _allows(executors, ("pods:step pod", 7079), "ingress")
+    # the Spark ports the policies open are the ones Spark is told to use
+    spark = deployment.parse_spark_defaults((DEPLOY / "spark" / "spark-defaults.conf").read_text())
+    assert (spark["spark.driver.port"], spark["spark.blockManager.port"]) == ("7078", "7079")
 
 
 def test_spark_profile_fits_the_prod_driver():
