@@ -83,6 +83,10 @@ def spark_conf(settings: LakehouseSettings) -> dict[str, str]:
                 f"{prefix}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
                 f"{prefix}.s3.endpoint": settings.resolved_s3_endpoint,
                 f"{prefix}.s3.path-style-access": "true",
+                # S3FileIO travels to the executors with these properties: the region here
+                # reaches every JVM, where an environment variable would reach only the
+                # pods someone remembered to give it (the client-mode driver had none)
+                f"{prefix}.client.region": settings.s3_region,
             }
         )
     return conf

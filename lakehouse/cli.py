@@ -111,6 +111,21 @@ def up() -> None:
     typer.echo(f"stack up; state in {settings.state_path}")
 
 
+@app.command("provision")
+def provision_command() -> None:
+    """Create the topics, buckets and Iceberg namespaces the settings point at (idempotent).
+
+    Starts nothing: in production the provisioning Job runs it against Kafka, S3 and the
+    catalog (deploy/k8s/provision-job.yaml); locally `up` does it for the embedded stack.
+    """
+    from lakehouse.stack.provision import provision
+
+    settings = get_settings()
+    created = provision(settings)
+    for kind, names in created.items():
+        typer.echo(f"{kind}: {', '.join(names) if names else 'all present'}")
+
+
 @app.command()
 def down() -> None:
     """Stop the services `up` started."""

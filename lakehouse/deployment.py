@@ -64,7 +64,7 @@ def missing_declarations(declarations: dict[str, dict[str, Declaration]]) -> lis
             gaps.append(
                 f"{ENVIRONMENTS_FILE.relative_to(PROJECT_ROOT)}: add under `settings:` "
                 f"`{variable}: {{local: <value or null>, ci: <value or null>, "
-                f"prod: <value or {{secret: lakehouse-secrets}}>}}`"
+                f"prod: <value or {{secret: <Secret name>}}>}}`"
             )
             continue
         for env in ENVIRONMENTS:
@@ -73,7 +73,7 @@ def missing_declarations(declarations: dict[str, dict[str, Declaration]]) -> lis
         if "prod" in per_env and per_env["prod"] is None:
             gaps.append(
                 f"{variable}: prod is null; production must not fall through to a default "
-                "(give a value, or {secret: lakehouse-secrets})"
+                "(give a value, or {secret: <Secret name>})"
             )
     return gaps
 

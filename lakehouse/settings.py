@@ -117,8 +117,13 @@ class LakehouseSettings(BaseSettings):
     # gold
     dbt_target: str = "local"
     trino_host: str = "trino"
-    trino_port: int = 8080
+    trino_port: int = 8443
     trino_user: str = "dagster"
+    trino_password: SecretStr | None = Field(
+        default=None,
+        description="Trino's password for trino_user (password file authentication over "
+        "HTTPS, dbt's `trino` target); only production talks to Trino.",
+    )
 
     # PII masking on entry to silver (keyed hash and reversible tokens); required in prod
     pii_key: SecretStr | None = Field(

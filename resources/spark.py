@@ -30,6 +30,23 @@ if TYPE_CHECKING:
 
 # Confs a Spark Connect client may not set: the server was started with them.
 _STATIC_PREFIXES = ("spark.jars", "spark.driver.", "spark.master", "spark.sql.extensions")
+# Client mode on Kubernetes: the driver is the pod this process runs in. Executors call it
+# back at the pod's IP, and naming the pod makes it the owner of the executor pods, so
+# Kubernetes deletes them with it (a killed step pod leaves no executors running). Both come
+# from the downward API: the `spark` profile (lakehouse/orchestration/k8s.py) sets them.
+CLIENT_MODE_ENV = {"POD_IP": "spark.driver.host", "POD_NAME": "spark.kubernetes.driver.pod.name"}
+
+
+class SparkClientModeError(RuntimeError):
+    """A k8s:// master without the pod identity client mode needs; the message says what."""
+
+
+def client_mode_conf(master: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The driver's address and pod name under a ``k8s://`` master; nothing otherwise."""
+    if not master.startswith("k8s://"):
+        return {}
+    environ = dict(os.environ) if environ is None else environ
+    return {key: environ[var] for var, key in CLIENT_MODE_ENV.items() if environ.get(var)}
 
 
 def session_conf(
@@ -40,8 +57,9 @@ def session_conf(
     ``jars`` defaults to the checked jar cache (``SparkJarsMissing`` says what is absent).
     """
     jars = spark_jars(settings) if jars is None else jars
+    master = master or settings.spark_master
     conf = {
-        "spark.master": master or settings.spark_master,
+        "spark.master": master,
         "spark.app.name": "lakehouse",
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
@@ -49,6 +67,7 @@ def session_conf(
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         **spark_conf(settings),
+        **client_mode_conf(master),
     }
     # from the jar cache; an image with the complete runtime on pyspark's classpath needs none
     if jars.jars:
@@ -141,6 +160,13 @@ class SparkResource(dg.ConfigurableResource):
                 if key.startswith("spark.sql.") and not key.startswith(_STATIC_PREFIXES):
                     shared.conf.set(key, value)
             return shared, False
+        if conf["spark.master"].startswith("k8s://"):
+            absent = [k for k in CLIENT_MODE_ENV.values() if k not in conf]
+            if absent:
+                raise SparkClientModeError(
+                    f"a k8s:// master needs {' and '.join(absent)}: run the step with the "
+                    "`spark` profile (k8s_tags('spark')), which sets POD_IP and POD_NAME"
+                )
         prepare_driver_environment(conf)
         builder = SparkSession.builder
         for key, value in conf.items():

@@ -12,6 +12,7 @@ catalog translation, and the Dockerfile with hadolint.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -149,6 +150,63 @@ def prod_instance(postgres_dsn, kubeconfig, tmp_path_factory):
 
 
 @pytest.mark.postgres
+def test_instance_migrate_job_command_migrates_and_needs_the_in_cluster_config(
+    postgres_dsn, kubeconfig, tmp_path
+):
+    """What deploy/k8s/migrate-job.yaml runs, on the production instance config as the chart
+    renders it, its storage on a fresh test database. `dagster instance migrate` builds the
+    run launcher, which loads the in-cluster config: so the Job mounts a token (of an
+    account without a Role). With a kubeconfig instead, the migration itself succeeds."""
+    import psycopg
+    from psycopg import sql
+
+    (job,) = k8s_documents("migrate-job.yaml")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    _, _, bound = rbac()
+    assert pod["serviceAccountName"] not in bound
+    (container,) = pod["containers"]
+    params = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
+    database = f"dagster_migrate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+    config = load_yaml(DEPLOY / "dagster.yaml")
+    for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+        config[storage]["config"]["postgres_db"].update(
+            hostname=params.get("host", "127.0.0.1"),
+            port=int(params.get("port", 5432)),
+            username=params.get("user", "postgres"),
+            db_name=database,
+            params={},
+        )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")},
+        "DAGSTER_HOME": str(tmp_path),
+        "DAGSTER_PG_PASSWORD": params.get("password", ""),
+    }
+    command = [str(Path(sys.executable).parent / container["args"][0]), *container["args"][1:]]
+
+    def migrate() -> subprocess.CompletedProcess:
+        (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    try:
+        outside_a_pod = migrate()
+        assert outside_a_pod.returncode != 0
+        assert "Service host/port is not set" in outside_a_pod.stderr
+        config["run_launcher"]["config"].update(
+            load_incluster_config=False, kubeconfig_file=str(kubeconfig)
+        )
+        done = migrate()
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database))
+            )
+
+
+@pytest.mark.postgres
 def test_production_instance_loads_with_k8s_launcher_and_postgres(prod_instance):
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
@@ -236,7 +294,56 @@ def test_locally_every_run_executes_in_one_process():
 
 
 def test_instance_yaml_is_what_the_chart_renders_from_the_values(values):
-    assert load_yaml(DEPLOY / "dagster.yaml") == render_instance(values)
+    assert load_yaml(DEPLOY / "dagster.yaml") == render_instance(with_chart_defaults(values))
+
+
+# The defaults of the pinned chart (dagster/dagster 1.13.27, deploy/README.md step 8) that
+# reach the instance ConfigMap: the values the chart's values.yaml gives where ours are
+# silent. No Helm binary or chart archive is reachable here, so they are written down from
+# the chart's values.yaml and templates; update them with the chart version.
+CHART_VERSION = "1.13.27"
+CHART_DEFAULTS = {
+    "scheduler": {"type": "DagsterDaemonScheduler", "config": {}},
+    "computeLogManager": {"type": "NoOpComputeLogManager", "config": {}},
+    "pythonLogs": {},
+    "retention": {"enabled": False},
+    "dagsterDaemon": {
+        "runCoordinator": {
+            "config": {"queuedRunCoordinator": {"dequeueUseThreads": True, "dequeueNumWorkers": 4}}
+        },
+        "sensors": {"useThreads": True, "numWorkers": 4},
+        "schedules": {"useThreads": True, "numWorkers": 4},
+    },
+}
+
+
+def with_chart_defaults(values: dict, defaults: dict = CHART_DEFAULTS) -> dict:
+    """Helm's merge: our values over the chart's defaults, maps merged key by key."""
+    merged = dict(defaults)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = with_chart_defaults(value, merged[key])
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_the_chart_version_is_the_dagster_version_of_the_lock():
+    lock = (PROJECT_ROOT / "requirements.lock").read_text()
+    assert f"\ndagster=={CHART_VERSION}\n" in lock
+    assert f"dagster/dagster -n dagster --version {CHART_VERSION}" in (
+        (DEPLOY / "README.md").read_text()
+    )
+
+
+# the chart renders runK8sConfig's keys snake_case and their contents as written
+_RUN_K8S_CONFIG_KEYS = {
+    "containerConfig": "container_config",
+    "podSpecConfig": "pod_spec_config",
+    "podTemplateSpecMetadata": "pod_template_spec_metadata",
+    "jobSpecConfig": "job_spec_config",
+    "jobMetadata": "job_metadata",
+}
 
 
 def render_instance(values: dict) -> dict:
@@ -260,7 +367,8 @@ def render_instance(values: dict) -> dict:
         "load_incluster_config": k8s["loadInclusterConfig"],
         "job_namespace": k8s["jobNamespace"] or NAMESPACE,
         "image_pull_policy": k8s["imagePullPolicy"],
-        "service_account_name": values["global"]["serviceAccountName"],
+        "service_account_name": values["global"].get("serviceAccountName")
+        or values["serviceAccount"]["name"],
         "dagster_home": values["global"]["dagsterHome"],
         "instance_config_map": f"{FULLNAME}-instance",
         "postgres_password_secret": values["global"]["postgresqlSecretName"],
@@ -268,12 +376,33 @@ def render_instance(values: dict) -> dict:
         **({"resources": k8s["resources"]} if k8s.get("resources") else {}),
         **({"fail_pod_on_run_failure": True} if k8s.get("failPodOnRunFailure") else {}),
         **({"security_context": k8s["securityContext"]} if k8s.get("securityContext") else {}),
+        **(
+            {"env_secrets": [ref["name"] for ref in k8s["envSecrets"]]}
+            if k8s.get("envSecrets")
+            else {}
+        ),
+        **(
+            {"run_k8s_config": {_RUN_K8S_CONFIG_KEYS[k]: v for k, v in k8s["runK8sConfig"].items()}}
+            if k8s.get("runK8sConfig")
+            else {}
+        ),
     }
-    for unused in ("envConfigMaps", "envSecrets", "envVars", "volumeMounts", "volumes"):
+    for unused in ("envConfigMaps", "envVars", "volumeMounts", "volumes"):
         assert not k8s.get(unused), f"render_instance does not render {unused} yet"
     queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     monitoring = values["dagsterDaemon"]["runMonitoring"]
     retries = values["dagsterDaemon"]["runRetries"]
+    assert values["computeLogManager"]["type"] == "NoOpComputeLogManager", "render it first"
+    assert not values["pythonLogs"] and not values["retention"]["enabled"], "render them first"
+    threads = {
+        part: {
+            "use_threads": True,
+            **({"num_workers": values["dagsterDaemon"][part]["numWorkers"]}
+               if values["dagsterDaemon"][part].get("numWorkers") else {}),
+        }
+        for part in ("sensors", "schedules")
+        if values["dagsterDaemon"][part].get("useThreads")
+    }  # fmt: skip
     storage = lambda module, cls: {  # noqa: E731
         "module": f"dagster_postgres.{module}",
         "class": cls,
@@ -291,7 +420,17 @@ def render_instance(values: dict) -> dict:
             "config": {
                 "max_concurrent_runs": queued["maxConcurrentRuns"],
                 "tag_concurrency_limits": queued["tagConcurrencyLimits"],
+                **({"dequeue_use_threads": True} if queued.get("dequeueUseThreads") else {}),
+                **(
+                    {"dequeue_num_workers": queued["dequeueNumWorkers"]}
+                    if queued.get("dequeueNumWorkers")
+                    else {}
+                ),
             },
+        },
+        "compute_logs": {
+            "module": "dagster.core.storage.noop_compute_log_manager",
+            "class": "NoOpComputeLogManager",
         },
         "run_monitoring": {
             "enabled": monitoring["enabled"],
@@ -304,6 +443,7 @@ def render_instance(values: dict) -> dict:
             "enabled": retries["enabled"],
             **({"max_retries": retries["maxRetries"]} if retries.get("maxRetries") else {}),
         },
+        **threads,
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
     }
 
@@ -325,7 +465,7 @@ def test_helm_values_use_the_chart_keys_and_reference_secrets_only(values, user_
         "includeConfigInLaunchedRuns", "env", "envConfigMaps", "envSecrets", "annotations",
         "nodeSelector", "affinity", "tolerations", "podSecurityContext", "securityContext",
         "resources", "livenessProbe", "readinessProbe", "startupProbe", "labels",
-        "volumeMounts", "volumes", "schedulerName",
+        "volumeMounts", "volumes", "schedulerName", "serviceAccount",
     }  # fmt: skip
     assert set(user_deployment) <= known, set(user_deployment) - known
     assert user_deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
@@ -340,17 +480,33 @@ def test_helm_values_use_the_chart_keys_and_reference_secrets_only(values, user_
         assert "lakehouse-local-secret" not in text.read_text()
 
 
+# Which pod reads which Secret: the code server's sensors read the catalog, the landing
+# bucket and the OLTP database; run and step pods also mask PII. Nothing else gets any.
+CODE_SERVER_SECRETS = {"lakehouse-catalog", "lakehouse-s3", "lakehouse-oltp"}
+RUN_POD_SECRETS = CODE_SERVER_SECRETS | {"lakehouse-pii", "lakehouse-trino-client"}
+
+
 def test_helm_values_pass_the_environment_and_its_secrets_to_every_pod(values, user_deployment):
     config_maps = [ref["name"] for ref in user_deployment["envConfigMaps"]]
-    secrets = [ref["name"] for ref in user_deployment["envSecrets"]]
     assert deployment.CONFIG_MAP_NAME in config_maps
-    assert set(deployment.secret_keys("prod")) <= set(secrets)
+    code_server = {ref["name"] for ref in user_deployment["envSecrets"]}
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    runs_only = {ref["name"] for ref in launcher["envSecrets"]}
+    assert code_server == CODE_SERVER_SECRETS
+    assert code_server | runs_only == RUN_POD_SECRETS == set(deployment.secret_keys("prod"))
+    # each Secret holds only what one consumer set reads: the PII key and the OLTP DSN alone
+    keys = deployment.secret_keys("prod")
+    assert keys["lakehouse-pii"] == ["LAKEHOUSE_PII_KEY"]
+    assert keys["lakehouse-oltp"] == ["LAKEHOUSE_POSTGRES_DSN"]
+    assert keys["lakehouse-catalog"] == ["LAKEHOUSE_CATALOG_PASSWORD"]
     image = f"{user_deployment['image']['repository']}:{user_deployment['image']['tag']}"
     env = {var["name"]: var for var in user_deployment["env"]}
     assert env["SPARK_CONTAINER_IMAGE"]["value"] == image
-    pods_sa = values["global"]["serviceAccountName"]
-    spark = deployment.parse_spark_defaults((DEPLOY / "spark" / "spark-defaults.conf").read_text())
-    assert spark["spark.kubernetes.authenticate.driver.serviceAccountName"] == pods_sa
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "lakehouse-s3"
+    # the webserver and daemon get no lakehouse Secret at all
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        assert not values[component].get("envSecrets"), component
 
 
 # --- run and step Job manifests ---------------------------------------------------------
@@ -367,7 +523,9 @@ def container_context(values: dict, user_deployment: dict) -> dict:
             "labels": user_deployment["labels"],
             "resources": user_deployment["resources"],
             "namespace": NAMESPACE,
-            "service_account_name": values["global"]["serviceAccountName"],
+            # dagsterUserDeployments.serviceAccountName: global's, else the subchart's
+            "service_account_name": values["global"].get("serviceAccountName")
+            or values["dagster-user-deployments"]["serviceAccount"]["name"],
             "env": user_deployment["env"],
             "run_k8s_config": {"pod_spec_config": {"automount_service_account_token": True}},
         }
@@ -416,15 +574,23 @@ def assert_lakehouse_pod(manifest: dict, image: str, profile: str) -> dict:
     pod = manifest["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == image
-    sources = [next(iter(ref.values()))["name"] for ref in container["envFrom"]]
-    assert deployment.CONFIG_MAP_NAME in sources and "lakehouse-secrets" in sources
+    secrets = {ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref}
+    maps = {ref["configMapRef"]["name"] for ref in container["envFrom"] if "configMapRef" in ref}
+    assert deployment.CONFIG_MAP_NAME in maps
+    assert secrets == RUN_POD_SECRETS
     env = {var["name"]: var for var in container["env"]}
     password = env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert password["name"] == "dagster-postgresql-secret"
-    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "lakehouse-secrets"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "lakehouse-s3"
     assert all("value" not in var or "SECRET" not in var["name"] for var in container["env"])
     assert container["resources"] == PROFILES[profile].resources()
-    assert container["securityContext"]["runAsNonRoot"] is True
+    assert not restricted_violations(pod), restricted_violations(pod)
+    expected_account = "lakehouse-spark-driver" if profile == "spark" else "lakehouse-run"
+    assert pod["serviceAccountName"] == expected_account
+    # the network policies select this pod by the labels it really gets
+    labels = manifest["spec"]["template"]["metadata"]["labels"]
+    assert _selects(policies()["lakehouse-services-egress"]["podSelector"], labels), labels
+    assert _selects(policies()["trino-egress"]["podSelector"], labels), labels
     assert manifest["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == (
         "lakehouse"
     )
@@ -461,7 +627,6 @@ def test_run_job_manifest_is_valid_kubernetes(prod_instance, defs, code_origin, 
     profile = "ingest" if job_name.startswith("ingest_") else "light"
     container = assert_lakehouse_pod(manifest, code_origin[0], profile)
     assert container["args"][:3] == ["dagster", "api", "execute_run"]
-    assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == "lakehouse-dagster"
 
 
 def step_manifest(instance, run, step_key: str, step_tags: dict, image: str) -> dict:
@@ -534,7 +699,11 @@ def test_spark_profile_step_job_advertises_its_pod_ip(prod_instance, defs, code_
     container = assert_lakehouse_pod(manifest, image, "spark")
     env = {var["name"]: var for var in container["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert manifest["spec"]["template"]["metadata"]["labels"][PROFILE_LABEL] == "spark"
+    # the one step pod whose account may start executor pods (and it keeps the token)
+    assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == "lakehouse-spark-driver"
+    assert manifest["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
 
 
 def test_profile_tags_are_what_dagster_k8s_reads():
@@ -652,7 +821,13 @@ def test_configmap_cli_prints_what_kubectl_applies(capsys):
     deployment.main(["configmap", "prod"])
     assert yaml.safe_load(capsys.readouterr().out) == deployment.config_map("prod")
     deployment.main(["secret-keys", "prod"])
-    assert capsys.readouterr().out.startswith("lakehouse-secrets: LAKEHOUSE_CATALOG_PASSWORD ")
+    assert sorted(capsys.readouterr().out.splitlines()) == [
+        "lakehouse-catalog: LAKEHOUSE_CATALOG_PASSWORD",
+        "lakehouse-oltp: LAKEHOUSE_POSTGRES_DSN",
+        "lakehouse-pii: LAKEHOUSE_PII_KEY",
+        "lakehouse-s3: LAKEHOUSE_S3_ACCESS_KEY_ID LAKEHOUSE_S3_SECRET_ACCESS_KEY",
+        "lakehouse-trino-client: LAKEHOUSE_TRINO_PASSWORD",
+    ]
 
 
 # --- Trino and dbt ----------------------------------------------------------------------
@@ -667,6 +842,77 @@ def test_trino_catalog_file_is_the_catalog_translation_for_prod():
     )
     assert on_disk["iceberg.jdbc-catalog.connection-password"].startswith("${ENV:")
     assert on_disk["s3.aws-secret-key"] == "${ENV:LAKEHOUSE_S3_SECRET_ACCESS_KEY}"
+
+
+TRINO_SECRET_KEYS = {
+    "LAKEHOUSE_CATALOG_PASSWORD",
+    "LAKEHOUSE_S3_ACCESS_KEY_ID",
+    "LAKEHOUSE_S3_SECRET_ACCESS_KEY",
+    "TRINO_SHARED_SECRET",
+}
+
+
+def test_trino_authenticates_with_a_password_file_over_tls_and_reads_only_its_secret():
+    trino = load_yaml(DEPLOY / "trino" / "values.yaml")
+    config = trino["server"]["config"]
+    assert config["authenticationType"] == "PASSWORD"
+    assert config["https"]["enabled"] is True
+    (mount,) = trino["secretMounts"]
+    assert config["https"]["keystore"]["path"].startswith(mount["path"] + "/")
+    assert trino["auth"] == {"passwordAuthSecret": "trino-password-file"}
+    # the shared secret between coordinator and workers that authentication requires
+    assert (
+        "internal-communication.shared-secret=${ENV:TRINO_SHARED_SECRET}"
+        in (trino["additionalConfigProperties"])
+    )
+    assert trino["envFrom"] == [{"secretRef": {"name": "trino-lakehouse"}}]
+    # every variable Trino's files reference is in its own Secret, and nothing else is
+    catalog = (DEPLOY / "trino" / "lakehouse.properties").read_text()
+    referenced = set(re.findall(r"\$\{ENV:(\w+)\}", catalog))
+    referenced |= {
+        ref for line in trino["additionalConfigProperties"] for ref in re.findall(
+            r"\$\{ENV:(\w+)\}", line
+        )
+    }  # fmt: skip
+    assert referenced == TRINO_SECRET_KEYS
+    readme = (DEPLOY / "README.md").read_text()
+    for key in TRINO_SECRET_KEYS:
+        assert f"--from-file={key}=" in readme, f"README: create trino-lakehouse with {key}"
+    pod = {
+        "securityContext": trino["securityContext"],
+        "containers": [{"name": "trino", "securityContext": trino["containerSecurityContext"]}],
+    }
+    assert not restricted_violations(pod), restricted_violations(pod)
+    # the client side: dbt logs in over HTTPS on that port
+    prod = deployment.settings_for("prod")
+    assert prod.trino_port == config["https"]["port"]
+    assert deployment.secret_keys("prod")["lakehouse-trino-client"] == ["LAKEHOUSE_TRINO_PASSWORD"]
+    profile = load_yaml(PROJECT_ROOT / "dbt_project" / "profiles.yml")["lakehouse"]["outputs"]
+    assert profile["trino"]["method"] == "ldap"  # dbt-trino's basic auth, always https
+    assert "LAKEHOUSE_TRINO_PASSWORD" in profile["trino"]["password"]
+
+
+def test_trino_chart_is_pinned_and_its_network_policies_admit_only_dbt():
+    readme = (DEPLOY / "README.md").read_text()
+    header = (DEPLOY / "trino" / "values.yaml").read_text()
+    pinned = re.search(r"helm upgrade --install trino trino/trino --version (\S+)", header)
+    assert pinned, "deploy/trino/values.yaml names the chart version"
+    assert f"trino/trino --version {pinned.group(1)}" in readme
+    assert re.search(r"dagster/dagster -n dagster --version \d+\.\d+\.\d+", readme)
+    documents = [
+        d for d in yaml.safe_load_all((DEPLOY / "trino" / "network-policies.yaml").read_text())
+    ]
+    for document in documents:
+        validate_strictly(document, f"NetworkPolicy {document['metadata']['name']} (trino)")
+    trino = next(d for d in documents if d["metadata"]["name"] == "trino")["spec"]
+    (from_dagster,) = [
+        r for r in trino["ingress"] if r["ports"] == [{"protocol": "TCP", "port": 8443}]
+    ]
+    (peer,) = from_dagster["from"]
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+    assert _selects(peer["podSelector"], COMPONENTS["step pod"])
+    assert not _selects(peer["podSelector"], COMPONENTS["code server"])
+    assert not _selects(peer["podSelector"], COMPONENTS["executor"])
 
 
 def test_dbt_trino_target_queries_that_catalog():
@@ -697,7 +943,17 @@ def test_spark_defaults_leave_settings_driven_keys_to_the_resource(monkeypatch):
     overlap = set(defaults) & set(conf)
     assert not overlap, f"set these through settings / catalog_config instead: {overlap}"
     assert defaults["spark.kubernetes.container.image"] == "${env:SPARK_CONTAINER_IMAGE}"
-    assert defaults["spark.driver.host"] == "${env:POD_IP}"
+    # client mode: only spark-submit's driver pods read driver-pod keys; the driver here is
+    # the step pod, whose identity the resource sets (test below)
+    assert not [
+        k
+        for k in defaults
+        if k.startswith(("spark.kubernetes.driverEnv.", "spark.kubernetes.authenticate.driver."))
+    ]
+    assert defaults["spark.kubernetes.authenticate.executor.serviceAccountName"] == (
+        "lakehouse-spark-executor"
+    )
+    assert defaults["spark.kubernetes.executor.disableConfigMap"] == "true"
     refs = [v for k, v in defaults.items() if ".secretKeyRef." in k]
     assert refs and all(ref.split(":")[0] in deployment.secret_keys("prod") for ref in refs)
     for ref in refs:
@@ -705,15 +961,406 @@ def test_spark_defaults_leave_settings_driven_keys_to_the_resource(monkeypatch):
         assert key in deployment.secret_keys("prod")[secret]
 
 
-def test_spark_rbac_is_valid_and_binds_the_pods_service_account(values):
-    documents = list(yaml.safe_load_all((DEPLOY / "spark" / "rbac.yaml").read_text()))
-    for document in documents:
-        validate_strictly(document, f"{document['kind']} in deploy/spark/rbac.yaml")
-    binding = next(d for d in documents if d["kind"] == "RoleBinding")
-    assert binding["subjects"][0]["name"] == values["global"]["serviceAccountName"]
-    assert binding["subjects"][0]["namespace"] == NAMESPACE
-    role = next(d for d in documents if d["kind"] == "Role")
-    assert "pods" in role["rules"][0]["resources"] and "create" in role["rules"][0]["verbs"]
+def test_client_mode_driver_names_its_pod_and_address_from_the_downward_api(monkeypatch):
+    """Under a k8s:// master the session conf carries POD_IP and POD_NAME; locally nothing."""
+    from resources.spark import SparkClientModeError, SparkResource, client_mode_conf
+
+    pod = {"POD_IP": "10.1.2.3", "POD_NAME": "dagster-step-abc"}
+    assert client_mode_conf("k8s://https://kubernetes.default.svc:443", pod) == {
+        "spark.driver.host": "10.1.2.3",
+        "spark.kubernetes.driver.pod.name": "dagster-step-abc",
+    }
+    assert client_mode_conf("local[*]", pod) == {}
+    literals, secrets = deployment.environment("prod")
+    for variable, value in {**literals, **dict.fromkeys(secrets, "x")}.items():
+        monkeypatch.setenv(variable, value)
+    for variable, value in pod.items():
+        monkeypatch.setenv(variable, value)
+    conf = SparkResource().conf()
+    assert conf["spark.kubernetes.driver.pod.name"] == "dagster-step-abc"
+    assert conf["spark.driver.host"] == "10.1.2.3"
+    assert conf["spark.sql.catalog.lakehouse.client.region"] == "us-east-1"
+    assert conf["spark.sql.catalog.lakehouse.s3.endpoint"] == "http://minio.data.svc:9000"
+    # without the pod's identity the session refuses to start, naming the profile
+    monkeypatch.delenv("POD_NAME")
+    monkeypatch.setattr("resources.spark.spark_jars", lambda _settings: None)
+    monkeypatch.setattr(
+        SparkResource,
+        "conf",
+        lambda self, jars=None: {
+            "spark.master": "k8s://https://kubernetes.default.svc:443",
+            "spark.driver.host": "x",
+        },
+    )
+    with pytest.raises(SparkClientModeError, match="spark.kubernetes.driver.pod.name.*`spark`"):
+        SparkResource()._create()
+
+
+def test_executor_pod_template_is_a_valid_restricted_pod_without_a_token():
+    template = load_yaml(DEPLOY / "spark" / "executor-pod-template.yaml")
+    validate_strictly(template, "deploy/spark/executor-pod-template.yaml")
+    spec = template["spec"]
+    assert not restricted_violations(spec), restricted_violations(spec)
+    assert spec["automountServiceAccountToken"] is False
+    defaults = deployment.parse_spark_defaults(
+        (DEPLOY / "spark" / "spark-defaults.conf").read_text()
+    )
+    (container,) = spec["containers"]
+    assert container["name"] == defaults["spark.kubernetes.executor.podTemplateContainerName"]
+    # the template's user is the image's
+    image_user = re.search(r"useradd --uid (\d+)", DOCKERFILE.read_text()).group(1)
+    assert str(spec["securityContext"]["runAsUser"]) == image_user
+
+
+# --- least privilege: accounts, Roles, Secrets, NetworkPolicies, Pod Security ------------------
+
+
+def k8s_documents(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()) if d]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "namespace.yaml",
+        "rbac.yaml",
+        "network-policies.yaml",
+        "provision-job.yaml",
+        "migrate-job.yaml",
+    ],
+)
+def test_k8s_manifests_are_valid_kubernetes(name):
+    for document in k8s_documents(name):
+        validate_strictly(document, f"{document['kind']} {document['metadata']['name']} in {name}")
+        assert document["metadata"].get("namespace", NAMESPACE) == NAMESPACE
+
+
+def test_namespace_enforces_pod_security_restricted():
+    (namespace,) = k8s_documents("namespace.yaml")
+    assert namespace["metadata"]["name"] == NAMESPACE
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def rbac() -> tuple[dict, dict, dict]:
+    documents = k8s_documents("rbac.yaml")
+    accounts = {d["metadata"]["name"]: d for d in documents if d["kind"] == "ServiceAccount"}
+    roles = {d["metadata"]["name"]: d["rules"] for d in documents if d["kind"] == "Role"}
+    bound: dict[str, set[str]] = {}
+    for binding in (d for d in documents if d["kind"] == "RoleBinding"):
+        for subject in binding["subjects"]:
+            assert subject["namespace"] == NAMESPACE
+            bound.setdefault(subject["name"], set()).add(binding["roleRef"]["name"])
+    return accounts, roles, bound
+
+
+def test_each_account_has_exactly_the_rules_it_needs(values, user_deployment):
+    accounts, roles, bound = rbac()
+    control_plane = values["serviceAccount"]["name"]
+    assert values["serviceAccount"] == {"create": True, "name": control_plane}
+    assert "serviceAccountName" not in values["global"]  # it would override every account
+    assert user_deployment["serviceAccount"] == {"name": control_plane}  # the code server
+    # the account the code location gives its runs (created here, with its Role)
+    assert values["dagster-user-deployments"]["serviceAccount"] == {
+        "create": False,
+        "name": "lakehouse-run",
+    }
+    assert values["rbacEnabled"] is False  # the chart's Roles allow "*" on jobs and pods
+    assert values["dagster-user-deployments"]["rbacEnabled"] is False
+    assert set(accounts) == {
+        "lakehouse-run", "lakehouse-spark-driver", "lakehouse-spark-executor",
+        "lakehouse-provision",
+    }  # fmt: skip
+    # what dagster-k8s's client calls to launch, watch and stop a Job (daemon, run pods)
+    assert roles["lakehouse-job-launcher"] == [
+        {
+            "apiGroups": ["batch"],
+            "resources": ["jobs"],
+            "verbs": ["create", "list", "delete"],
+        },
+        {"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+    ]
+    # a client-mode Spark driver manages executor pods and nothing else
+    assert roles["lakehouse-spark-driver"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["pods"],
+            "verbs": ["create", "get", "list", "watch", "delete", "deletecollection"],
+        }
+    ]
+    assert bound == {
+        control_plane: {"lakehouse-job-launcher"},
+        "lakehouse-run": {"lakehouse-job-launcher"},
+        "lakehouse-spark-driver": {"lakehouse-spark-driver"},
+    }
+    # accounts without a Role carry no token at all
+    for name in ("lakehouse-spark-executor", "lakehouse-provision"):
+        assert accounts[name]["automountServiceAccountToken"] is False
+    spark = deployment.parse_spark_defaults((DEPLOY / "spark" / "spark-defaults.conf").read_text())
+    assert spark["spark.kubernetes.authenticate.executor.serviceAccountName"] in accounts
+    assert PROFILES["spark"].service_account == "lakehouse-spark-driver"
+
+
+def test_dagster_k8s_calls_only_what_the_job_launcher_role_allows():
+    """Every Kubernetes API call in dagster-k8s's client maps to a rule of the Role."""
+    import inspect
+
+    import dagster_k8s.client
+
+    source = inspect.getsource(dagster_k8s.client)
+    calls = set(re.findall(r"\.(?:batch_api|core_api)\.(\w+)\(", source))
+    allowed = {
+        "create_namespaced_job": ("jobs", "create"),
+        "read_namespaced_job_status": ("jobs/status", "get"),
+        "list_namespaced_job": ("jobs", "list"),
+        "delete_namespaced_job": ("jobs", "delete"),
+        "read_namespaced_pod": ("pods", "get"),
+        "list_namespaced_pod": ("pods", "list"),
+        "delete_namespaced_pod": ("pods", "delete"),
+        "read_namespaced_pod_log": ("pods/log", "get"),
+        "list_namespaced_event": ("events", "list"),
+    }
+    assert calls <= set(allowed), calls - set(allowed)
+    _, roles, _ = rbac()
+    granted = {
+        (resource, verb)
+        for rule in roles["lakehouse-job-launcher"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert {allowed[call] for call in calls} == granted  # nothing granted that is not used
+
+
+RESTRICTED_CAPABILITIES = {"NET_BIND_SERVICE"}
+
+
+def restricted_violations(pod_spec: dict) -> list[str]:
+    """What Pod Security "restricted" refuses in a pod spec (camelCase, as the API reads it)."""
+    problems = []
+    pod = pod_spec.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(flag):
+            problems.append(flag)
+    for volume in pod_spec.get("volumes") or []:
+        if "hostPath" in volume:
+            problems.append(f"hostPath volume {volume['name']}")
+    if pod.get("runAsUser") == 0:
+        problems.append("pod runAsUser 0")
+    containers = [*(pod_spec.get("initContainers") or []), *pod_spec["containers"]]
+    for container in containers:
+        name = container["name"]
+        sc = container.get("securityContext") or {}
+        if sc.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        if sc.get("runAsNonRoot", pod.get("runAsNonRoot")) is not True:
+            problems.append(f"{name}: runAsNonRoot is not true")
+        if sc.get("runAsUser", pod.get("runAsUser")) == 0:
+            problems.append(f"{name}: runAsUser 0")
+        capabilities = sc.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            problems.append(f"{name}: capabilities do not drop ALL")
+        if set(capabilities.get("add") or []) - RESTRICTED_CAPABILITIES:
+            problems.append(f"{name}: adds capabilities")
+        seccomp = (sc.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile is {seccomp}")
+    return problems
+
+
+def test_restricted_check_catches_what_the_api_server_would_refuse():
+    assert restricted_violations({"containers": [{"name": "c"}]}) == [
+        "c: allowPrivilegeEscalation is not false",
+        "c: runAsNonRoot is not true",
+        "c: capabilities do not drop ALL",
+        "c: seccompProfile is None",
+    ]
+
+
+def chart_pods(values: dict, user_deployment: dict) -> dict[str, dict]:
+    """The pod specs the chart renders for webserver, daemon and code server, reduced to what
+    Pod Security reads: its templates put podSecurityContext on the pod, securityContext on
+    the one container, and add the check-db-ready init container (postgres image, no security
+    context) unless checkDbReadyInitContainer is false."""
+    pods = {}
+    for name, component in (
+        ("webserver", values["dagsterWebserver"]),
+        ("daemon", values["dagsterDaemon"]),
+    ):
+        init = [] if component.get("checkDbReadyInitContainer") is False else [
+            {"name": "check-db-ready"}
+        ]  # fmt: skip
+        pods[name] = {
+            "securityContext": component.get("podSecurityContext", {}),
+            "initContainers": init,
+            "containers": [{"name": name, "securityContext": component.get("securityContext")}],
+        }
+    pods["code server"] = {
+        "securityContext": user_deployment["podSecurityContext"],
+        "containers": [{"name": "dagster", "securityContext": user_deployment["securityContext"]}],
+    }
+    return pods
+
+
+def test_every_pod_of_the_chart_is_restricted(values, user_deployment):
+    for name, pod in chart_pods(values, user_deployment).items():
+        assert not restricted_violations(pod), (name, restricted_violations(pod))
+    # the control plane runs the project's image, whose user the contexts name
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        assert values[component]["image"] == user_deployment["image"], component
+    # without capabilities a non-root server cannot bind a port below 1024
+    webserver = values["dagsterWebserver"]
+    assert webserver["service"]["port"] >= 1024
+    assert webserver["readinessProbe"]["httpGet"]["port"] == webserver["service"]["port"]
+    assert user_deployment["port"] >= 1024
+    ingress = policies()["webserver-ingress"]["ingress"]
+    assert [p["port"] for rule in ingress for p in rule["ports"]] == [webserver["service"]["port"]]
+    assert f"svc/lakehouse-dagster-webserver 3000:{webserver['service']['port']}" in (
+        (DEPLOY / "README.md").read_text()
+    )
+
+
+def test_provision_and_migrate_jobs_are_restricted_and_read_only_their_secrets(user_deployment):
+    image = f"{user_deployment['image']['repository']}:{user_deployment['image']['tag']}"
+    accounts, _, bound = rbac()
+    expected = {
+        "provision-job.yaml": (
+            ["python", "-m", "lakehouse.cli", "provision"],
+            {"lakehouse-catalog", "lakehouse-s3"},
+        ),
+        "migrate-job.yaml": (["dagster", "instance", "migrate"], {"dagster-postgresql-secret"}),
+    }
+    for name, (args, secrets) in expected.items():
+        (job,) = k8s_documents(name)
+        pod = job["spec"]["template"]["spec"]
+        assert not restricted_violations(pod), (name, restricted_violations(pod))
+        (container,) = pod["containers"]
+        assert container["image"] == image, name
+        assert container["args"] == args, name
+        read = {
+            ref["secretRef"]["name"] for ref in container.get("envFrom", []) if "secretRef" in ref
+        }
+        read |= {
+            var["valueFrom"]["secretKeyRef"]["name"]
+            for var in container.get("env", [])
+            if "secretKeyRef" in var.get("valueFrom", {})
+        }
+        assert read == secrets, name
+        # an account without a Role; provisioning mounts no token (migrate needs one, above)
+        assert pod["serviceAccountName"] in accounts and pod["serviceAccountName"] not in bound
+        assert pod["automountServiceAccountToken"] is (name == "migrate-job.yaml")
+    (migrate,) = k8s_documents("migrate-job.yaml")
+    volume = migrate["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["configMap"]["name"] == f"{FULLNAME}-instance"  # what the chart renders
+
+
+def policies() -> dict[str, dict]:
+    return {d["metadata"]["name"]: d["spec"] for d in k8s_documents("network-policies.yaml")}
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+# each component's pod labels (chart, dagster-k8s, Spark, lakehouse) and where it must connect:
+# (namespace or "pods:<component>", port)
+COMPONENTS = {
+    "webserver": {"component": "dagster-webserver"},
+    "daemon": {"component": "dagster-daemon"},
+    "code server": {"component": "user-deployments", "deployment": "lakehouse"},
+    "run pod": {"app.kubernetes.io/component": "run_worker"},
+    "step pod": {"app.kubernetes.io/component": "step_worker", PROFILE_LABEL: "dbt"},
+    "spark driver": {"app.kubernetes.io/component": "step_worker", PROFILE_LABEL: "spark"},
+    "executor": {"spark-role": "executor"},
+    "provision": {"app.kubernetes.io/component": "provision"},
+    "instance migrate": {"app.kubernetes.io/component": "instance-migrate"},
+}
+API = ("api", 443)
+NEEDS = {
+    "webserver": {("pods:code server", 3030), ("data", 5432), API},
+    "daemon": {("pods:code server", 3030), ("data", 5432), API},
+    "code server": {("data", 5432), ("data", 9000), ("kafka", 9092)},
+    "run pod": {("data", 5432), ("data", 9000), ("kafka", 9092), API, ("trino", 8443)},
+    "step pod": {("data", 5432), ("data", 9000), ("kafka", 9092), ("trino", 8443)},
+    "spark driver": {("data", 5432), ("data", 9000), API, ("pods:executor", 7079)},
+    "executor": {("pods:spark driver", 7078), ("pods:spark driver", 7079), ("data", 9000),
+                 ("pods:executor", 7079)},
+    "provision": {("data", 5432), ("data", 9000), ("kafka", 9092)},
+    "instance migrate": {("data", 5432)},
+}  # fmt: skip
+
+
+def _allows(rules: list[dict], peer: tuple[str, int], direction: str) -> bool:
+    """Whether one of the rules lets traffic to (egress) or from (ingress) ``peer`` through."""
+    target, port = peer
+    for rule in rules:
+        if rule.get("ports") and port not in [p["port"] for p in rule["ports"]]:
+            continue
+        peers = rule.get("to" if direction == "egress" else "from")
+        if not peers:
+            return True  # any address on these ports (the API server's, which is no pod)
+        for selector in peers:
+            if target.startswith("pods:"):
+                if "namespaceSelector" not in selector and _selects(
+                    selector["podSelector"], COMPONENTS[target[5:]]
+                ):
+                    return True
+            elif target != "api" and "podSelector" not in selector:
+                names = selector["namespaceSelector"]["matchLabels"]
+                if names == {"kubernetes.io/metadata.name": target}:
+                    return True
+    return False
+
+
+def rules_for(labels: dict, direction: str) -> list[dict]:
+    kind = direction.capitalize()
+    return [
+        rule
+        for spec in policies().values()
+        if kind in spec["policyTypes"] and _selects(spec["podSelector"], labels)
+        for rule in spec.get(direction, [])
+    ]
+
+
+def test_network_policies_deny_by_default_and_allow_what_each_component_needs():
+    default = policies()["default-deny"]
+    assert default == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    for name, labels in COMPONENTS.items():
+        egress = rules_for(labels, "egress")
+        assert _allows(egress, ("kube-system", 53), "egress") or any(
+            r["to"][0].get("podSelector") == {"matchLabels": {"k8s-app": "kube-dns"}}
+            for r in egress
+        ), f"{name}: no DNS"
+        for need in NEEDS[name]:
+            assert _allows(egress, need, "egress"), f"{name} cannot reach {need}"
+            target, port = need
+            if target.startswith("pods:"):  # the other side must accept it too
+                ingress = rules_for(COMPONENTS[target[5:]], "ingress")
+                assert _allows(ingress, (f"pods:{name}", port), "ingress"), (
+                    f"{target[5:]} refuses {name} on {port}"
+                )
+    # nothing reaches the API server that does not need it
+    for name in ("code server", "step pod", "executor", "provision", "instance migrate"):
+        assert not _allows(rules_for(COMPONENTS[name], "egress"), API, "egress"), name
+    # nobody but the control plane reaches the code server; nobody reaches executors but Spark
+    code_server = rules_for(COMPONENTS["code server"], "ingress")
+    for name in ("run pod", "step pod", "executor"):
+        assert not _allows(code_server, (f"pods:{name}", 3030), "ingress"), name
+    executors = rules_for(COMPONENTS["executor"], "ingress")
+    assert not _allows(executors, ("pods:step pod", 7079), "ingress")
+    # the Spark ports the policies open are the ones Spark is told to use
+    spark = deployment.parse_spark_defaults((DEPLOY / "spark" / "spark-defaults.conf").read_text())
+    assert (spark["spark.driver.port"], spark["spark.blockManager.port"]) == ("7078", "7079")
 
 
 def test_spark_profile_fits_the_prod_driver():
@@ -764,6 +1411,6 @@ def test_image_copies_what_exists_runs_as_non_root_and_matches_the_project():
     assert "iceberg-spark-runtime-3.5_2.12" in text  # pyspark is pinned to 3.5 (Scala 2.12)
     assert "--constraint requirements.lock" in text
     image_user = re.search(r"useradd --uid (\d+)", text).group(1)
-    runner = load_yaml(DEPLOY / "dagster.yaml")["run_launcher"]["config"]["security_context"]
-    assert str(runner["runAsUser"]) == image_user
+    runs = load_yaml(DEPLOY / "dagster.yaml")["run_launcher"]["config"]["run_k8s_config"]
+    assert str(runs["pod_spec_config"]["security_context"]["runAsUser"]) == image_user
     assert "SPARK_CONF_DIR=/opt/lakehouse/deploy/spark" in text

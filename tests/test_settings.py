@@ -89,6 +89,9 @@ def test_postgres_catalog_translates_for_every_engine():
     conf = spark_conf(s)
     assert conf["spark.sql.catalog.lakehouse.jdbc.user"] == "iceberg"
     assert conf["spark.sql.catalog.lakehouse.io-impl"] == "org.apache.iceberg.aws.s3.S3FileIO"
+    # region and endpoint ride with S3FileIO to every executor (client mode sets no env there)
+    assert conf["spark.sql.catalog.lakehouse.client.region"] == s.s3_region
+    assert conf["spark.sql.catalog.lakehouse.s3.endpoint"] == "http://minio:9000"
     trino = trino_catalog_properties(s)
     assert trino["iceberg.catalog.type"] == "jdbc"
     assert trino["iceberg.jdbc-catalog.catalog-name"] == "lakehouse"

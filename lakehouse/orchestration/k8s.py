@@ -25,6 +25,8 @@ PROFILE_LABEL = "lakehouse/profile"
 # a job whose steps run in its run pod under the K8sRunLauncher (see ``run_pod_tags``)
 EXECUTOR_TAG = "lakehouse/executor"
 RUN_POD = "run_pod"
+# the service account of Spark drivers' step pods (deploy/k8s/rbac.yaml: may manage pods)
+SPARK_DRIVER_SERVICE_ACCOUNT = "lakehouse-spark-driver"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class ResourceProfile:
     memory: str
     memory_limit: str
     env: tuple[dict[str, Any], ...] = field(default=())
+    # the pod's service account when it is not the run and step pods' (deploy/k8s/rbac.yaml)
+    service_account: str | None = None
 
     def resources(self) -> dict[str, dict[str, str]]:
         return {
@@ -59,18 +63,25 @@ PROFILES: dict[str, ResourceProfile] = {
     # dbt-trino only sends SQL: the work happens in Trino
     "dbt": ResourceProfile(cpu="500m", memory="1Gi", memory_limit="2Gi"),
     # the Spark driver (client mode); executors are pods of their own, sized by
-    # deploy/spark/spark-defaults.conf. The driver advertises its pod IP to them.
+    # deploy/spark/spark-defaults.conf. The driver advertises its pod IP to them and names
+    # its pod as their owner (resources/spark.py), and runs as the one account that may
+    # start and stop executor pods.
     "spark": ResourceProfile(
         cpu="1",
         memory="6Gi",
         memory_limit="6Gi",
-        env=({"name": "POD_IP", "value_from": {"field_ref": {"field_path": "status.podIP"}}},),
+        env=(
+            {"name": "POD_IP", "value_from": {"field_ref": {"field_path": "status.podIP"}}},
+            {"name": "POD_NAME", "value_from": {"field_ref": {"field_path": "metadata.name"}}},
+        ),
+        service_account=SPARK_DRIVER_SERVICE_ACCOUNT,
     ),
 }
 
 
 def k8s_config(profile: str) -> dict[str, Any]:
-    """The ``dagster-k8s/config`` value of a profile (container resources and a pod label)."""
+    """The ``dagster-k8s/config`` value of a profile: container resources and environment,
+    a pod label, and the service account where the profile has its own."""
     try:
         spec = PROFILES[profile]
     except KeyError:
@@ -79,10 +90,13 @@ def k8s_config(profile: str) -> dict[str, Any]:
     container: dict[str, Any] = {"resources": spec.resources()}
     if spec.env:
         container["env"] = [dict(var) for var in spec.env]
-    return {
+    config: dict[str, Any] = {
         "container_config": container,
         "pod_template_spec_metadata": {"labels": {PROFILE_LABEL: profile}},
     }
+    if spec.service_account:
+        config["pod_spec_config"] = {"service_account_name": spec.service_account}
+    return config
 
 
 def k8s_tags(profile: str) -> dict[str, str]:

@@ -27,7 +27,12 @@ from pathlib import Path
 from lakehouse.settings import LakehouseSettings
 
 RECIPE_VERSION = "1"
-ICEBERG_RUNTIME = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
+# The one Iceberg version of every Spark: the local jar cache's (from the wheel) and the
+# production image's (ARG ICEBERG_VERSION in deploy/docker/Dockerfile, downloaded from
+# Maven); tests/test_spark_image.py fails when the two differ. Tables written by one are
+# read by the other, so a version skew would surface as a production-only behaviour.
+ICEBERG_VERSION = "1.10.2"
+ICEBERG_RUNTIME = f"iceberg-spark-runtime-3.5_2.12-{ICEBERG_VERSION}.jar"
 JACKSON_JARS = (
     "jackson-core-2.15.2.jar",
     "jackson-databind-2.15.2.jar",
