@@ -32,5 +32,5 @@ def test_the_summary_names_the_runs_wall_time_and_its_longest_steps():
     assert times.wall >= times.steps["slow"] + times.steps["quick"]
     assert 0 <= times.first_step < times.wall
     # the figures as measured: a loaded machine makes the 0.3 s sleep take longer
-    slow = times.steps["slow"]
-    assert line.startswith(f"  probe: {times.wall:.1f} s in 2 steps (slow {slow:.1f} s, 1 more")
+    slow_s = times.steps["slow"]
+    assert line.startswith(f"  probe: {times.wall:.1f} s in 2 steps (slow {slow_s:.1f} s, 1 more")
