@@ -1414,3 +1414,74 @@ def test_image_copies_what_exists_runs_as_non_root_and_matches_the_project():
     runs = load_yaml(DEPLOY / "dagster.yaml")["run_launcher"]["config"]["run_k8s_config"]
     assert str(runs["pod_spec_config"]["security_context"]["runAsUser"]) == image_user
     assert "SPARK_CONF_DIR=/opt/lakehouse/deploy/spark" in text
+
+
+def deploy_paths_in_code(packages: tuple[str, ...] = ("lakehouse", "resources")) -> set[str]:
+    """Paths under deploy/ that the image's Python code builds from ``PROJECT_ROOT``.
+
+    Read from the source, not by importing it: every ``a / "b" / "c"`` chain whose left end
+    is ``PROJECT_ROOT`` or a module-level name bound to such a chain is resolved to a path
+    relative to the repository. A name that only serves as the base of longer paths (e.g.
+    ``DEPLOY_DIR``) is dropped in favour of those paths: the directory itself is not read.
+    """
+    import ast
+
+    def resolve(node, names: dict[str, str]) -> str | None:
+        if isinstance(node, ast.Name):
+            return names.get(node.id)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            left, right = resolve(node.left, names), resolve(node.right, names)
+            if left is not None and right is not None and isinstance(node.right, ast.Constant):
+                return f"{left}/{right}".lstrip("/")
+        return None
+
+    found: set[str] = set()
+    for package in packages:
+        for source in (PROJECT_ROOT / package).rglob("*.py"):
+            tree = ast.parse(source.read_text())
+            names = {"PROJECT_ROOT": ""}
+            for statement in tree.body:  # module-level bindings first, in order
+                if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+                    target = statement.targets[0]
+                    if isinstance(target, ast.Name):
+                        value = resolve(statement.value, names)
+                        if value is not None and not isinstance(statement.value, ast.Constant):
+                            names[target.id] = value
+            paths = {
+                path
+                for node in ast.walk(tree)
+                if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+                for path in [resolve(node, names)]
+                if path is not None and path.startswith("deploy/")
+            }
+            found |= {p for p in paths if not any(o.startswith(p + "/") for o in paths)}
+    return found
+
+
+def image_copies(text: str) -> list[str]:
+    """The repository paths the runtime stage copies in (COPY without --from)."""
+    runtime = text.rsplit("\nFROM ", 1)[1]
+    copied = []
+    for line in re.findall(r"^COPY (?!--from)(.+)$", runtime, flags=re.M):
+        *sources, _ = [part for part in line.split() if not part.startswith("--")]
+        copied += [source.rstrip("/") for source in sources]
+    return copied
+
+
+def missing_from_image(read: set[str], copied: list[str]) -> set[str]:
+    return {p for p in read if not any(p == c or p.startswith(c + "/") for c in copied)}
+
+
+def test_the_image_holds_every_deploy_file_the_code_reads_at_run_time():
+    """deploy/ is not copied whole; what the code opens from it in a pod must be. The alerts
+    sensor reads environments.yaml on every tick: without it in the image each tick fails."""
+    read = deploy_paths_in_code()
+    assert "deploy/environments.yaml" in read  # the scan sees the alerts sensor's reader
+    copied = image_copies(DOCKERFILE.read_text())
+    missing = missing_from_image(read, copied)
+    assert not missing, f"deploy/docker/Dockerfile: COPY {sorted(missing)} into the image"
+    # the image as the deploy branch had it (deploy/spark only) is caught
+    before = [c for c in copied if c != "deploy/environments.yaml"]
+    assert missing_from_image(read, before) == {"deploy/environments.yaml"}
