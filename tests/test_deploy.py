@@ -1321,6 +1321,25 @@ def test_provision_and_migrate_jobs_are_restricted_and_read_only_their_secrets(u
     assert volume["configMap"]["name"] == f"{FULLNAME}-instance"  # what the chart renders
 
 
+# the executables the image provides (venv on PATH: dependencies only, no project scripts)
+IMAGE_EXECUTABLES = {"python", "dagster"}
+
+
+def test_jobs_and_the_exporter_start_executables_the_image_has():
+    """Every container of the image that names its command starts something installed."""
+    pods = [
+        k8s_documents(n)[0]["spec"]["template"]["spec"]
+        for n in ("provision-job.yaml", "migrate-job.yaml")
+    ]
+    pods.append(exporter()["Deployment"]["spec"]["template"]["spec"])
+    for pod in pods:
+        for container in pod["containers"]:
+            argv = container.get("command") or container["args"]
+            assert argv[0] in IMAGE_EXECUTABLES, (container["name"], argv)
+    # why: the build stage installs pyproject's dependencies (-r), never the project itself
+    assert "-r pyproject.toml" in DOCKERFILE.read_text()
+
+
 def test_metrics_exporter_is_least_privileged(user_deployment):
     """deploy/metrics/exporter.yaml: valid, restricted, its own account without Role or
     token, the settings ConfigMap and only the Secrets of what it reads, on the port the
@@ -1350,6 +1369,9 @@ def test_metrics_exporter_is_least_privileged(user_deployment):
         "LAKEHOUSE_S3_SECRET_ACCESS_KEY",
     }
     command = container["command"]
+    # what the image can start: it installs the dependencies (python, dagster), not the
+    # project, so there is no `lakehouse` console script in it
+    assert command[0] in IMAGE_EXECUTABLES and command[1:4] == ["-m", "lakehouse.cli", "metrics"]
     port = int(command[command.index("--port") + 1])
     assert port == METRICS_PORT
     assert [p["containerPort"] for p in container["ports"]] == [port]
