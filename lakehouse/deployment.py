@@ -22,6 +22,7 @@ import yaml
 
 from lakehouse.catalog_config import trino_catalog_properties
 from lakehouse.settings import PROJECT_ROOT, LakehouseSettings
+from resources.alerts import WEBHOOK_URL_VARIABLE, alerts_config
 
 DEPLOY_DIR = PROJECT_ROOT / "deploy"
 ENVIRONMENTS_FILE = DEPLOY_DIR / "environments.yaml"
@@ -118,12 +119,21 @@ def config_map(env: str = "prod", namespace: str = "dagster") -> dict[str, Any]:
 
 
 def secret_keys(env: str = "prod") -> dict[str, list[str]]:
-    """``{Secret name: [keys]}`` an operator must create before installing."""
+    """``{Secret name: [keys]}`` an operator must create before installing.
+
+    The settings' Secrets, and the alert webhook's: its URL is no setting (the alerts
+    resource reads it through ``dagster.EnvVar`` only when it sends), but an environment
+    that alerts names its Secret in the ``alerts`` block, and the code server loads that
+    Secret, so it too must exist before the install.
+    """
     _, secrets = environment(env)
     grouped: dict[str, list[str]] = {}
     for variable, ref in sorted(secrets.items()):
         grouped.setdefault(ref.secret, []).append(variable)
-    return grouped
+    alerts = alerts_config(env)
+    if alerts.enabled and alerts.webhook_secret:
+        grouped.setdefault(alerts.webhook_secret, []).append(WEBHOOK_URL_VARIABLE)
+    return dict(sorted(grouped.items()))
 
 
 def trino_catalog_file(env: str = "prod") -> str:

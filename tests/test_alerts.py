@@ -172,6 +172,6 @@ def test_local_and_ci_send_nothing(receiver, monkeypatch):
 def test_every_environment_declares_its_alerting():
     assert not alerts_config("local").enabled and not alerts_config("ci").enabled
     prod = alerts_config("prod")
-    assert prod.enabled and prod.webhook_secret == "lakehouse-secrets"
+    assert prod.enabled and prod.webhook_secret == "lakehouse-alerts"
     with pytest.raises(ValueError, match="declares no 'staging'"):
         alerts_config("staging")

@@ -481,9 +481,15 @@ def test_helm_values_use_the_chart_keys_and_reference_secrets_only(values, user_
 
 
 # Which pod reads which Secret: the code server's sensors read the catalog, the landing
-# bucket and the OLTP database; run and step pods also mask PII. Nothing else gets any.
-CODE_SERVER_SECRETS = {"lakehouse-catalog", "lakehouse-s3", "lakehouse-oltp"}
+# bucket and the OLTP database, and its alerts sensor posts to the webhook; run and step
+# pods also mask PII and log in to Trino. The chart hands the code server's list on to
+# every run (includeConfigInLaunchedRuns), the webhook's Secret with it; nothing else gets
+# any but the exporter and the Jobs (their own, smaller sets, below).
+ALERTS_SECRET = "lakehouse-alerts"
+CODE_SERVER_SECRETS = {"lakehouse-catalog", "lakehouse-s3", "lakehouse-oltp", ALERTS_SECRET}
 RUN_POD_SECRETS = CODE_SERVER_SECRETS | {"lakehouse-pii", "lakehouse-trino-client"}
+# the exporter reads the catalog (password) and table files and the landing bucket (S3)
+METRICS_SECRETS = {"lakehouse-catalog", "lakehouse-s3"}
 
 
 def test_helm_values_pass_the_environment_and_its_secrets_to_every_pod(values, user_deployment):
@@ -499,6 +505,7 @@ def test_helm_values_pass_the_environment_and_its_secrets_to_every_pod(values, u
     assert keys["lakehouse-pii"] == ["LAKEHOUSE_PII_KEY"]
     assert keys["lakehouse-oltp"] == ["LAKEHOUSE_POSTGRES_DSN"]
     assert keys["lakehouse-catalog"] == ["LAKEHOUSE_CATALOG_PASSWORD"]
+    assert keys[ALERTS_SECRET] == ["LAKEHOUSE_ALERT_WEBHOOK_URL"]
     image = f"{user_deployment['image']['repository']}:{user_deployment['image']['tag']}"
     env = {var["name"]: var for var in user_deployment["env"]}
     assert env["SPARK_CONTAINER_IMAGE"]["value"] == image
@@ -507,6 +514,62 @@ def test_helm_values_pass_the_environment_and_its_secrets_to_every_pod(values, u
     # the webserver and daemon get no lakehouse Secret at all
     for component in ("dagsterWebserver", "dagsterDaemon"):
         assert not values[component].get("envSecrets"), component
+
+
+def secrets_of(pod_spec: dict) -> set[str]:
+    """Every Secret a pod spec's containers load (envFrom, env) or mount."""
+    names = {v["secret"]["secretName"] for v in pod_spec.get("volumes") or [] if "secret" in v}
+    for container in [*(pod_spec.get("initContainers") or []), *pod_spec["containers"]]:
+        names |= {r["secretRef"]["name"] for r in container.get("envFrom", []) if "secretRef" in r}
+        names |= {
+            var["valueFrom"]["secretKeyRef"]["name"]
+            for var in container.get("env", [])
+            if "secretKeyRef" in var.get("valueFrom", {})
+        }
+    return names
+
+
+def exporter() -> dict[str, dict]:
+    return {
+        d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "metrics" / "exporter.yaml").read_text())
+    }
+
+
+def test_the_alert_webhook_is_its_own_secret_loaded_where_the_sensor_runs(values, user_deployment):
+    """The alerts sensor is evaluated in the code server (the daemon asks it over gRPC), so
+    the webhook URL is loaded there, from a Secret holding nothing else; the webserver,
+    daemon, exporter, Jobs and Spark executors never see it. Run and step pods receive the
+    code server's Secret list from the chart (includeConfigInLaunchedRuns): they are the one
+    place it goes beyond, and the run launcher adds nothing of it."""
+    from resources.alerts import WEBHOOK_URL_VARIABLE, alerts_config
+
+    assert alerts_config("prod").webhook_secret == ALERTS_SECRET
+    assert deployment.secret_keys("prod")[ALERTS_SECRET] == [WEBHOOK_URL_VARIABLE]
+    assert ALERTS_SECRET in {ref["name"] for ref in user_deployment["envSecrets"]}
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert ALERTS_SECRET not in {ref["name"] for ref in launcher["envSecrets"]}
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        assert not values[component].get("envSecrets"), component
+        assert not values[component].get("env"), component
+    others = {
+        "metrics exporter": exporter()["Deployment"]["spec"]["template"]["spec"],
+        "executor": load_yaml(DEPLOY / "spark" / "executor-pod-template.yaml")["spec"],
+        **{
+            name: k8s_documents(name)[0]["spec"]["template"]["spec"]
+            for name in ("provision-job.yaml", "migrate-job.yaml")
+        },
+    }
+    for name, pod in others.items():
+        assert ALERTS_SECRET not in secrets_of(pod), name
+    spark = deployment.parse_spark_defaults((DEPLOY / "spark" / "spark-defaults.conf").read_text())
+    assert not any(v.startswith(f"{ALERTS_SECRET}:") for v in spark.values())
+    # the Secret the ops branch first named, holding every value, exists nowhere any more
+    for path in [*DEPLOY.rglob("*.yaml"), DEPLOY / "README.md"]:
+        assert "lakehouse-secrets" not in path.read_text(), path
+    # created like the others: from a file, never from a literal on a command line
+    readme = (DEPLOY / "README.md").read_text()
+    assert f"create secret generic {ALERTS_SECRET} --from-file={WEBHOOK_URL_VARIABLE}" in readme
+    assert "--from-literal" not in readme
 
 
 # --- run and step Job manifests ---------------------------------------------------------
@@ -822,6 +885,7 @@ def test_configmap_cli_prints_what_kubectl_applies(capsys):
     assert yaml.safe_load(capsys.readouterr().out) == deployment.config_map("prod")
     deployment.main(["secret-keys", "prod"])
     assert sorted(capsys.readouterr().out.splitlines()) == [
+        "lakehouse-alerts: LAKEHOUSE_ALERT_WEBHOOK_URL",
         "lakehouse-catalog: LAKEHOUSE_CATALOG_PASSWORD",
         "lakehouse-oltp: LAKEHOUSE_POSTGRES_DSN",
         "lakehouse-pii: LAKEHOUSE_PII_KEY",
@@ -1068,7 +1132,7 @@ def test_each_account_has_exactly_the_rules_it_needs(values, user_deployment):
     assert values["dagster-user-deployments"]["rbacEnabled"] is False
     assert set(accounts) == {
         "lakehouse-run", "lakehouse-spark-driver", "lakehouse-spark-executor",
-        "lakehouse-provision",
+        "lakehouse-provision", "lakehouse-metrics",
     }  # fmt: skip
     # what dagster-k8s's client calls to launch, watch and stop a Job (daemon, run pods)
     assert roles["lakehouse-job-launcher"] == [
@@ -1096,7 +1160,7 @@ def test_each_account_has_exactly_the_rules_it_needs(values, user_deployment):
         "lakehouse-spark-driver": {"lakehouse-spark-driver"},
     }
     # accounts without a Role carry no token at all
-    for name in ("lakehouse-spark-executor", "lakehouse-provision"):
+    for name in ("lakehouse-spark-executor", "lakehouse-provision", "lakehouse-metrics"):
         assert accounts[name]["automountServiceAccountToken"] is False
     spark = deployment.parse_spark_defaults((DEPLOY / "spark" / "spark-defaults.conf").read_text())
     assert spark["spark.kubernetes.authenticate.executor.serviceAccountName"] in accounts
@@ -1257,6 +1321,67 @@ def test_provision_and_migrate_jobs_are_restricted_and_read_only_their_secrets(u
     assert volume["configMap"]["name"] == f"{FULLNAME}-instance"  # what the chart renders
 
 
+# the executables the image provides (venv on PATH: dependencies only, no project scripts)
+IMAGE_EXECUTABLES = {"python", "dagster"}
+
+
+def test_jobs_and_the_exporter_start_executables_the_image_has():
+    """Every container of the image that names its command starts something installed."""
+    pods = [
+        k8s_documents(n)[0]["spec"]["template"]["spec"]
+        for n in ("provision-job.yaml", "migrate-job.yaml")
+    ]
+    pods.append(exporter()["Deployment"]["spec"]["template"]["spec"])
+    for pod in pods:
+        for container in pod["containers"]:
+            argv = container.get("command") or container["args"]
+            assert argv[0] in IMAGE_EXECUTABLES, (container["name"], argv)
+    # why: the build stage installs pyproject's dependencies (-r), never the project itself
+    assert "-r pyproject.toml" in DOCKERFILE.read_text()
+
+
+def test_metrics_exporter_is_least_privileged(user_deployment):
+    """deploy/metrics/exporter.yaml: valid, restricted, its own account without Role or
+    token, the settings ConfigMap and only the Secrets of what it reads, on the port the
+    Service, the ServiceMonitor and its NetworkPolicy name."""
+    manifests = exporter()
+    for kind in ("Deployment", "Service"):  # the ServiceMonitor is a CRD: no schema here
+        validate_strictly(manifests[kind], f"{kind} lakehouse-metrics")
+        assert manifests[kind]["metadata"]["namespace"] == NAMESPACE
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    assert not restricted_violations(pod), restricted_violations(pod)
+    (container,) = pod["containers"]
+    image = f"{user_deployment['image']['repository']}:{user_deployment['image']['tag']}"
+    assert container["image"] == image
+    accounts, _, bound = rbac()
+    assert pod["serviceAccountName"] == "lakehouse-metrics"
+    assert pod["serviceAccountName"] in accounts and pod["serviceAccountName"] not in bound
+    assert pod["automountServiceAccountToken"] is False
+    assert accounts["lakehouse-metrics"]["automountServiceAccountToken"] is False
+    maps = {r["configMapRef"]["name"] for r in container["envFrom"] if "configMapRef" in r}
+    assert maps == {deployment.CONFIG_MAP_NAME}
+    assert secrets_of(pod) == METRICS_SECRETS
+    keys = deployment.secret_keys("prod")
+    # every key of those Secrets is a setting the exporter's catalog and S3 clients use
+    assert {k for s in METRICS_SECRETS for k in keys[s]} == {
+        "LAKEHOUSE_CATALOG_PASSWORD",
+        "LAKEHOUSE_S3_ACCESS_KEY_ID",
+        "LAKEHOUSE_S3_SECRET_ACCESS_KEY",
+    }
+    command = container["command"]
+    # what the image can start: it installs the dependencies (python, dagster), not the
+    # project, so there is no `lakehouse` console script in it
+    assert command[0] in IMAGE_EXECUTABLES and command[1:4] == ["-m", "lakehouse.cli", "metrics"]
+    port = int(command[command.index("--port") + 1])
+    assert port == METRICS_PORT
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+    (service_port,) = manifests["Service"]["spec"]["ports"]
+    assert service_port["port"] == port
+    assert service_port["targetPort"] == container["ports"][0]["name"]
+    (endpoint,) = manifests["ServiceMonitor"]["spec"]["endpoints"]
+    assert endpoint["port"] == service_port["name"]
+
+
 def policies() -> dict[str, dict]:
     return {d["metadata"]["name"]: d["spec"] for d in k8s_documents("network-policies.yaml")}
 
@@ -1284,12 +1409,19 @@ COMPONENTS = {
     "executor": {"spark-role": "executor"},
     "provision": {"app.kubernetes.io/component": "provision"},
     "instance migrate": {"app.kubernetes.io/component": "instance-migrate"},
+    # the labels deploy/metrics/exporter.yaml gives its pods
+    "metrics exporter": exporter()["Deployment"]["spec"]["template"]["metadata"]["labels"],
 }
 API = ("api", 443)
+# the alert webhook: an address outside the cluster (an ipBlock the operator fills in)
+WEBHOOK = ("webhook", 443)
+# pods of other namespaces, by (namespace, labels): the policies' placeholders for them
+EXTERNAL_PODS = {"prometheus": ("monitoring", {"app.kubernetes.io/name": "prometheus"})}
+METRICS_PORT = 9108
 NEEDS = {
     "webserver": {("pods:code server", 3030), ("data", 5432), API},
     "daemon": {("pods:code server", 3030), ("data", 5432), API},
-    "code server": {("data", 5432), ("data", 9000), ("kafka", 9092)},
+    "code server": {("data", 5432), ("data", 9000), ("kafka", 9092), WEBHOOK},
     "run pod": {("data", 5432), ("data", 9000), ("kafka", 9092), API, ("trino", 8443)},
     "step pod": {("data", 5432), ("data", 9000), ("kafka", 9092), ("trino", 8443)},
     "spark driver": {("data", 5432), ("data", 9000), API, ("pods:executor", 7079)},
@@ -1297,6 +1429,7 @@ NEEDS = {
                  ("pods:executor", 7079)},
     "provision": {("data", 5432), ("data", 9000), ("kafka", 9092)},
     "instance migrate": {("data", 5432)},
+    "metrics exporter": {("data", 5432), ("data", 9000), ("kafka", 9092)},
 }  # fmt: skip
 
 
@@ -1310,6 +1443,17 @@ def _allows(rules: list[dict], peer: tuple[str, int], direction: str) -> bool:
         if not peers:
             return True  # any address on these ports (the API server's, which is no pod)
         for selector in peers:
+            if "ipBlock" in selector:
+                if target == "webhook":
+                    return True
+                continue
+            if target in EXTERNAL_PODS:
+                namespace, labels = EXTERNAL_PODS[target]
+                if selector.get("namespaceSelector", {}).get("matchLabels") == {
+                    "kubernetes.io/metadata.name": namespace
+                } and _selects(selector.get("podSelector", {}), labels):
+                    return True
+                continue
             if target.startswith("pods:"):
                 if "namespaceSelector" not in selector and _selects(
                     selector["podSelector"], COMPONENTS[target[5:]]
@@ -1350,8 +1494,25 @@ def test_network_policies_deny_by_default_and_allow_what_each_component_needs():
                     f"{target[5:]} refuses {name} on {port}"
                 )
     # nothing reaches the API server that does not need it
-    for name in ("code server", "step pod", "executor", "provision", "instance migrate"):
+    for name in (
+        "code server", "step pod", "executor", "provision", "instance migrate",
+        "metrics exporter",
+    ):  # fmt: skip
         assert not _allows(rules_for(COMPONENTS[name], "egress"), API, "egress"), name
+    # only the code server posts alerts (pods that reach the API server reach any address
+    # on 443: the API rule has no peer, see network-policies.yaml)
+    for name in (n for n in COMPONENTS if n != "code server" and API not in NEEDS[n]):
+        assert not _allows(rules_for(COMPONENTS[name], "egress"), WEBHOOK, "egress"), name
+    # the exporter: scraped by Prometheus on its port, by nobody else, on no other port
+    metrics = rules_for(COMPONENTS["metrics exporter"], "ingress")
+    assert _allows(metrics, ("prometheus", METRICS_PORT), "ingress")
+    assert [p["port"] for rule in metrics for p in rule["ports"]] == [METRICS_PORT]
+    assert not _allows(metrics, ("monitoring", METRICS_PORT), "ingress")  # not all of it
+    for name in COMPONENTS:
+        assert not _allows(metrics, (f"pods:{name}", METRICS_PORT), "ingress"), name
+    assert not _allows(
+        rules_for(COMPONENTS["metrics exporter"], "egress"), ("trino", 8443), "egress"
+    )
     # nobody but the control plane reaches the code server; nobody reaches executors but Spark
     code_server = rules_for(COMPONENTS["code server"], "ingress")
     for name in ("run pod", "step pod", "executor"):
@@ -1414,3 +1575,74 @@ def test_image_copies_what_exists_runs_as_non_root_and_matches_the_project():
     runs = load_yaml(DEPLOY / "dagster.yaml")["run_launcher"]["config"]["run_k8s_config"]
     assert str(runs["pod_spec_config"]["security_context"]["runAsUser"]) == image_user
     assert "SPARK_CONF_DIR=/opt/lakehouse/deploy/spark" in text
+
+
+def deploy_paths_in_code(packages: tuple[str, ...] = ("lakehouse", "resources")) -> set[str]:
+    """Paths under deploy/ that the image's Python code builds from ``PROJECT_ROOT``.
+
+    Read from the source, not by importing it: every ``a / "b" / "c"`` chain whose left end
+    is ``PROJECT_ROOT`` or a module-level name bound to such a chain is resolved to a path
+    relative to the repository. A name that only serves as the base of longer paths (e.g.
+    ``DEPLOY_DIR``) is dropped in favour of those paths: the directory itself is not read.
+    """
+    import ast
+
+    def resolve(node, names: dict[str, str]) -> str | None:
+        if isinstance(node, ast.Name):
+            return names.get(node.id)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            left, right = resolve(node.left, names), resolve(node.right, names)
+            if left is not None and right is not None and isinstance(node.right, ast.Constant):
+                return f"{left}/{right}".lstrip("/")
+        return None
+
+    found: set[str] = set()
+    for package in packages:
+        for source in (PROJECT_ROOT / package).rglob("*.py"):
+            tree = ast.parse(source.read_text())
+            names = {"PROJECT_ROOT": ""}
+            for statement in tree.body:  # module-level bindings first, in order
+                if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+                    target = statement.targets[0]
+                    if isinstance(target, ast.Name):
+                        value = resolve(statement.value, names)
+                        if value is not None and not isinstance(statement.value, ast.Constant):
+                            names[target.id] = value
+            paths = {
+                path
+                for node in ast.walk(tree)
+                if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+                for path in [resolve(node, names)]
+                if path is not None and path.startswith("deploy/")
+            }
+            found |= {p for p in paths if not any(o.startswith(p + "/") for o in paths)}
+    return found
+
+
+def image_copies(text: str) -> list[str]:
+    """The repository paths the runtime stage copies in (COPY without --from)."""
+    runtime = text.rsplit("\nFROM ", 1)[1]
+    copied = []
+    for line in re.findall(r"^COPY (?!--from)(.+)$", runtime, flags=re.M):
+        *sources, _ = [part for part in line.split() if not part.startswith("--")]
+        copied += [source.rstrip("/") for source in sources]
+    return copied
+
+
+def missing_from_image(read: set[str], copied: list[str]) -> set[str]:
+    return {p for p in read if not any(p == c or p.startswith(c + "/") for c in copied)}
+
+
+def test_the_image_holds_every_deploy_file_the_code_reads_at_run_time():
+    """deploy/ is not copied whole; what the code opens from it in a pod must be. The alerts
+    sensor reads environments.yaml on every tick: without it in the image each tick fails."""
+    read = deploy_paths_in_code()
+    assert "deploy/environments.yaml" in read  # the scan sees the alerts sensor's reader
+    copied = image_copies(DOCKERFILE.read_text())
+    missing = missing_from_image(read, copied)
+    assert not missing, f"deploy/docker/Dockerfile: COPY {sorted(missing)} into the image"
+    # the image as the deploy branch had it (deploy/spark only) is caught
+    before = [c for c in copied if c != "deploy/environments.yaml"]
+    assert missing_from_image(read, before) == {"deploy/environments.yaml"}

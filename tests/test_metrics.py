@@ -154,7 +154,8 @@ def test_exporter_manifests_validate_and_agree():
         kubernetes_validate.validate(kinds[kind], version, strict=True)
     deployment, service, monitor = kinds["Deployment"], kinds["Service"], kinds["ServiceMonitor"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["command"][:2] == ["lakehouse", "metrics"]
+    # the image has no `lakehouse` script (it installs the dependencies, not the project)
+    assert container["command"][:4] == ["python", "-m", "lakehouse.cli", "metrics"]
     assert "0.0.0.0" in container["command"] and "9108" in container["command"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
