@@ -3,7 +3,8 @@
 Silver's columns are documented once, in dbt's ``models/sources.yml`` (dbt docs and
 the dbt tests read them there); the lineage and version columns the pipeline adds are
 documented beside their layouts (``declarations.layouts.SYSTEM_COLUMN_DOCS``). Only
-the parsed manifest is read (JSON, no dbt import), once per process.
+the parsed manifest is read (JSON, no dbt import), once per process, from where
+dagster-dbt's project says it is (a step has imported dagster-dbt already).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 import json
 from functools import cache
 
+from lakehouse.dbt.project import dbt_project
 from lakehouse.declarations.layouts import SYSTEM_COLUMN_DOCS
-from lakehouse.settings import PROJECT_ROOT
 
-MANIFEST = PROJECT_ROOT / "dbt_project" / "target" / "manifest.json"
 HISTORY_SUFFIX = "_history"
 
 
@@ -22,7 +22,7 @@ HISTORY_SUFFIX = "_history"
 def _source_columns() -> dict[str, dict[str, str]]:
     """``{"<schema>.<table>": {column: description}}`` of every dbt source."""
     try:
-        manifest = json.loads(MANIFEST.read_text())
+        manifest = json.loads(dbt_project.manifest_path.read_text())
     except (OSError, ValueError):
         return {}  # not parsed yet: the UI shows the columns without descriptions
     return {
