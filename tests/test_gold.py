@@ -4,6 +4,7 @@ the daily model built incrementally and backfilled; dbt tests as asset checks.""
 
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -271,6 +272,44 @@ def test_the_dbt_version_is_known_without_running_dbt_version():
         "does nothing; find how dagster-dbt now learns the dbt version"
     )
     assert dbt_cli()._cli_version == version.parse(importlib.metadata.version("dbt-core"))
+
+
+def test_a_dbt_step_loads_no_dbt_adapter_in_its_own_process():
+    """dagster-dbt loads dbt's adapter, profile and project in the step's process before
+    each dbt command (1.5-3 s of CPU here), only for metadata fetchers we do not use."""
+    import inspect
+
+    from dagster_dbt import DbtCliResource
+
+    from lakehouse.dbt.project import dbt_cli
+
+    assert "self._initialize_dbt_core_adapter(" in inspect.getsource(DbtCliResource.cli), (
+        "dagster-dbt no longer opens its adapter through _initialize_dbt_core_adapter: "
+        "LakehouseDbtCli's override does nothing; find where it now does"
+    )
+    assert dbt_cli()._initialize_dbt_core_adapter(["build"]) is None
+
+
+def test_a_partition_window_reparses_one_model_not_the_project(dbt_manifest, tmp_path):
+    """The window reaches dbt in the environment: dbt re-parses only the model that reads
+    it (a changed ``--vars`` re-parses every file), and the model's config carries it."""
+    from lakehouse.dbt.project import WINDOW_END_VAR, WINDOW_START_VAR, dbt_cli
+
+    invocation = dbt_cli().cli(
+        ["parse"],
+        env={WINDOW_START_VAR: "2026-11-01", WINDOW_END_VAR: "2026-11-03"},
+        target_path=tmp_path / "target",
+    )
+    messages = [str(e.raw_event["info"]["msg"]) for e in invocation.stream_raw_events()]
+    assert invocation.is_successful(), messages
+    assert not any("Unable to do partial parsing" in m for m in messages), messages
+    node = invocation.get_artifact("manifest.json")["nodes"]["model.lakehouse.daily_revenue"]
+    assert node["config"]["iceberg_window"] == {
+        "column": "order_date",
+        "start": "2026-11-01",
+        "end": "2026-11-03",
+    }
+    assert WINDOW_START_VAR not in os.environ  # set for that process alone
 
 
 def test_parsing_the_project_prints_no_third_party_log_lines(dbt_manifest):

@@ -26,7 +26,13 @@ from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
 
 from lakehouse.catalog_config import pyiceberg_properties
 from lakehouse.settings import get_settings
-from lakehouse.tables.commits import TABLE_PROPERTIES, conform, transaction, with_commit_retries
+from lakehouse.tables.commits import (
+    TABLE_PROPERTIES,
+    conform,
+    quiet_empty_deletes,
+    transaction,
+    with_commit_retries,
+)
 
 DBT_MODEL_KEY = "lakehouse.dbt-model"
 WINDOW_KEY = "lakehouse.dbt-window"
@@ -125,7 +131,7 @@ class Plugin(BasePlugin):
             # the same rows over the same filter, so a retry cannot duplicate them
             table = self._catalog.load_table(identifier)
             rows = conform(data, table.schema().as_arrow())
-            with transaction(table) as tx:
+            with transaction(table) as tx, quiet_empty_deletes():
                 tx.overwrite(rows, overwrite_filter=where, snapshot_properties=properties)
 
         with_commit_retries(commit)

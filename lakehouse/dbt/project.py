@@ -7,10 +7,13 @@ import importlib.metadata
 import os
 import shutil
 import sys
+import threading
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
 from packaging import version
 
 from lakehouse.settings import PROJECT_ROOT
@@ -49,6 +52,51 @@ class LakehouseDbtCli(DbtCliResource):
         if Path(self.dbt_executable) == _beside_interpreter():
             return version.parse(importlib.metadata.version("dbt-core"))
         return DbtCliResource._cli_version.func(self)
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> None:
+        """No dbt adapter in the step's process.
+
+        dagster-dbt opens one (dbt's adapter, profile and project loaded in the step:
+        1.5-3 s of CPU per dbt step here) only for ``fetch_row_counts`` and
+        ``fetch_column_metadata``, which we do not call: they open a second DuckDB
+        connection, which cannot see the in-memory session, so gold's metadata comes from
+        the Iceberg tables instead (``defs/gold/assets.py``). ``tests/test_gold.py``
+        guards the override.
+        """
+        return None
+
+    def cli(
+        self, args: Sequence[str], *, env: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> DbtCliInvocation:
+        """dagster-dbt's ``cli``, with ``env`` added to the dbt process's environment.
+
+        The partition window reaches the models as environment variables rather than
+        ``--vars``: dbt re-parses the whole project whenever the command-line vars change
+        (a few seconds per partitioned run), but only the files that read an environment
+        variable when its value changes. dagster-dbt copies ``os.environ`` when it starts
+        dbt, so the values are set around that call alone.
+        """
+        if not env:
+            return super().cli(args, **kwargs)
+        with _ENVIRON_LOCK:
+            saved = {name: os.environ.get(name) for name in env}
+            os.environ.update(env)
+            try:
+                return super().cli(args, **kwargs)
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+
+
+_ENVIRON_LOCK = threading.Lock()
+
+# the partition window of a partitioned gold run (models/marts/daily_revenue.sql):
+# first day included, last day excluded; unset, a model covers every day
+WINDOW_START_VAR = "LAKEHOUSE_GOLD_WINDOW_START"
+WINDOW_END_VAR = "LAKEHOUSE_GOLD_WINDOW_END"
 
 
 def dbt_cli(**overrides) -> LakehouseDbtCli:

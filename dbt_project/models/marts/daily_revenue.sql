@@ -1,11 +1,13 @@
 {#-
     Partitioned by order_date and built one window of days at a time: Dagster passes
-    the partition window as vars (min_date inclusive, max_date exclusive). Without
-    vars the model covers every day. Locally the Iceberg plugin replaces exactly the
+    the partition window in the environment (LAKEHOUSE_GOLD_WINDOW_START inclusive,
+    LAKEHOUSE_GOLD_WINDOW_END exclusive; not as --vars, whose every change makes dbt
+    re-parse the whole project), or by hand as vars min_date and max_date. Without
+    either the model covers every day. Locally the Iceberg plugin replaces exactly the
     window's partitions; on Trino dbt-trino deletes and inserts those days.
 -#}
-{%- set min_date = var('min_date', none) -%}
-{%- set max_date = var('max_date', none) -%}
+{%- set min_date = var('min_date', none) or env_var('LAKEHOUSE_GOLD_WINDOW_START', '') or none -%}
+{%- set max_date = var('max_date', none) or env_var('LAKEHOUSE_GOLD_WINDOW_END', '') or none -%}
 {{
     config(
         materialized=('external' if target.type == 'duckdb' else 'incremental'),

@@ -7,7 +7,6 @@ manifest is read when the code location loads: dbt itself runs in a subprocess, 
 column lineage (sqlglot) is computed by the step.
 """
 
-import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,13 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from lakehouse.dbt.project import dbt_project, prepare_if_dev
+from lakehouse.dbt.project import (
+    WINDOW_END_VAR,
+    WINDOW_START_VAR,
+    LakehouseDbtCli,
+    dbt_project,
+    prepare_if_dev,
+)
 from lakehouse.dbt.translator import translator
 from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.orchestration.metadata import table_metadata
@@ -153,14 +158,13 @@ def gold_dbt_models(
     op_tags=k8s_tags("dbt"),
 )
 def gold_daily_dbt_models(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, iceberg: IcebergCatalogResource
+    context: dg.AssetExecutionContext, dbt: LakehouseDbtCli, iceberg: IcebergCatalogResource
 ):
     """One dbt invocation for the whole partition window (one day or a backfill)."""
     window = context.partition_time_window
-    window_vars = {
-        "min_date": window.start.date().isoformat(),
-        "max_date": window.end.date().isoformat(),
-    }
-    context.log.info(f"building days [{window_vars['min_date']}, {window_vars['max_date']})")
-    invocation = dbt.cli(["build", "--vars", json.dumps(window_vars)], context=context)
+    start, end = window.start.date().isoformat(), window.end.date().isoformat()
+    context.log.info(f"building days [{start}, {end})")
+    invocation = dbt.cli(
+        ["build"], context=context, env={WINDOW_START_VAR: start, WINDOW_END_VAR: end}
+    )
     yield from with_iceberg_metadata(context, invocation, iceberg)
