@@ -16,8 +16,9 @@ $(STAMP): requirements.lock pyproject.toml scripts/check-prereqs.sh
 	@scripts/check-prereqs.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.8
-	$(UV) pip sync -q --python $(BIN)/python requirements.lock
+	$(UV) pip sync -q --compile-bytecode --python $(BIN)/python requirements.lock
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
+	@$(BIN)/python -m compileall -q -j 0 lakehouse resources bench tests > /dev/null
 	$(BIN)/lakehouse prepare
 	@touch $@
 
