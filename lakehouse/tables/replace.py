@@ -62,11 +62,18 @@ def keys_filter(columns: tuple[str, ...], keys: Iterable[tuple]) -> BooleanExpre
 def key_mask(rows: pa.Table, columns: tuple[str, ...], keys: Iterable[tuple]) -> pa.Array:
     """True where a row's ``columns`` equal one of ``keys`` (compared as text; a null is
     not the empty text)."""
-    wanted = pa.array(
+    return _key_mask(rows, columns, _key_texts(keys))
+
+
+def _key_texts(keys: Iterable[tuple]) -> pa.Array:
+    return pa.array(
         [_SEPARATOR.join(_NULL if v is None else f"={v}" for v in key) for key in keys],
         pa.string(),
     )
-    return pc.is_in(_joined(rows, columns), value_set=wanted)
+
+
+def _key_mask(rows: pa.Table, columns: tuple[str, ...], texts: pa.Array) -> pa.Array:
+    return pc.is_in(_joined(rows, columns), value_set=texts)
 
 
 _NULL = "\x00"
@@ -123,12 +130,13 @@ def _replace_by_files(
     tested = (*columns, *([] if everywhere else _referenced(schema, within)))
     probe = ArrowScan(table.metadata, table.io, schema.select(*dict.fromkeys(tested)), AlwaysTrue())
     whole = ArrowScan(table.metadata, table.io, schema, AlwaysTrue())
+    texts = _key_texts(keys)  # once, not per file
     removed: list[DataFile] = []
     added: list[DataFile] = []
     with transaction(table) as tx:
         for task in table.scan(row_filter=within).plan_files():
             stored_keys = probe.to_table([task])
-            going = key_mask(stored_keys, columns, keys)
+            going = _key_mask(stored_keys, columns, texts)
             if not everywhere:
                 going = pc.and_(going, _matching(stored_keys, schema, within))
             if not pc.any(going).as_py():
