@@ -53,7 +53,7 @@ def _random_batch(rng: random.Random, source: LandingSource, batch: int, size: i
     key parts, blank values, and arrival ties: a file and row sent again in the same batch."""
     rows = []
     for row in range(size):
-        key = rng.choice([None, "", *(f"k{i}" for i in range(12))])
+        key = rng.choice([None, "", *(f"k{i}" for i in range(40))])
         rows.append(
             {
                 "k": key,

@@ -93,13 +93,23 @@ def replace_keys(
     table: Table,
     rows: pa.Table,
     columns: tuple[str, ...],
-    keys: Iterable[tuple],
+    keys: Iterable[tuple] | pa.Table,
     properties: Mapping[str, str],
     within: BooleanExpression | None = None,
 ) -> None:
-    """The stored rows of ``keys`` (inside ``within``) become ``rows``, in one commit."""
-    keys = set(keys)
+    """The stored rows of ``keys`` (inside ``within``) become ``rows``, in one commit.
+
+    ``keys``: tuples of values, or a table of the key ``columns`` (many keys are then
+    compared as Arrow's text of each value, without a Python object per key).
+    """
     within = within if within is not None else AlwaysTrue()
+    if isinstance(keys, pa.Table):
+        texts = pc.unique(_joined(keys, columns))
+        if len(texts) > FEW_KEYS:
+            _replace_by_files(table, rows, columns, texts, properties, within)
+            return
+        keys = zip(*(keys[c].to_pylist() for c in columns), strict=True)
+    keys = set(keys)
     # a key with a null part goes file by file too: pyiceberg's filtered delete keeps or
     # drops rows whose other key parts are null by SQL's three-valued logic, not by key
     if len(keys) <= FEW_KEYS and not any(v is None for key in keys for v in key):
@@ -108,18 +118,19 @@ def replace_keys(
         with transaction(table) as tx:
             tx.overwrite(rows, overwrite_filter=where, snapshot_properties=dict(properties))
         return
-    _replace_by_files(table, rows, columns, keys, properties, within)
+    _replace_by_files(table, rows, columns, _key_texts(keys), properties, within)
 
 
 def _replace_by_files(
     table: Table,
     rows: pa.Table,
     columns: tuple[str, ...],
-    keys: set[tuple],
+    texts: pa.Array,
     properties: Mapping[str, str],
     within: BooleanExpression,
 ) -> None:
-    """Many keys: rewrite only the data files holding one of them, one file at a time."""
+    """Many keys (``texts``: their ``_joined`` text): rewrite only the data files holding
+    one of them, one file at a time."""
     from pyiceberg.io.pyarrow import ArrowScan
 
     from lakehouse.tables.pyiceberg_internals import dataframe_to_data_files
@@ -130,7 +141,6 @@ def _replace_by_files(
     tested = (*columns, *([] if everywhere else _referenced(schema, within)))
     probe = ArrowScan(table.metadata, table.io, schema.select(*dict.fromkeys(tested)), AlwaysTrue())
     whole = ArrowScan(table.metadata, table.io, schema, AlwaysTrue())
-    texts = _key_texts(keys)  # once, not per file
     removed: list[DataFile] = []
     added: list[DataFile] = []
     with transaction(table) as tx:
