@@ -16,6 +16,7 @@ BENCHES = [
     "gc_freeze",
     "landing_throughput",
     "landing_wide",
+    "silver_wide",
     "commit_cost",
     "sensor_backlog",
     "latency",

@@ -36,8 +36,10 @@ SHAPE_KEY = "lakehouse.silver-shape"
 MODE_KEY = "lakehouse.silver-mode"
 FULL = "full"
 INCREMENTAL = "incremental"
-# data files read per chunk of an increment: memory follows a chunk, not the increment
+# data files, and rows, read per chunk of an increment: memory follows a chunk, not the
+# increment (a chunk holds at least one file, however many rows it has)
 FILES_PER_CHUNK = 16
+ROWS_PER_CHUNK = 250_000
 ALWAYS_TRUE = AlwaysTrue()
 
 
@@ -165,6 +167,7 @@ def increment_batches(
     plan: Plan,
     selected_fields: tuple[str, ...] = ("*",),
     row_filter: BooleanExpression = ALWAYS_TRUE,
+    rows_per_chunk: int = ROWS_PER_CHUNK,
 ) -> Iterator[pa.Table]:
     """The rows the plan reads, a chunk of data files at a time (every row when full)."""
     # pyiceberg's Arrow I/O imports pandas (~1 s): paid by a build, not by the code location
@@ -187,14 +190,28 @@ def increment_batches(
             from_snapshot_id_exclusive=plan.since,
             to_snapshot_id_inclusive=plan.until.snapshot_id,
         )
-    tasks = list(scan.plan_files())
     reader = ArrowScan(
         bronze.metadata, bronze.io, scan.projection(), scan.row_filter, scan.case_sensitive
     )
-    for start in range(0, len(tasks), FILES_PER_CHUNK):
-        chunk = reader.to_table(tasks[start : start + FILES_PER_CHUNK])
+    for tasks in _chunks(list(scan.plan_files()), rows_per_chunk):
+        chunk = reader.to_table(tasks)
         if chunk.num_rows:
             yield chunk
+
+
+def _chunks(tasks: list, rows_per_chunk: int) -> Iterator[list]:
+    """Consecutive tasks, at most ``FILES_PER_CHUNK`` files and ``rows_per_chunk`` rows."""
+    chunk: list = []
+    rows = 0
+    for task in tasks:
+        full = len(chunk) == FILES_PER_CHUNK or rows + task.file.record_count > rows_per_chunk
+        if chunk and full:
+            yield chunk
+            chunk, rows = [], 0
+        chunk.append(task)
+        rows += task.file.record_count
+    if chunk:
+        yield chunk
 
 
 def read_increment(

@@ -1,16 +1,20 @@
-"""Replacing the stored rows of some keys: how incremental silver builds write.
+"""Replacing stored rows: the keys an incremental silver build touched, or all of them.
 
 pyiceberg binds an ``In`` filter value by value and stops pruning files by it beyond
 200 values (``IN_PREDICATE_LIMIT``): past that, a filtered overwrite costs seconds of
 expression work and still reads every file it may touch. So a few keys are replaced
 with a filtered overwrite (files whose key bounds exclude them stay untouched), and many
-keys by reading the stored rows once, dropping those keys in Arrow and overwriting
-the whole table, or the one partition that holds them (``within``).
+keys file by file: each data file's key columns are read, and only a file holding one
+of the keys is read whole and rewritten without them, one file in memory at a time
+(not the table, or the partition ``within``, as one Arrow table). A full rebuild
+replaces every row with rows written a part at a time (``replace_all``). Each writes
+its data files first and commits them in one transaction, so readers see the old rows
+or the new ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,7 +28,9 @@ from pyiceberg.expressions import (
     IsNull,
     Or,
 )
-from pyiceberg.table import Table
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table, TableProperties, Transaction
+from pyiceberg.utils.properties import property_as_bool
 
 from lakehouse.tables.commits import conform, transaction
 
@@ -54,15 +60,30 @@ def keys_filter(columns: tuple[str, ...], keys: Iterable[tuple]) -> BooleanExpre
 
 
 def key_mask(rows: pa.Table, columns: tuple[str, ...], keys: Iterable[tuple]) -> pa.Array:
-    """True where a row's ``columns`` equal one of ``keys`` (compared as text)."""
-    wanted = pa.array(
-        [_SEPARATOR.join("" if v is None else str(v) for v in key) for key in keys], pa.string()
+    """True where a row's ``columns`` equal one of ``keys`` (compared as text; a null is
+    not the empty text)."""
+    return _key_mask(rows, columns, _key_texts(keys))
+
+
+def _key_texts(keys: Iterable[tuple]) -> pa.Array:
+    return pa.array(
+        [_SEPARATOR.join(_NULL if v is None else f"={v}" for v in key) for key in keys],
+        pa.string(),
     )
-    return pc.is_in(_joined(rows, columns), value_set=wanted)
+
+
+def _key_mask(rows: pa.Table, columns: tuple[str, ...], texts: pa.Array) -> pa.Array:
+    return pc.is_in(_joined(rows, columns), value_set=texts)
+
+
+_NULL = "\x00"
 
 
 def _joined(rows: pa.Table, columns: tuple[str, ...]) -> pa.Array:
-    parts = [pc.fill_null(pc.cast(rows[c], pa.string()), "") for c in columns]
+    parts = [
+        pc.fill_null(pc.binary_join_element_wise("=", pc.cast(rows[c], pa.string()), ""), _NULL)
+        for c in columns
+    ]
     if len(parts) == 1:
         return parts[0]
     return pc.binary_join_element_wise(*parts, _SEPARATOR)
@@ -72,22 +93,132 @@ def replace_keys(
     table: Table,
     rows: pa.Table,
     columns: tuple[str, ...],
-    keys: Iterable[tuple],
+    keys: Iterable[tuple] | pa.Table,
     properties: Mapping[str, str],
     within: BooleanExpression | None = None,
 ) -> None:
-    """The stored rows of ``keys`` (inside ``within``) become ``rows``, in one commit."""
-    keys = set(keys)
+    """The stored rows of ``keys`` (inside ``within``) become ``rows``, in one commit.
+
+    ``keys``: tuples of values, or a table of the key ``columns`` (many keys are then
+    compared as Arrow's text of each value, without a Python object per key).
+    """
     within = within if within is not None else AlwaysTrue()
-    if len(keys) <= FEW_KEYS:
+    if isinstance(keys, pa.Table):
+        texts = pc.unique(_joined(keys, columns))
+        if len(texts) > FEW_KEYS:
+            _replace_by_files(table, rows, columns, texts, properties, within)
+            return
+        keys = zip(*(keys[c].to_pylist() for c in columns), strict=True)
+    keys = set(keys)
+    # a key with a null part goes file by file too: pyiceberg's filtered delete keeps or
+    # drops rows whose other key parts are null by SQL's three-valued logic, not by key
+    if len(keys) <= FEW_KEYS and not any(v is None for key in keys for v in key):
         matching = keys_filter(columns, keys)
         where = matching if isinstance(within, AlwaysTrue) else And(within, matching)
         with transaction(table) as tx:
             tx.overwrite(rows, overwrite_filter=where, snapshot_properties=dict(properties))
         return
-    stored = table.scan(row_filter=within).to_arrow()
-    schema = table.schema().as_arrow()
-    kept = stored.filter(pc.invert(key_mask(stored, columns, keys))) if stored.num_rows else stored
-    merged = pa.concat_tables([conform(kept, schema), conform(rows, schema)])
+    _replace_by_files(table, rows, columns, _key_texts(keys), properties, within)
+
+
+def _replace_by_files(
+    table: Table,
+    rows: pa.Table,
+    columns: tuple[str, ...],
+    texts: pa.Array,
+    properties: Mapping[str, str],
+    within: BooleanExpression,
+) -> None:
+    """Many keys (``texts``: their ``_joined`` text): rewrite only the data files holding
+    one of them, one file at a time."""
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    from lakehouse.tables.pyiceberg_internals import dataframe_to_data_files
+
+    schema = table.schema()
+    everywhere = isinstance(within, AlwaysTrue)
+    # the key columns, and what ``within`` reads, decide which rows of a file go
+    tested = (*columns, *([] if everywhere else _referenced(schema, within)))
+    probe = ArrowScan(table.metadata, table.io, schema.select(*dict.fromkeys(tested)), AlwaysTrue())
+    whole = ArrowScan(table.metadata, table.io, schema, AlwaysTrue())
+    removed: list[DataFile] = []
+    added: list[DataFile] = []
     with transaction(table) as tx:
-        tx.overwrite(merged, overwrite_filter=within, snapshot_properties=dict(properties))
+        for task in table.scan(row_filter=within).plan_files():
+            stored_keys = probe.to_table([task])
+            going = _key_mask(stored_keys, columns, texts)
+            if not everywhere:
+                going = pc.and_(going, _matching(stored_keys, schema, within))
+            if not pc.any(going).as_py():
+                continue  # none of the keys: the file stays as it is
+            removed.append(task.file)
+            kept = whole.to_table([task]).filter(pc.invert(going))  # same rows, same order
+            if kept.num_rows:
+                added += dataframe_to_data_files(tx.table_metadata, kept, table.io)
+        if rows.num_rows:
+            new = conform(rows, schema.as_arrow())
+            added += dataframe_to_data_files(tx.table_metadata, new, table.io)
+        with tx.update_snapshot(snapshot_properties=dict(properties)).overwrite() as overwrite:
+            for data_file in removed:
+                overwrite.delete_data_file(data_file)
+            for data_file in added:
+                overwrite.append_data_file(data_file)
+
+
+def _referenced(schema, expression: BooleanExpression) -> list[str]:
+    from pyiceberg.expressions.visitors import bind, extract_field_ids
+
+    ids = extract_field_ids(bind(schema, expression, case_sensitive=True))
+    return [schema.find_column_name(i) for i in sorted(ids)]
+
+
+def _matching(rows: pa.Table, schema, expression: BooleanExpression) -> pa.Array:
+    """True where a row satisfies ``expression`` (a pyiceberg filter, evaluated in Arrow)."""
+    from pyiceberg.expressions.visitors import bind
+    from pyiceberg.io.pyarrow import expression_to_pyarrow
+
+    position = pa.array(range(rows.num_rows), pa.int64())
+    inside = rows.append_column("__position", position).filter(
+        expression_to_pyarrow(bind(schema, expression, case_sensitive=True))
+    )
+    return pc.is_in(position, value_set=inside["__position"])
+
+
+def replace_all(table: Table, parts: Iterable[pa.Table], properties: Mapping[str, str]) -> int:
+    """Every stored row replaced by the rows of ``parts``, in one commit; the rows written.
+
+    Each part is written as data files as it comes, so memory follows a part, not the
+    table (pyiceberg's own overwrite of a ``RecordBatchReader`` submits every file's
+    rows to its writer pool at once). The snapshots are ``Transaction.overwrite``'s: a
+    delete of every stored file, then an append, both carrying ``properties``.
+    """
+    from lakehouse.tables.pyiceberg_internals import (
+        check_schema_compatible,
+        dataframe_to_data_files,
+    )
+
+    written = 0
+    files: list[DataFile] = []
+    with transaction(table) as tx:
+        schema = table.schema().as_arrow()
+        for part in parts:
+            rows = conform(part, schema)
+            check_schema_compatible(tx.table_metadata, rows.schema)
+            written += rows.num_rows
+            if rows.num_rows:
+                files += dataframe_to_data_files(tx.table_metadata, rows, table.io)
+        tx.delete(AlwaysTrue(), snapshot_properties=dict(properties))
+        _append_files(tx, files, properties)
+    return written
+
+
+def _append_files(tx: Transaction, files: Sequence[DataFile], properties: Mapping[str, str]):
+    merge = property_as_bool(
+        tx.table_metadata.properties,
+        TableProperties.MANIFEST_MERGE_ENABLED,
+        TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT,
+    )
+    update = tx.update_snapshot(snapshot_properties=dict(properties))
+    with update.merge_append() if merge else update.fast_append() as append:
+        for data_file in files:
+            append.append_data_file(data_file)

@@ -52,16 +52,23 @@ def typed_columns(
 
 
 def latest_per_key(rows: pa.Table, keys: tuple[str, ...], order_by: list[str]) -> pa.Table:
-    """The last row of each key by ``order_by``, in that order (``order_by`` columns kept)."""
+    """The last row of each key by ``order_by``, in that order (``order_by`` columns kept).
+
+    Rows equal in ``order_by`` keep the order they came in (a stable sort), so the later
+    of two such rows wins. The order and the winners are found on the key and order
+    columns; the whole rows are taken once.
+    """
+    import numpy as np
+
     if rows.num_rows == 0:
         return rows
-    ordered = rows.sort_by([(c, "ascending") for c in order_by])
-    # the last occurrence of each key wins: reverse, keep the first, restore order
-    indexed = ordered.append_column("_i", pa.array(range(ordered.num_rows), pa.int64()))
-    reverse = indexed.take(pa.array(range(ordered.num_rows - 1, -1, -1)))
-    latest = reverse.group_by(list(keys), use_threads=False).aggregate([("_i", "first")])
-    keep = pc.take(latest["_i_first"], pc.sort_indices(latest["_i_first"]))
-    return ordered.take(keep)
+    ordered = pc.sort_indices(rows.select(order_by), [(c, "ascending") for c in order_by])
+    positions = pa.array(np.arange(rows.num_rows, dtype=np.int64))
+    narrow = rows.select(list(keys)).take(ordered).append_column("_i", positions)
+    # the last occurrence of each key in that order wins
+    latest = narrow.group_by(list(keys), use_threads=False).aggregate([("_i", "max")])
+    keep = pc.sort_indices(latest["_i_max"])
+    return rows.take(ordered.take(latest["_i_max"].take(keep)))
 
 
 def arrow_type(declared: str) -> pa.DataType:
