@@ -36,7 +36,7 @@ from tests.test_landing_files import (
 MIB = 1024 * 1024
 # rows, hex digits of each campaign: about 24 MB either way; Parquet rows are checked
 # in Python, so fewer and wider
-SHAPES = {"csv": (300_000, 40), "parquet": (20_000, 1_100)}
+SHAPES = {"csv": (300_000, 40), "parquet": (20_000, 1_100), "jsonl": (20_000, 1_100)}
 
 
 def _big_csv(rows: int, width: int) -> bytes:
@@ -62,7 +62,25 @@ def _big_parquet(rows: int, width: int) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["csv", "csv.gz", "csv.zst", "parquet"])
+def _big_jsonl(rows: int, width: int) -> bytes:
+    """The same rows as JSON lines (CRLF line ends, spend as a number), one line not JSON."""
+    import json
+
+    table = pa.csv.read_csv(
+        io.BytesIO(_big_csv(rows, width)),
+        convert_options=pa.csv.ConvertOptions(
+            column_types=dict.fromkeys(MARKETING_SPEND.columns, pa.string())
+        ),
+    )
+    lines = []
+    for record in table.to_pylist():
+        if record["spend"] != "lots":
+            record["spend"] = float(record["spend"])
+        lines.append(json.dumps(record, ensure_ascii=False))
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+@pytest.mark.parametrize("kind", ["csv", "csv.gz", "csv.zst", "parquet", "jsonl"])
 def test_a_large_object_lands_without_its_bytes_in_memory(lakehouse_env, monkeypatch, kind):
     """A 23 MB object streams from S3 through the spool and the readers: Python never
     holds more than a few MiB at once (reading the object whole takes its size), and
@@ -73,18 +91,19 @@ def test_a_large_object_lands_without_its_bytes_in_memory(lakehouse_env, monkeyp
     monkeypatch.setattr(parsers, "CSV_BLOCK_BYTES", MIB)
     monkeypatch.setattr(parsers, "PARQUET_BATCH_ROWS", 1_000)
     monkeypatch.setattr(BronzeRows, "CHUNK_ROWS", 1_000)  # the per-row path's chunk
+    monkeypatch.setattr(parsers, "JSONL_CHUNK_BYTES", MIB)
     rows, width = SHAPES.get(kind, SHAPES["csv"])
-    if kind == "parquet":
+    if kind in ("parquet", "jsonl"):
         from lakehouse.declarations.sources import LandingSource
 
         source = LandingSource(
             name="marketing_spend",
-            format="parquet",
+            format=kind,
             prefix=MARKETING_SPEND.key_prefix,
             columns=MARKETING_SPEND.columns,
             keys=MARKETING_SPEND.keys,
         )
-        data = _big_parquet(rows, width)
+        data = (_big_parquet if kind == "parquet" else _big_jsonl)(rows, width)
     else:
         source = MARKETING_SPEND
         data = _big_csv(rows, width)
@@ -109,12 +128,78 @@ def test_a_large_object_lands_without_its_bytes_in_memory(lakehouse_env, monkeyp
     bronze = catalog.load_table(source.bronze_table).scan().to_arrow()
     assert bronze.num_rows == rows - 6
     lines = sorted(bronze["_row"].to_pylist())
-    first = 1 if kind == "parquet" else 2  # a CSV's line 1 is its header
+    first = 1 if kind in ("parquet", "jsonl") else 2  # a CSV's line 1 is its header
     bad = {first + n for n in range(7, rows, rows // 6)}
     assert lines == [line for line in range(first, rows + first) if line not in bad]
     rejects = catalog.load_table(source.quarantine_table).scan().to_arrow().to_pylist()
     assert sorted(r["_row"] for r in rejects) == sorted(bad)
     assert all("spend: 'lots' is not a decimal(12,2)" in r["_reason"] for r in rejects)
+
+
+def _jsonl_text(rng: random.Random) -> str:
+    """JSON lines as the spec and ``str.splitlines`` see them: LF and CRLF ends, blank
+    and whitespace-only lines, a BOM, text that is not JSON, arrays, values that do
+    not fit, non-ASCII text (split across chunk edges), and the other characters
+    Python's splitlines breaks at (CR alone, U+2028, U+0085, form feed) inside values."""
+    records = [
+        '{"spend_date": "2026-11-01", "channel": "email", "campaign": "c", "spend": 1.5, '
+        '"currency": "EUR"}',
+        '{"spend_date": "2026-11-02", "channel": "ads", "campaign": "é€😀", "spend": "2", '
+        '"currency": "EUR"}',
+        '{"spend_date": "2026-11-31", "channel": "x", "campaign": "c", "spend": 1, '
+        '"currency": "EUR"}',
+        '{"spend_date": "2026-11-03", "channel": "x", "campaign": "a\\u2028b\\rc", '
+        '"spend": 3, "currency": "EUR"}',
+        '{"spend_date": "2026-11-03", "channel": "x", "campaign": "a\u2028b", "spend": 3, '
+        '"currency": "EUR"}',
+        '{"spend_date": "2026-11-03", "channel": "x\x85y\x0cz\rw", "campaign": "c", "spend": 4, '
+        '"currency": "EUR"}',
+        "not json",
+        "[1, 2]",
+        "",
+        "   ",
+    ]
+    ends = ["\n", "\r\n"]
+    lines = [rng.choice(records) + rng.choice(ends) for _ in range(rng.randint(0, 30))]
+    return rng.choice(["", "\ufeff"]) + "".join(lines) + rng.choice(["", records[0]])
+
+
+def test_json_lines_decoded_in_chunks_are_the_whole_texts_lines():
+    """A JSON-lines file decoded a few bytes at a time lands, counts and quarantines
+    exactly what decoding the whole text does: same rows, line numbers and reasons."""
+    from datetime import UTC, datetime
+
+    from lakehouse.declarations.sources import LandingSource
+    from lakehouse.ingest.landing.reader import LandedRows
+    from lakehouse.ingest.records import QuarantineBuffer
+
+    source = LandingSource(
+        name="marketing_spend",
+        format="jsonl",
+        columns=MARKETING_SPEND.columns,
+        keys=MARKETING_SPEND.keys,
+    )
+    at = datetime(2026, 11, 23, tzinfo=UTC)
+    uri = "s3://landing/x.jsonl"
+
+    def parse(lines) -> tuple[int, list, list]:
+        rows, rejects = LandedRows(), QuarantineBuffer("marketing_spend", "run", at)
+        count = parsers._parse_jsonl(lines, uri, source, rows, rejects)
+        landed = rows.to_arrow(source.layout.arrow_schema(), "m", at, "run").to_pylist()
+        return count, landed, rejects.rows
+
+    rng = random.Random(23)
+    texts = [_jsonl_text(rng) for _ in range(120)]
+    assert sum("\u2028" in t for t in texts) > 40
+    for text in texts:
+        data = text.encode()
+        want = parse(text.removeprefix("\ufeff").splitlines())
+        for chunk in (1, 3, 64):
+            body = parsers.spooled(data, uri, source)
+            assert body.facts.utf8
+            got = parse(parsers._jsonl_lines(body, chunk))
+            assert got == want, (text, chunk)
+    assert sum(len(parse(t.splitlines())[2]) for t in texts) > 300
 
 
 def _reference_facts(data: bytes) -> dict:

@@ -13,7 +13,7 @@ import functools
 import io
 import json
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from typing import Any
@@ -71,6 +71,8 @@ def parse_file(
         count = _parse_arrow_csv(body, uri, source, rows, rejects)
         if count is not None:
             return count
+    if utf8 and source.format == "jsonl" and body.facts.utf8:
+        return _parse_jsonl(_jsonl_lines(body, JSONL_CHUNK_BYTES), uri, source, rows, rejects)
     data = body.read()  # the paths below read the text whole
     try:
         text = data.decode("utf-8-sig" if utf8 else encoding)
@@ -86,7 +88,7 @@ def parse_file(
         return _parse_dialect_csv(text, uri, source, rows, rejects)
     if source.format == "csv":
         return _parse_csv(text, uri, source, rows, rejects, data if utf8 else None)
-    return _parse_jsonl(text, uri, source, rows, rejects)
+    return _parse_jsonl(text.splitlines(), uri, source, rows, rejects)
 
 
 def spooled(data: bytes, uri: str, source: LandingSource) -> Body:
@@ -94,7 +96,7 @@ def spooled(data: bytes, uri: str, source: LandingSource) -> Body:
     compression = "none"
     if source.format != "parquet":
         compression = declared_compression(uri, source.dialect.compression)
-    return Body.of_bytes(data, compression, text=source.format == "csv")
+    return Body.of_bytes(data, compression, text=source.format != "parquet")
 
 
 def _parse_dialect_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
@@ -553,10 +555,33 @@ def _certain_pattern(declared: str) -> str | None:
     return None  # timestamps, booleans: checked one distinct value at a time
 
 
-def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
+def _jsonl_lines(body: Body, chunk: int) -> Iterator[str]:
+    """A UTF-8 file's lines as ``str.splitlines`` splits the whole text (a BOM dropped),
+    decoded ``chunk`` bytes at a time: each piece is cut after its last LF, which ends
+    every line break it holds (CRLF included), so the lines, and their numbers, are the
+    whole text's. Memory follows a chunk and the longest line."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    stream = body.stream(0)
+    carry = ""
+    while True:
+        data = stream.read(chunk)
+        text = carry + decoder.decode(data, final=not data)
+        if not data:
+            yield from text.splitlines()
+            return
+        cut = text.rfind("\n") + 1
+        carry = text[cut:]
+        yield from text[:cut].splitlines()
+
+
+# Bytes of a JSON-lines file decoded at a time.
+JSONL_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def _parse_jsonl(lines: Iterable[str], uri: str, source: LandingSource, rows, rejects) -> int:
     count = 0
     keys: set[str] = set()
-    for line, raw in enumerate(text.splitlines(), start=1):
+    for line, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         count += 1

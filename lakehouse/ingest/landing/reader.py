@@ -154,7 +154,7 @@ def fetch_file(s3_client, bucket: str, source: LandingSource, requested: str) ->
     if source.format != "parquet":
         compression = declared_compression(uri, source.dialect.compression)
     try:
-        body = spool(response["Body"], compression, text=source.format == "csv")
+        body = spool(response["Body"], compression, text=source.format != "parquet")
     finally:
         response["Body"].close()
     return FileBody(key, version, uri, body)
