@@ -218,7 +218,7 @@ def _reference_facts(data: bytes) -> dict:
         "lf": data.count(b"\n"),
         "cr": data.count(b"\r"),
         "crlf": data.count(b"\r\n"),
-        "quotes": data.count(b'"'),
+        "quote_after_first_line": cut >= 0 and b'"' in data[cut + 1 :],
         "nul": b"\x00" in data,
         "blank_line": b"\n\n" in data,
         "lf_cr": b"\n\r" in data,

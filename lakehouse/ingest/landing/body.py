@@ -43,7 +43,7 @@ class Facts:
     lf: int = 0
     cr: int = 0
     crlf: int = 0
-    quotes: int = 0
+    quote_after_first_line: bool = False
     nul: bool = False
     blank_line: bool = False  # two LFs meet
     lf_cr: bool = False  # an LF followed by a CR
@@ -62,8 +62,15 @@ class Facts:
         self.size += len(chunk)
 
     def _add_text(self, chunk: bytes) -> None:
+        # Each pass is one C loop over the chunk: numpy for the LFs (bytes.count of one
+        # byte is 5x slower), memchr (``in``) for bytes most files lack, counted only
+        # where present.
+        import numpy as np
+
         last, first = self._last, chunk[0]
-        lf = chunk.count(b"\n")
+        newline = np.frombuffer(chunk, dtype=np.uint8) == 0x0A
+        lf = int(np.count_nonzero(newline))
+        after = 0  # where this chunk's text after the first line starts
         if self.first_lf < 0:
             cut = chunk.find(b"\n")
             head = chunk if cut < 0 else chunk[:cut]
@@ -73,17 +80,19 @@ class Facts:
                     self.first_line = None
             if cut >= 0:
                 self.first_lf = self.size + cut
+            after = len(chunk) if cut < 0 else cut + 1
         self.lf += lf
-        cr = chunk.count(b"\r")
+        cr = chunk.count(b"\r") if b"\r" in chunk else 0
         self.cr += cr
         if cr:
             self.crlf += chunk.count(b"\r\n")
         self.crlf += last == 0x0D and first == 0x0A
-        self.quotes += chunk.count(b'"')
+        if not self.quote_after_first_line:
+            self.quote_after_first_line = chunk.find(b'"', after) >= 0
         self.nul = self.nul or b"\x00" in chunk
         # pairs of bytes across the edge with the previous chunk, then inside this one
         self.blank_line = self.blank_line or (last == 0x0A and first == 0x0A)
-        self.blank_line = self.blank_line or (lf > 1 and has_blank_line(chunk))
+        self.blank_line = self.blank_line or (lf > 1 and bool((newline[1:] & newline[:-1]).any()))
         self.lf_cr = self.lf_cr or (last == 0x0A and first == 0x0D)
         self.lf_cr = self.lf_cr or (cr > 0 and b"\n\r" in chunk)
         if self.utf8:

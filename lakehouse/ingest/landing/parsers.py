@@ -342,7 +342,7 @@ def _parse_arrow_csv(body: Body, uri: str, source: LandingSource, rows, rejects)
     # two blocks: in a file with quotes and CRs every LF is accounted for (in a value,
     # in an invalid row or ending a record), and a file where one went missing is read
     # again by the csv module. (LF-only files read right at every block size tested.)
-    quoted = facts.quotes > first.count(b'"') and facts.cr > first.count(b"\r")
+    quoted = facts.quote_after_first_line and facts.cr > first.count(b"\r")
     newlines = 0
 
     def reject_before(end: float) -> None:
