@@ -11,7 +11,9 @@ its own, so that its peak RSS is its own:
            a new catalog whose bronze and quarantine tables exist but are empty
 The last line printed is ``wide landing ratio: <ours throughput / pyarrow's>; peak RSS
 ours/pyarrow: <a>/<b> MiB``. The default (scale 0.1, 2 files, 600k rows, 75 MB) runs in
-well under two minutes here; ``--scale 1 --parts 12`` is the issue's full 6,001,215 rows.
+well under two minutes here; ``--scale 1 --parts 12`` is the issue's full 6,001,215 rows,
+and ``--scale 1 --parts 1`` the same rows as one 766 MB file (a file's memory, not a
+batch's: what holding an object whole would cost).
 Usage: python -m bench.landing_wide [--scale 0.1] [--parts 2]
 """
 

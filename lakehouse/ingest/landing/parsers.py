@@ -13,7 +13,7 @@ import functools
 import io
 import json
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from typing import Any
@@ -25,6 +25,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from lakehouse.declarations.sources import LandingSource
+from lakehouse.ingest.landing.body import Body, Facts, declared_compression
+from lakehouse.ingest.landing.body import has_blank_line as _has_blank_line
 from lakehouse.ingest.records import RecordRejected, decode_json
 from lakehouse.ingest.values import DECIMAL, value_error
 from lakehouse.tables import evolution
@@ -34,26 +36,31 @@ csv.field_size_limit(64 * 1024 * 1024)
 
 
 def parse_file(
-    body: bytes, uri: str, source: LandingSource, rows, rejects, arrow: bool = True
+    body: Body | bytes, uri: str, source: LandingSource, rows, rejects, arrow: bool = True
 ) -> int:
     """Append good rows to ``rows`` and bad ones to ``rejects``; return data rows read.
 
-    ``rows`` takes row dicts (``append``) and Arrow tables (``add_table``), as the
-    reader's ``LandedRows`` does, a chunk at a time: a caller that hands each chunk on
-    holds a chunk, not the file. ``arrow=False``: not Arrow's streaming CSV reader (the
-    caller saw it give up on this file mid-way: ArrowGaveUp).
+    ``body``: the file as spooled from S3 (``Body``: decompressed, with its facts), or
+    its bytes as stored (spooled here). ``rows`` takes row dicts (``append``) and Arrow
+    tables (``add_table``), as the reader's ``LandedRows`` does, a chunk at a time: a
+    caller that hands each chunk on holds a chunk, not the file. ``arrow=False``: not
+    Arrow's streaming CSV reader (the caller saw it give up on this file mid-way:
+    ArrowGaveUp).
 
     A file that cannot be read at all (empty, not UTF-8, wrong header, corrupt
     Parquet) becomes one quarantine record for the whole file and counts zero rows.
     """
-    if source.format != "parquet":
-        try:
-            body = _decompressed(body, uri, source.dialect.compression)
-        except OSError as exc:
-            reason = f"{exc}; declare the file's compression (dialect.compression) in sources.yml"
-            rejects.add("compression", reason, None, _file=uri, _row=None)
-            return 0
-    if not body or body.isspace():  # isspace stops at the first other byte: no copy
+    if isinstance(body, bytes | bytearray | memoryview):
+        body = spooled(bytes(body), uri, source)
+    facts = body.facts
+    if facts.compression_error:
+        reason = (
+            f"{facts.compression_error}; declare the file's compression "
+            "(dialect.compression) in sources.yml"
+        )
+        rejects.add("compression", reason, None, _file=uri, _row=None)
+        return 0
+    if facts.space_only:
         rejects.add("empty_file", "file is empty", None, _file=uri, _row=None)
         return 0
     if source.format == "parquet":
@@ -64,8 +71,11 @@ def parse_file(
         count = _parse_arrow_csv(body, uri, source, rows, rejects)
         if count is not None:
             return count
+    if utf8 and source.format == "jsonl" and body.facts.utf8:
+        return _parse_jsonl(_jsonl_lines(body, JSONL_CHUNK_BYTES), uri, source, rows, rejects)
+    data = body.read()  # the paths below read the text whole
     try:
-        text = body.decode("utf-8-sig" if utf8 else encoding)
+        text = data.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as exc:
         what = "UTF-8" if utf8 else encoding
         reason = (
@@ -77,25 +87,16 @@ def parse_file(
     if source.format == "csv" and not source.dialect.plain_csv:
         return _parse_dialect_csv(text, uri, source, rows, rejects)
     if source.format == "csv":
-        return _parse_csv(text, uri, source, rows, rejects, body if utf8 else None)
-    return _parse_jsonl(text, uri, source, rows, rejects)
+        return _parse_csv(text, uri, source, rows, rejects, data if utf8 else None)
+    return _parse_jsonl(text.splitlines(), uri, source, rows, rejects)
 
 
-_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
-
-
-def _decompressed(body: bytes, uri: str, compression: str) -> bytes:
-    """The file's bytes, decompressed as declared (``auto``: by the key's suffix)."""
-    if compression == "auto":
-        suffix = uri[uri.rfind(".") :].lower() if "." in uri.rsplit("/", 1)[-1] else ""
-        compression = _SUFFIXES.get(suffix, "none")
-    if compression == "none":
-        return body
-    try:
-        with pa.input_stream(pa.py_buffer(body), compression=compression) as stream:
-            return stream.read()
-    except (OSError, pa.ArrowException) as exc:
-        raise OSError(f"file is not {compression}-compressed ({exc})") from None
+def spooled(data: bytes, uri: str, source: LandingSource) -> Body:
+    """``data`` (a file's bytes as stored) spooled as ``fetch_file`` spools an object."""
+    compression = "none"
+    if source.format != "parquet":
+        compression = declared_compression(uri, source.dialect.compression)
+    return Body.of_bytes(data, compression, text=source.format != "parquet")
 
 
 def _parse_dialect_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
@@ -268,11 +269,13 @@ class ArrowGaveUp(Exception):
 
 # Bytes of CSV Arrow parses into one record batch: what a chunk of a file holds in memory.
 CSV_BLOCK_BYTES = 8 * 1024 * 1024
+# Blocks Arrow's reader may read from the spooled file beyond the batches it produced.
+CSV_BLOCKS_AHEAD = 3
 
 
-def _arrow_csv_applies(data: bytes, columns: int) -> bool:
-    """Whether Arrow's CSV reader reads ``data`` (a UTF-8 file in the default dialect)
-    exactly as the csv module does, record for record, so line numbers agree too.
+def _arrow_csv_applies(facts: Facts, columns: int) -> bool:
+    """Whether Arrow's CSV reader reads the file (UTF-8, in the default dialect) exactly
+    as the csv module does, record for record, so line numbers agree too.
 
     Both split quoted and unquoted fields alike (a doubled quote inside quotes, text
     after a closing quote joins the field, a quote inside an unquoted field is text).
@@ -280,44 +283,46 @@ def _arrow_csv_applies(data: bytes, columns: int) -> bool:
     Arrow reads a row of empty fields), a NUL (the csv module refuses the file) or a
     lone carriage return; such files, and one-column sources (a blank line is a value
     there), take the csv module. A record longer than a block, or an Arrow error, is
-    found while reading: ArrowGaveUp.
+    found while reading: ArrowGaveUp. The facts were gathered as the file was spooled.
     """
-    if columns < 2 or b"\x00" in data:
+    if columns < 2 or facts.nul:
         return False
-    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+    if facts.cr != facts.crlf:
         return False
-    return not (_has_blank_line(data) or b"\n\r" in data)
+    return not (facts.blank_line or facts.lf_cr)
 
 
-def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects) -> int | None:
+def _parse_arrow_csv(body: Body, uri: str, source: LandingSource, rows, rejects) -> int | None:
     """A UTF-8 CSV in the default dialect whose header is the declared columns, read by
-    Arrow's streaming reader a block at a time: each block is checked and handed on as
-    it is read, so memory follows a block, not the file. None, with nothing handed on,
-    where the csv module must read it (``_arrow_csv_applies``, not UTF-8, another
-    header: its reasons are the csv module path's)."""
+    Arrow's streaming reader a block at a time from the spooled file: each block is
+    checked and handed on as it is read, so memory follows a block, not the file. None,
+    with nothing handed on, where the csv module must read it (``_arrow_csv_applies``,
+    not UTF-8, another header: its reasons are the csv module path's)."""
+    facts = body.facts
     expected = list(source.columns)
-    cut = data.find(b"\n")
-    start = len(data) if cut < 0 else cut + 1  # where line 2 starts
-    first = data[: start - 1 if cut >= 0 else start]
+    if not facts.text or facts.first_line is None:
+        return None
+    first, cut = facts.first_line, facts.first_lf
+    start = facts.size if cut < 0 else cut + 1  # where line 2 starts
     try:
         header = [h.strip() for h in next(csv.reader([first.decode("utf-8-sig")]), [])]
     except (UnicodeDecodeError, csv.Error):
         return None
-    if header != expected or first.count(b'"') % 2 or not _arrow_csv_applies(data, len(expected)):
+    if header != expected or first.count(b'"') % 2 or not _arrow_csv_applies(facts, len(expected)):
         return None
-    if not _utf8(data):
+    if not facts.utf8:
         return None  # the csv module path names the position
-    if start == len(data):
+    if start == facts.size:
         return 0
-    rest = pa.py_buffer(data).slice(start)  # no copy of the file's bytes
     invalid: deque[pacsv.InvalidRow] = deque()
 
     def skip(row: pacsv.InvalidRow) -> str:
         invalid.append(row)
         return "skip"
 
+    paced = body.paced(start, CSV_BLOCKS_AHEAD)
     reader = pacsv.open_csv(
-        pa.BufferReader(rest),
+        paced.stream(),
         # single-threaded: invalid rows are numbered, and reported with their block
         read_options=pacsv.ReadOptions(
             column_names=expected, use_threads=False, block_size=CSV_BLOCK_BYTES
@@ -337,7 +342,7 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
     # two blocks: in a file with quotes and CRs every LF is accounted for (in a value,
     # in an invalid row or ending a record), and a file where one went missing is read
     # again by the csv module. (LF-only files read right at every block size tested.)
-    quoted = data.find(b'"', start) >= 0 and data.find(b"\r", start) >= 0
+    quoted = facts.quote_after_first_line and facts.cr > first.count(b"\r")
     newlines = 0
 
     def reject_before(end: float) -> None:
@@ -351,7 +356,7 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
             rejects.add("column_count", reason, ",".join(values), _file=uri, _row=row.number + 1)
 
     try:
-        for batch in _parsed_ahead(reader):
+        for batch in _parsed_ahead(reader, paced.took):
             reported = list(invalid)  # a snapshot: the parsing thread appends as it goes
             if reported and reported[0].number + 1 < cursor:
                 raise pa.ArrowInvalid(f"row {reported[0].number} reported after later rows")
@@ -370,39 +375,32 @@ def _parse_arrow_csv(data: bytes, uri: str, source: LandingSource, rows, rejects
             handed_on = True
         count = cursor - 2 + len(invalid)  # rows after the last good one are all invalid
         reject_before(float("inf"))
-        ended = data.endswith(b"\n")
-        if quoted and newlines + count - (not ended) != data.count(b"\n", start):
+        if quoted and newlines + count - (not facts.ends_lf) != facts.lf - 1:
             raise pa.ArrowInvalid("a line break inside a quoted value was lost")
     except (pa.ArrowInvalid, csv.Error) as exc:
         if handed_on:
             raise ArrowGaveUp(f"{uri}: {exc}") from exc
         del rejects.rows[mark:]  # the csv module path finds them again
         return None
+    finally:
+        paced.close()
     return count
 
 
-def _utf8(data: bytes, chunk: int = 8 << 20) -> bool:
-    """Whether ``data`` is UTF-8, decoded a slice at a time (memory: a slice's text)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    view = memoryview(data)
-    try:
-        for start in range(0, len(data), chunk):
-            decoder.decode(view[start : start + chunk])
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _parsed_ahead(reader: pacsv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
+def _parsed_ahead(
+    reader: pacsv.CSVStreamingReader, took: Callable[[], None]
+) -> Iterator[pa.RecordBatch]:
     """The reader's batches, the next one parsed by a thread while the caller checks
-    this one (Arrow parses without the GIL): one block ahead, no more."""
+    this one (Arrow parses without the GIL): one block ahead, no more. ``took`` is told
+    of each batch parsed (it paces the reader's reads)."""
 
     def parse_next() -> pa.RecordBatch | None:
         try:
-            return reader.read_next_batch()
+            batch = reader.read_next_batch()
         except StopIteration:
             return None
+        took()
+        return batch
 
     with ThreadPoolExecutor(1, thread_name_prefix="csv-blocks") as pool:
         ahead = pool.submit(parse_next)
@@ -460,18 +458,6 @@ def _parse_plain_csv(
         columns = [column.combine_chunks() for column in table.columns]
         _land_columns(columns, line_numbers, uri, source, rows, rejects)
     return count
-
-
-def _has_blank_line(data: bytes, chunk: int = 1 << 20) -> bool:
-    """Whether two newlines meet: numpy compares every byte in one pass, where
-    ``b"\\n\\n" in data`` stops at every newline (6x slower on a 400 kB file).
-    Chunks overlap by a byte and bound the masks at 1 MiB for a 64 MiB file."""
-    raw = np.frombuffer(data, dtype=np.uint8)
-    for start in range(0, max(len(raw) - 1, 0), chunk):
-        newline = raw[start : start + chunk + 1] == ord("\n")
-        if (newline[1:] & newline[:-1]).any():
-            return True
-    return False
 
 
 def _parse_split_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
@@ -569,10 +555,33 @@ def _certain_pattern(declared: str) -> str | None:
     return None  # timestamps, booleans: checked one distinct value at a time
 
 
-def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
+def _jsonl_lines(body: Body, chunk: int) -> Iterator[str]:
+    """A UTF-8 file's lines as ``str.splitlines`` splits the whole text (a BOM dropped),
+    decoded ``chunk`` bytes at a time: each piece is cut after its last LF, which ends
+    every line break it holds (CRLF included), so the lines, and their numbers, are the
+    whole text's. Memory follows a chunk and the longest line."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    stream = body.stream(0)
+    carry = ""
+    while True:
+        data = stream.read(chunk)
+        text = carry + decoder.decode(data, final=not data)
+        if not data:
+            yield from text.splitlines()
+            return
+        cut = text.rfind("\n") + 1
+        carry = text[cut:]
+        yield from text[:cut].splitlines()
+
+
+# Bytes of a JSON-lines file decoded at a time.
+JSONL_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def _parse_jsonl(lines: Iterable[str], uri: str, source: LandingSource, rows, rejects) -> int:
     count = 0
     keys: set[str] = set()
-    for line, raw in enumerate(text.splitlines(), start=1):
+    for line, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         count += 1
@@ -592,11 +601,14 @@ def _parse_jsonl(text: str, uri: str, source: LandingSource, rows, rejects) -> i
     return count
 
 
-def _parse_parquet(body: bytes, uri: str, source: LandingSource, rows, rejects) -> int:
-    """Rows checked one by one as Python values, a record batch at a time (memory follows
-    a batch): whatever physical type a column has, a value lands if it fits without loss."""
+def _parse_parquet(body: Body, uri: str, source: LandingSource, rows, rejects) -> int:
+    """Rows checked one by one as Python values, a record batch at a time read from the
+    spooled file (memory follows a row group and a batch): whatever physical type a
+    column has, a value lands if it fits without loss."""
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(body))
+        # pre_buffer (pyarrow's default) keeps every column chunk it read for the life of
+        # the reader: the whole file in memory by the last row group. Reads are local.
+        parquet = pq.ParquetFile(body.random_access(), pre_buffer=False)
         names = parquet.schema_arrow.names
     except (pa.ArrowInvalid, OSError) as exc:
         rejects.add("parquet", f"unreadable Parquet file: {exc}", None, _file=uri, _row=None)

@@ -9,7 +9,9 @@ the file, line and reason.
 
 Memory follows a chunk, not a file or a batch: each file is parsed and checked a
 block at a time and every chunk goes straight to the background data-file writer,
-which holds at most two groups; only the bytes of the files fetched ahead wait.
+which holds at most two groups. A file's bytes stream from S3 once into an anonymous
+local file (``body.spool``), which the readers read a block at a time (Parquet with
+random access): a 2 GB object never sits in memory; files fetched ahead wait on disk.
 The data files stay invisible until the one commit that also records the files'
 versions as the position. A file that fails after some of its rows went to the
 writer starts the batch over (nothing was committed), reading it the safe way.
@@ -34,6 +36,7 @@ from pyiceberg.exceptions import CommitFailedException
 
 from lakehouse.declarations.layouts import QUARANTINE
 from lakehouse.declarations.sources import LandingSource
+from lakehouse.ingest.landing.body import Body, declared_compression, spool
 from lakehouse.ingest.landing.parsers import ArrowGaveUp, parse_file
 from lakehouse.ingest.records import QuarantineBuffer
 from lakehouse.tables import evolution
@@ -48,7 +51,7 @@ from lakehouse.tables.commits import (
 from lakehouse.tables.data_files import GROUP_BYTES, BackgroundDataFiles
 
 # Files fetched ahead of the one being parsed, so that S3 latency overlaps the parsing:
-# their bytes (only) wait in memory, at most this many files' worth.
+# their bytes wait spooled on local disk (TMPDIR), not in memory, at most this many.
 READ_AHEAD = 3
 
 T = TypeVar("T")
@@ -121,16 +124,21 @@ def list_new_files(
 
 @dataclass
 class FileBody:
-    """One landing file version fetched, not yet parsed."""
+    """One landing file version fetched (spooled to local disk), not yet parsed."""
 
     key: str
     version: str
     uri: str
-    body: bytes
+    body: Body
 
 
-def fetch_file(s3_client, bucket: str, requested: str) -> FileBody | None:
-    """Fetch one file version (in a worker thread); None if it changed since it was listed."""
+def fetch_file(s3_client, bucket: str, source: LandingSource, requested: str) -> FileBody | None:
+    """Fetch one file version (in a worker thread); None if it changed since it was listed.
+
+    The object streams from one GET into a local spool a chunk at a time (decompressed
+    as the source declares), so memory holds a chunk, not the object. The GET names the
+    listed ETag (If-Match): a file overwritten before the read is skipped until the next
+    listing; the one GET streams that version whole, so versions are never mixed."""
     key, etag = split_version(requested)
     try:
         # IfMatch: the file read is exactly the version the sensor listed
@@ -141,7 +149,15 @@ def fetch_file(s3_client, bucket: str, requested: str) -> FileBody | None:
             return None
         raise
     version = file_version(key, response["ETag"])
-    return FileBody(key, version, f"s3://{bucket}/{key}", response["Body"].read())
+    uri = f"s3://{bucket}/{key}"
+    compression = "none"
+    if source.format != "parquet":
+        compression = declared_compression(uri, source.dialect.compression)
+    try:
+        body = spool(response["Body"], compression, text=source.format != "parquet")
+    finally:
+        response["Body"].close()
+    return FileBody(key, version, uri, body)
 
 
 class _Again(Exception):
@@ -213,18 +229,21 @@ def ingest_files(
         try:
             # bodies are fetched ahead by worker threads, parsed here in key order a
             # chunk at a time, each chunk handed to the data files as it is checked
-            bodies = prefetched(partial(fetch_file, s3_client, bucket), keys, READ_AHEAD)
+            fetch = partial(fetch_file, s3_client, bucket, source)
+            bodies = prefetched(fetch, keys, READ_AHEAD)
             for requested, got in zip(keys, bodies, strict=True):
                 if got is None:
                     batch.files_changed.append(split_version(requested)[0])  # next tick
                     continue
-                if got.version in done:
-                    continue
-                batch.files.append(got.version)
-                sink = BronzeRows(schema, lineage, hand_on)
-                file_rejects = QuarantineBuffer(source.name, run_id, rejects.ingested_at)
-                count = _parse(got, source, sink, file_rejects, again.get(got.version))
-                got.body = b""  # the file's bytes are not needed any more
+                try:
+                    if got.version in done:
+                        continue
+                    batch.files.append(got.version)
+                    sink = BronzeRows(schema, lineage, hand_on)
+                    file_rejects = QuarantineBuffer(source.name, run_id, rejects.ingested_at)
+                    count = _parse(got, source, sink, file_rejects, again.get(got.version))
+                finally:
+                    got.body.close()  # the spooled bytes are not needed any more
                 batch.rows_read += count
                 rejects.rows += file_rejects.rows
                 reject_versions += [got.version] * len(file_rejects.rows)
