@@ -339,7 +339,8 @@ def test_the_manifest_is_parsed_again_only_when_the_project_or_environment_chang
     dbt_manifest, tmp_path, monkeypatch
 ):
     """`lakehouse demo` and `lakehouse dev` prepare the manifest on every start: dbt runs
-    only when a project file, dbt's version or a LAKEHOUSE_/DBT_ variable changed."""
+    only when a project file, dbt's version, a variable the project reads or a DBT_
+    variable changed."""
     import shutil
 
     from lakehouse.dbt.project import DBT_PROJECT_DIR, prepare_manifest, project_fingerprint
@@ -357,8 +358,13 @@ def test_the_manifest_is_parsed_again_only_when_the_project_or_environment_chang
     model.write_text(model.read_text() + "\n-- edited\n")
     edited = project_fingerprint(copy)
     assert edited != first
-    monkeypatch.setenv("LAKEHOUSE_DBT_TARGET", "trino")
-    assert project_fingerprint(copy) != edited
+    monkeypatch.setenv("LAKEHOUSE_STATE_DIR", str(tmp_path / "elsewhere"))
+    assert project_fingerprint(copy) == edited  # the project does not read it
+    monkeypatch.setenv("LAKEHOUSE_DBT_TARGET", "trino")  # profiles.yml reads it
+    targeted = project_fingerprint(copy)
+    assert targeted != edited
+    monkeypatch.setenv("DBT_PARTIAL_PARSE", "false")  # dbt's own settings count
+    assert project_fingerprint(copy) != targeted
 
 
 @pytest.mark.timeout(300)

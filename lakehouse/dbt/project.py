@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import re
 import shutil
 import sys
 import threading
@@ -111,21 +112,31 @@ def dbt_cli(**overrides) -> LakehouseDbtCli:
 
 
 # what a parse reads besides its inputs' contents: dbt's version and the environment
-# (profiles.yml and dbt_project.yml read LAKEHOUSE_* and DBT_* variables)
+# variables the project reads (``env_var(...)`` in profiles.yml, dbt_project.yml, models)
+# and dbt's own DBT_* settings
 _PARSE_STAMP = ".lakehouse-parse-stamp"
 _NOT_INPUTS = {"target", "logs", "dbt_packages"}
+_ENV_VAR_CALL = re.compile(r"""env_var\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
 
 
 def project_fingerprint(project_dir: Path = DBT_PROJECT_DIR) -> str:
     """A digest of what a ``dbt parse`` of ``project_dir`` depends on: every file of the
-    project (not its outputs), dbt-core's version and the LAKEHOUSE_*/DBT_* variables."""
+    project (not its outputs), dbt-core's version, the variables the project reads and
+    the DBT_* variables.
+
+    Only the variables the project names count: another state directory or Kafka port
+    (a test, a bench, a second checkout) is no reason for a 4-8 s parse.
+    """
     digest = hashlib.sha256(importlib.metadata.version("dbt-core").encode())
+    read: set[str] = set()
     for path in sorted(project_dir.rglob("*")):
         relative = path.relative_to(project_dir)
         if path.is_file() and relative.parts[0] not in _NOT_INPUTS:
-            digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
+            content = path.read_bytes()
+            digest.update(str(relative).encode() + b"\0" + content + b"\0")
+            read.update(_ENV_VAR_CALL.findall(content.decode("utf-8", errors="replace")))
     for name in sorted(os.environ):
-        if name.startswith(("LAKEHOUSE_", "DBT_")):
+        if name in read or name.startswith("DBT_"):
             digest.update(f"{name}={os.environ[name]}\0".encode())
     return digest.hexdigest()
 
