@@ -312,6 +312,27 @@ def test_a_partition_window_reparses_one_model_not_the_project(dbt_manifest, tmp
     assert WINDOW_START_VAR not in os.environ  # set for that process alone
 
 
+def test_dbt_target_directories_of_old_invocations_are_pruned(tmp_path):
+    """dagster-dbt leaves a target directory per dbt invocation; those over a day old go."""
+    import time
+
+    from lakehouse.dbt.project import prune_invocation_targets
+
+    old = tmp_path / "gold_dbt_models-1aeddf1-56d135a"
+    recent = tmp_path / "gold_daily_dbt_models-3e76310-9c0b705"
+    kept = [tmp_path / "iceberg_staging", tmp_path / "compiled", tmp_path / "manifest.json"]
+    for directory in (old, recent, *kept[:2]):
+        (directory / "compiled").mkdir(parents=True)
+    kept[2].write_text("{}")
+    day_ago = time.time() - 2 * 86_400
+    for path in (old, *kept):
+        os.utime(path, (day_ago, day_ago))
+
+    assert prune_invocation_targets(tmp_path) == [old]
+    assert not old.exists() and recent.exists() and all(p.exists() for p in kept)
+    assert prune_invocation_targets(tmp_path / "missing") == []
+
+
 def test_parsing_the_project_prints_no_third_party_log_lines(dbt_manifest):
     """`lakehouse prepare` and every gold run invoke dbt: nothing of its plugins' logging
     (``INFO:trino.auth:keyring module not found``) reaches the terminal."""

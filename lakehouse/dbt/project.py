@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -78,21 +79,53 @@ class LakehouseDbtCli(DbtCliResource):
         dbt, so the values are set around that call alone.
         """
         if not env:
-            return super().cli(args, **kwargs)
-        with _ENVIRON_LOCK:
-            saved = {name: os.environ.get(name) for name in env}
-            os.environ.update(env)
-            try:
-                return super().cli(args, **kwargs)
-            finally:
-                for name, value in saved.items():
-                    if value is None:
-                        os.environ.pop(name, None)
-                    else:
-                        os.environ[name] = value
+            invocation = super().cli(args, **kwargs)
+        else:
+            with _ENVIRON_LOCK:
+                saved = {name: os.environ.get(name) for name in env}
+                os.environ.update(env)
+                try:
+                    invocation = super().cli(args, **kwargs)
+                finally:
+                    for name, value in saved.items():
+                        if value is None:
+                            os.environ.pop(name, None)
+                        else:
+                            os.environ[name] = value
+        if _INVOCATION_TARGET.fullmatch(invocation.target_path.name):  # not a given path
+            prune_invocation_targets(invocation.target_path.parent)
+        return invocation
 
 
 _ENVIRON_LOCK = threading.Lock()
+
+# dagster-dbt's target directory per invocation: <op>-<run id[:7]>-<uuid[:7]>
+_INVOCATION_TARGET = re.compile(r"[A-Za-z0-9_]+-[0-9a-f]{7}-[0-9a-f]{7}")
+STALE_TARGET_S = 86_400
+
+
+def prune_invocation_targets(root: Path, older_than_s: float = STALE_TARGET_S) -> list[Path]:
+    """Remove the target directories dagster-dbt made for invocations over a day old.
+
+    Each dbt step gets its own (manifest, compiled SQL, run results, dbt.log: about a
+    megabyte), and nothing else removes them: under ``lakehouse dev`` or a long-lived
+    code server they pile up by the thousand. A day keeps a recent run's compiled SQL
+    and logs to read; the run's Dagster logs keep what dbt printed.
+    """
+    cutoff = time.time() - older_than_s
+    removed = []
+    for entry in root.iterdir() if root.is_dir() else ():
+        if not _INVOCATION_TARGET.fullmatch(entry.name):
+            continue
+        try:
+            stale = entry.is_dir() and entry.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
 
 # the partition window of a partitioned gold run (models/marts/daily_revenue.sql):
 # first day included, last day excluded; unset, a model covers every day
