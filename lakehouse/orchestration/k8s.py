@@ -45,21 +45,36 @@ class ResourceProfile:
     env: tuple[dict[str, Any], ...] = field(default=())
     # the pod's service account when it is not the run and step pods' (deploy/k8s/rbac.yaml)
     service_account: str | None = None
+    # local disk (TMPDIR) for work that spills instead of holding data in memory: the
+    # scheduler places the pod where that much is free, and the kubelet evicts a pod that
+    # outgrows its limit with a clear reason instead of filling the node's disk
+    disk: str | None = None
+    disk_limit: str | None = None
 
     def resources(self) -> dict[str, dict[str, str]]:
-        return {
-            "requests": {"cpu": self.cpu, "memory": self.memory},
-            "limits": {"memory": self.memory_limit},
-        }
+        requests = {"cpu": self.cpu, "memory": self.memory}
+        limits = {"memory": self.memory_limit}
+        if self.disk:
+            requests["ephemeral-storage"] = self.disk
+        if self.disk_limit:
+            limits["ephemeral-storage"] = self.disk_limit
+        return {"requests": requests, "limits": limits}
 
 
 PROFILES: dict[str, ResourceProfile] = {
     # the run pod and any step without a profile: orchestration, metadata, small tables
     "light": ResourceProfile(cpu="250m", memory="512Mi", memory_limit="1Gi"),
-    # one bounded batch from Kafka, S3 or the OLTP database, held in Arrow before the commit
-    "ingest": ResourceProfile(cpu="1", memory="2Gi", memory_limit="4Gi"),
-    # silver recomputed in memory from the whole bronze table (pandas/Arrow)
-    "arrow": ResourceProfile(cpu="1", memory="4Gi", memory_limit="8Gi"),
+    # one bounded batch from Kafka, S3 or the OLTP database, written as data files before
+    # the commit; landing files are spooled to local disk as they stream from S3 (the file
+    # being read and three fetched ahead: about LAKEHOUSE_LANDING_BATCH_BYTES, 1 GiB)
+    "ingest": ResourceProfile(
+        cpu="1", memory="2Gi", memory_limit="4Gi", disk="2Gi", disk_limit="8Gi"
+    ),
+    # silver builds in Arrow: an increment in memory; a typed table's full rebuild spills
+    # its rows to local disk in key buckets (about the table's size, compressed)
+    "arrow": ResourceProfile(
+        cpu="1", memory="4Gi", memory_limit="8Gi", disk="4Gi", disk_limit="16Gi"
+    ),
     # dbt-trino only sends SQL: the work happens in Trino
     "dbt": ResourceProfile(cpu="500m", memory="1Gi", memory_limit="2Gi"),
     # the Spark driver (client mode); executors are pods of their own, sized by
