@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
 
 from lakehouse.catalog_config import pyiceberg_properties
+from lakehouse.dbt.scratch import remove_stale
 from lakehouse.settings import get_settings
 from lakehouse.tables.commits import (
     TABLE_PROPERTIES,
@@ -137,15 +137,12 @@ class Plugin(BasePlugin):
         with_commit_retries(commit)
 
 
-STALE_STAGING_S = 86_400
-
-
 def staging_directory(root: Path) -> Path:
     """This invocation's scratch directory for external models (see macros/external_location.sql).
 
     DuckDB's COPY does not create directories, so it is made here, when the connection
     opens; it is removed when dbt exits, and directories a killed dbt left behind are
-    removed after a day (a gold run never takes that long).
+    removed after a day (``lakehouse.dbt.scratch``).
     """
     from dbt_common.invocation import get_invocation_id
 
@@ -154,16 +151,7 @@ def staging_directory(root: Path) -> Path:
         return directory
     directory.mkdir(parents=True)
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    cutoff = time.time() - STALE_STAGING_S
-    for entry in root.iterdir():
-        try:
-            stale = entry != directory and entry.stat().st_mtime < cutoff
-        except FileNotFoundError:
-            continue
-        if stale and entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        elif stale:
-            entry.unlink(missing_ok=True)
+    remove_stale(root)  # the new directory is not stale
     return directory
 
 

@@ -9,7 +9,6 @@ import re
 import shutil
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from dagster_dbt import DbtCliInvocation, DbtCliResource, DbtProject
 from packaging import version
 
+from lakehouse.dbt.scratch import STALE_S, remove_stale
 from lakehouse.settings import PROJECT_ROOT
 
 DBT_PROJECT_DIR: Path = PROJECT_ROOT / "dbt_project"
@@ -101,30 +101,16 @@ _ENVIRON_LOCK = threading.Lock()
 
 # dagster-dbt's target directory per invocation: <op>-<run id[:7]>-<uuid[:7]>
 _INVOCATION_TARGET = re.compile(r"[A-Za-z0-9_]+-[0-9a-f]{7}-[0-9a-f]{7}")
-STALE_TARGET_S = 86_400
 
 
-def prune_invocation_targets(root: Path, older_than_s: float = STALE_TARGET_S) -> list[Path]:
+def prune_invocation_targets(root: Path, older_than_s: float = STALE_S) -> list[Path]:
     """Remove the target directories dagster-dbt made for invocations over a day old.
 
     Each dbt step gets its own (manifest, compiled SQL, run results, dbt.log: about a
-    megabyte), and nothing else removes them: under ``lakehouse dev`` or a long-lived
-    code server they pile up by the thousand. A day keeps a recent run's compiled SQL
-    and logs to read; the run's Dagster logs keep what dbt printed.
+    megabyte) and nothing else removes them: under ``lakehouse dev`` or a long-lived
+    code server they pile up by the thousand. The run's Dagster logs keep what dbt printed.
     """
-    cutoff = time.time() - older_than_s
-    removed = []
-    for entry in root.iterdir() if root.is_dir() else ():
-        if not _INVOCATION_TARGET.fullmatch(entry.name):
-            continue
-        try:
-            stale = entry.is_dir() and entry.stat().st_mtime < cutoff
-        except FileNotFoundError:
-            continue
-        if stale:
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
+    return remove_stale(root, _INVOCATION_TARGET, older_than_s)
 
 
 # the partition window of a partitioned gold run (models/marts/daily_revenue.sql):

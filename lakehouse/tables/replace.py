@@ -73,13 +73,15 @@ def _key_texts(keys: Iterable[tuple]) -> pa.Array:
 
 
 def _key_mask(rows: pa.Table, columns: tuple[str, ...], texts: pa.Array) -> pa.Array:
-    return pc.is_in(_joined(rows, columns), value_set=texts)
+    return pc.is_in(key_text(rows, columns), value_set=texts)
 
 
 _NULL = "\x00"
 
 
-def _joined(rows: pa.Table, columns: tuple[str, ...]) -> pa.Array:
+def key_text(rows: pa.Table, columns: tuple[str, ...]) -> pa.Array:
+    """Each row's key as one text: equal keys, and only they, have equal texts (a null
+    part is not the empty text), whatever chunk or file the row comes from."""
     parts = [
         pc.fill_null(pc.binary_join_element_wise("=", pc.cast(rows[c], pa.string()), ""), _NULL)
         for c in columns
@@ -104,7 +106,7 @@ def replace_keys(
     """
     within = within if within is not None else AlwaysTrue()
     if isinstance(keys, pa.Table):
-        texts = pc.unique(_joined(keys, columns))
+        texts = pc.unique(key_text(keys, columns))
         if len(texts) > FEW_KEYS:
             _replace_by_files(table, rows, columns, texts, properties, within)
             return
@@ -129,7 +131,7 @@ def _replace_by_files(
     properties: Mapping[str, str],
     within: BooleanExpression,
 ) -> None:
-    """Many keys (``texts``: their ``_joined`` text): rewrite only the data files holding
+    """Many keys (``texts``: their ``key_text``): rewrite only the data files holding
     one of them, one file at a time."""
     from pyiceberg.io.pyarrow import ArrowScan
 

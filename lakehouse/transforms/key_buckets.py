@@ -23,8 +23,6 @@ from types import TracebackType
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_SEPARATOR = "\x1f"
-
 
 def bucket_count(rows: int, rows_per_bucket: int) -> int:
     """Buckets for about ``rows`` rows, each about ``rows_per_bucket`` (at least one)."""
@@ -32,18 +30,16 @@ def bucket_count(rows: int, rows_per_bucket: int) -> int:
 
 
 def key_bucket(rows: pa.Table, keys: tuple[str, ...], buckets: int) -> pa.Array:
-    """The bucket of each row: a hash of its key's text, modulo ``buckets``.
-
-    Equal keys hash alike whatever chunk they arrive in: the key columns have their
-    declared types in every chunk, and the hash is of the text of each value (a null
-    reads as the empty text: it may share a bucket with it, which only costs balance).
-    """
+    """The bucket of each row: a hash of its key's text (``tables.replace.key_text``),
+    modulo ``buckets``. Equal keys hash alike whatever chunk they arrive in: the key
+    columns have their declared types in every chunk."""
     from pandas.util import hash_array
+
+    from lakehouse.tables.replace import key_text
 
     if buckets == 1 or rows.num_rows == 0:
         return pa.array([0] * rows.num_rows, pa.int64())
-    parts = [pc.fill_null(pc.cast(rows[c], pa.string()), "") for c in keys]
-    text = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, _SEPARATOR)
+    text = key_text(rows, keys)
     hashes = hash_array(text.to_numpy(zero_copy_only=False))  # stable across processes
     return pa.array(hashes % buckets, pa.int64())
 
