@@ -14,12 +14,13 @@ from pyiceberg.exceptions import NoSuchTableError
 
 from lakehouse.declarations.layouts import SILVER_PAGE_VIEWS
 from lakehouse.declarations.sources import CdcSource, sources
-from lakehouse.defs.silver.contract_checks import check_name, unique_across_scope
+from lakehouse.defs.silver.contract_checks import check_name
 from lakehouse.defs.silver.reconciliation import page_views_reconcile
 from lakehouse.defs.silver.score import SCORE_KEY
 from lakehouse.quality.contracts import PAGE_VIEWS, default_cdc_contract
 from lakehouse.quality.policy import Policy, enforce, evaluate
 from lakehouse.quality.scope import Scope, new_bronze_runs
+from lakehouse.quality.table_checks import check_table
 from lakehouse.tables.commits import ensure_table
 from resources.iceberg import IcebergCatalogResource
 from resources.kafka import KafkaResource
@@ -375,12 +376,12 @@ def test_a_new_row_whose_key_an_old_row_outside_the_scope_holds_breaks_uniquenes
     table.append(pa.Table.from_pandas(rows, schema=SILVER_PAGE_VIEWS.arrow_schema()))
     scope = Scope("test: day two changed", "event_date", frozenset({date(2026, 11, 2)}))
     in_scope = table.scan(row_filter=scope.row_filter).to_pandas()
-    evaluation = evaluate(PAGE_VIEWS, in_scope)
     rule = "event_id:field_uniqueness"
-    assert len(in_scope) == 1 and evaluation.outcomes[rule].passed  # alone, it looks unique
-    unique_across_scope(table, PAGE_VIEWS, scope, in_scope, evaluation)
-    assert not evaluation.outcomes[rule].passed
-    assert evaluation.outcomes[rule].examples[0]["event_id"] == "e1"
+    assert len(in_scope) == 1 and evaluate(PAGE_VIEWS, in_scope).outcomes[rule].passed  # alone
+    evaluation = check_table(table, PAGE_VIEWS, scope)
+    assert evaluation.rows == 1 and evaluation.outcomes[rule].failing_rows == 1
+    example = evaluation.outcomes[rule].examples[0]
+    assert example["event_id"] == "e1" and example["found_outside_scope"] is True
 
 
 def test_a_check_whose_bronze_snapshot_expired_checks_everything_and_says_why(

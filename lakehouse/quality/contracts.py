@@ -76,6 +76,7 @@ PAGE_VIEWS = Contract(
     },
     partition_column="event_date",
     description="silver.page_views: one row per page view, keyed by event_id, user masked.",
+    key_columns=("event_id",),
 )
 
 

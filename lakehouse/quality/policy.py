@@ -75,7 +75,9 @@ class Contract:
     default: Policy = Policy.FAIL
     partition_column: str | None = None  # quality score per value of this column
     description: str = ""
-    # what identifies a row: an incremental check reads the rows of the keys that changed
+    # what identifies a row: a check evaluates the rows of a key together (a bucket of
+    # keys at a time when they do not fit one frame), so a frame-level check may compare
+    # rows of one key, never rows of different keys
     key_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -209,33 +211,47 @@ def validation_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate(contract: Contract, df: pd.DataFrame) -> Evaluation:
     """Run every rule lazily and group the failure cases by rule."""
+    frame = validation_frame(df)
+    outcomes = {r: RuleOutcome(r, contract.policy(r)) for r in contract.rules}
+    for rule, labels in failing_labels(contract, frame).items():
+        outcomes.setdefault(rule, RuleOutcome(rule, contract.policy(rule))).index |= labels
+    for outcome in outcomes.values():
+        rows = sorted(i for i in outcome.index if i is not None)
+        outcome.failing_rows = len(rows) + (1 if None in outcome.index and not rows else 0)
+        outcome.examples = examples(frame, rows)
+        if None in outcome.index and not rows:
+            outcome.examples = [whole_table_example(outcome.rule)]
+        outcome.index.discard(None)
+    return Evaluation(len(df), outcomes)
+
+
+def failing_labels(contract: Contract, frame: pd.DataFrame) -> dict[str, set]:
+    """The labels of ``frame`` (a ``validation_frame``) each rule failed on; None for a
+    failure of the whole frame (a column missing, a wrong dtype)."""
     import pandas as pd
     import pandera.pandas as pa
 
-    frame = validation_frame(df)
-    outcomes = {r: RuleOutcome(r, contract.policy(r)) for r in contract.rules}
+    out: dict[str, set] = {}
     try:
         contract.schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
         for case in cases.itertuples(index=False):
             rule = _rule_name(case.column, case.check, case.schema_context, contract.schema.name)
-            outcome = outcomes.setdefault(rule, RuleOutcome(rule, contract.policy(rule)))
             label = case.index
             if label is None or (isinstance(label, float) and pd.isna(label)):
-                outcome.index.add(None)  # a whole-table failure: no row to point at
-                continue
-            outcome.index.add(label)
-    for outcome in outcomes.values():
-        rows = sorted(i for i in outcome.index if i is not None)
-        outcome.failing_rows = len(rows) + (1 if None in outcome.index and not rows else 0)
-        outcome.examples = [
-            {k: _jsonable(v) for k, v in frame.loc[i].items()} for i in rows[:EXAMPLES]
-        ]
-        if None in outcome.index and not rows:
-            outcome.examples = [{"failure": "whole table", "rule": outcome.rule}]
-        outcome.index.discard(None)
-    return Evaluation(len(df), outcomes)
+                label = None  # a whole-table failure: no row to point at
+            out.setdefault(rule, set()).add(label)
+    return out
+
+
+def examples(frame: pd.DataFrame, labels: list) -> list[dict[str, Any]]:
+    """The first ``EXAMPLES`` of ``labels``' rows, as JSON values."""
+    return [{k: _jsonable(v) for k, v in frame.loc[i].items()} for i in labels[:EXAMPLES]]
+
+
+def whole_table_example(rule: str) -> dict[str, Any]:
+    return {"failure": "whole table", "rule": rule}
 
 
 @dataclass

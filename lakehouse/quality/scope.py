@@ -4,8 +4,9 @@ A silver table is a function of bronze, and bronze is append-only with the run i
 each commit in its snapshot summary and on its rows. So the rows that can have
 changed since a check last held are those derived from the bronze rows appended
 since: for ``silver.page_views`` the event-date partitions those events landed in,
-for a CDC table (current state and history) the keys those changes touched. The
-check reads them with a row filter, instead of the whole table.
+for a CDC table (current state and history) the keys those changes touched, for a
+typed table (a landing or database source) the keys of the new rows, typed as silver
+types them. The check reads them with a row filter, instead of the whole table.
 
 The base of the range is the silver snapshot the check evaluated last, recorded in
 its metadata (``lakehouse/checked_snapshot_id``): for a blocking rule the last time
@@ -13,8 +14,8 @@ it *passed* (a failure is reported again until fixed), for a ``warn`` rule the l
 time it ran (an acknowledged warning is not repeated). Anything the range cannot
 vouch for makes the check full, and says why in its metadata: no earlier evaluation,
 a base snapshot expired or not an ancestor, a silver snapshot written outside a
-materialization (no bronze snapshot in its summary), a bronze truncate, a table
-without a scope rule (database and landing sources), or the check's ``full`` config
+materialization (no bronze snapshot in its summary), a bronze truncate, a typed table
+whose key is masked in silver, a table without a scope rule, or the check's ``full`` config
 (launch the checks with it after changing a contract or the code that builds silver).
 """
 
@@ -26,16 +27,27 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, BooleanExpression, In, Not
+from pyiceberg.expressions import (
+    AlwaysFalse,
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    GreaterThanOrEqual,
+    In,
+    IsNull,
+    LessThanOrEqual,
+    Or,
+)
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
-from lakehouse.declarations.sources import CdcSource, sources
+from lakehouse.declarations.sources import CdcSource, DatabaseSource, LandingSource, sources
 from lakehouse.ingest.debezium import parse_change
 from lakehouse.tables.commits import RUN_ID_KEY
 from lakehouse.tables.rebuilds import BUILT_FROM_KEY as BRONZE_SNAPSHOT_KEY
 
 CHECKED_SNAPSHOT = "lakehouse/checked_snapshot_id"
+FEW_VALUES = 200  # pyiceberg's IN_PREDICATE_LIMIT
 SCOPE = "lakehouse/check_scope"
 
 
@@ -55,13 +67,33 @@ class Scope:
     def row_filter(self) -> BooleanExpression:
         if self.full:
             return AlwaysTrue()
-        return In(self.column, set(self.values)) if self.values else AlwaysFalse()
+        present = self.values - {None}
+        inside = In(self.column, set(present)) if present else AlwaysFalse()
+        # a new row without a key must be checked too (its key rule fails on it)
+        return Or(inside, IsNull(self.column)) if None in self.values else inside
 
     @property
-    def outside(self) -> BooleanExpression:
+    def file_filter(self) -> BooleanExpression:
+        """A filter that prunes the data files holding no row in scope, cheap to bind: the
+        values themselves when few, else their range (pyiceberg binds an ``In`` value by
+        value and prunes nothing by it past 200). Rows it keeps are then told by ``mask``."""
+        present = self.values - {None}
+        if self.full or len(present) <= FEW_VALUES:
+            return self.row_filter
+        inside = And(
+            GreaterThanOrEqual(self.column, min(present)),
+            LessThanOrEqual(self.column, max(present)),
+        )
+        return Or(inside, IsNull(self.column)) if None in self.values else inside
+
+    def mask(self, rows: pa.Table) -> pa.ChunkedArray | None:
+        """True for the rows of ``rows`` in scope (None: every row is)."""
         if self.full:
-            return AlwaysFalse()
-        return Not(In(self.column, set(self.values))) if self.values else AlwaysTrue()
+            return None
+        present = [v for v in self.values if v is not None]
+        column = rows[self.column]
+        inside = pc.is_in(column, value_set=pa.array(present, column.type))
+        return pc.or_(inside, pc.is_null(column)) if None in self.values else inside
 
     def metadata(self) -> dict[str, Any]:
         shown = sorted(str(v) for v in self.values)
@@ -110,12 +142,19 @@ def _written_by(table: Table, snapshot_id: int) -> Snapshot | None:
     return None
 
 
-def _source_of(table: str) -> CdcSource | str | None:
+ScopedSource = CdcSource | DatabaseSource | LandingSource
+
+
+def _source_of(table: str) -> ScopedSource | str | None:
     if table == "silver.page_views":
         return "clickstream"
     name = table.split(".", 1)[1]
-    for source in sources().cdc:
+    declared = sources()
+    for source in declared.cdc:
         if name in (source.name, f"{source.name}_history"):
+            return source
+    for source in (*declared.database, *declared.landing):
+        if name == source.name:
             return source
     return None
 
@@ -174,11 +213,33 @@ def changed_scope(catalog, table: Table, contract_table: str, since: int | None)
         touched = rows.filter(pc.is_in(rows["event_id"], value_set=pc.unique(ids)))
         dates = frozenset(pc.unique(touched["event_date"]).to_pylist())
         return Scope(f"event dates of {len(ids)} new bronze events; {reason}", "event_date", dates)
+    if not isinstance(source, CdcSource):
+        return typed_scope(source, bronze, runs, reason)
     payloads = new_bronze_rows(bronze, runs, ("payload",))["payload"].to_pylist()
     keys = changed_keys(source, payloads)
     if keys is None:
         return full("a truncate in the new changes touches every key")
     return Scope(f"keys of {len(payloads)} new changes; {reason}", source.keys[0], frozenset(keys))
+
+
+def typed_scope(
+    source: DatabaseSource | LandingSource, bronze: Table, runs: set[str], reason: str
+) -> Scope:
+    """The silver rows of the first key column's values among the new bronze rows, typed
+    as the silver build types them (bronze holds the text that arrived): every stored
+    row an upsert of those rows may have replaced, and nothing else."""
+    from datetime import UTC
+
+    from lakehouse.transforms.typed import typed_columns
+
+    key = source.keys[0]
+    if key in source.pii:
+        return full(f"the key column {key} is masked in silver: its new values are not known")
+    text = new_bronze_rows(bronze, runs, (key,))
+    zone = source.dialect.zone if isinstance(source, LandingSource) else UTC
+    typed = typed_columns(text, {key: source.columns[key]}, zone=zone)
+    values = frozenset(pc.unique(typed[key]).to_pylist())
+    return Scope(f"{key} of {text.num_rows} new bronze rows; {reason}", key, values)
 
 
 def _appending_runs(bronze: Table, start: int, end: int) -> set[str] | None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
-from pyiceberg.table import Table
+from pyiceberg.table import BaseScan, Table
 from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
 from lakehouse.tables.commits import RUN_ID_KEY, last_write
@@ -170,9 +170,6 @@ def increment_batches(
     rows_per_chunk: int = ROWS_PER_CHUNK,
 ) -> Iterator[pa.Table]:
     """The rows the plan reads, a chunk of data files at a time (every row when full)."""
-    # pyiceberg's Arrow I/O imports pandas (~1 s): paid by a build, not by the code location
-    from pyiceberg.io.pyarrow import ArrowScan
-
     if plan.until is None:
         return
     if plan.full:
@@ -190,8 +187,18 @@ def increment_batches(
             from_snapshot_id_exclusive=plan.since,
             to_snapshot_id_inclusive=plan.until.snapshot_id,
         )
+    yield from scan_chunks(bronze, scan, rows_per_chunk)
+
+
+def scan_chunks(table: Table, scan: BaseScan, rows_per_chunk: int) -> Iterator[pa.Table]:
+    """``scan``'s rows, a chunk of data files at a time. pyiceberg's own batch reader
+    submits every file to its thread pool at once and keeps each file's batches until
+    they are read: a slow reader holds the table."""
+    # pyiceberg's Arrow I/O imports pandas (~1 s): paid by a build, not by the code location
+    from pyiceberg.io.pyarrow import ArrowScan
+
     reader = ArrowScan(
-        bronze.metadata, bronze.io, scan.projection(), scan.row_filter, scan.case_sensitive
+        table.metadata, table.io, scan.projection(), scan.row_filter, scan.case_sensitive
     )
     for tasks in _chunks(list(scan.plan_files()), rows_per_chunk):
         chunk = reader.to_table(tasks)

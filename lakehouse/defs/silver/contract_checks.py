@@ -7,22 +7,18 @@ carries the failing row count and up to ten failing rows in its metadata.
 
 A check reads only the rows that changed since its last good evaluation
 (``lakehouse.quality.scope``); run it with config ``full: true`` to read them all.
-A uniqueness rule also looks outside that scope (its key column only), since a new
-row can collide with an old one. The checks are declared from the contracts alone; what
-evaluates them (pandera, pandas, pyarrow, pyiceberg) is imported when they run.
+Either way it holds a bucket of keys at a time, not the rows in scope
+(``lakehouse.quality.table_checks``). The checks are declared from the contracts alone;
+what evaluates them (pandera, pandas, pyarrow, pyiceberg) is imported when they run.
 """
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from lakehouse.quality.policy import Contract, Evaluation, Policy, evaluate
+from lakehouse.quality.policy import Contract, Policy
 from resources.iceberg import IcebergCatalogResource
-
-if TYPE_CHECKING:
-    from lakehouse.quality.scope import Scope
 
 HISTORY_LOOKBACK = 50  # evaluations searched for the last good one; beyond: evaluate all
 
@@ -73,6 +69,7 @@ def contract_checks(contract: Contract) -> dg.AssetChecksDefinition:
         from pyiceberg.exceptions import NoSuchTableError
 
         from lakehouse.quality.scope import CHECKED_SNAPSHOT, SCOPE, changed_scope, full
+        from lakehouse.quality.table_checks import check_table
 
         catalog = iceberg.load()
         try:
@@ -96,10 +93,7 @@ def contract_checks(contract: Contract) -> dg.AssetChecksDefinition:
             ]
             since = last_good_snapshot(context.instance, table, rules)
             scope = changed_scope(catalog, table, contract.table, since)
-        df = table.scan(row_filter=scope.row_filter).to_pandas()
-        evaluation = evaluate(contract, df)
-        if not scope.full:
-            unique_across_scope(table, contract, scope, df, evaluation)
+        evaluation = check_table(table, contract, scope)
         quarantined = (
             _quarantined_by_rule(catalog, contract)
             if any(contract.policy(r) is Policy.QUARANTINE for r in contract.rules)
@@ -165,43 +159,27 @@ def last_good_snapshot(
     return oldest[1] if oldest else None
 
 
-def unique_across_scope(
-    table, contract: Contract, scope: "Scope", df, evaluation: Evaluation
-) -> None:
-    """A row in scope whose unique key is also held by a row outside it breaks the rule."""
-    groups = {f"{n}:field_uniqueness": (n,) for n, c in contract.columns.items() if c.unique}
-    if contract.unique:
-        groups["multiple_fields_uniqueness"] = tuple(contract.unique)
-    for rule, columns in groups.items():
-        if df.empty or not set(columns) <= set(df.columns):
-            continue
-        outside = table.scan(row_filter=scope.outside, selected_fields=columns).to_arrow()
-        taken = set(zip(*(outside[c].to_pylist() for c in columns), strict=True))
-        if not taken:
-            continue
-        inside = zip(*(df[c].tolist() for c in columns), strict=True)
-        labels = [i for i, k in zip(df.index, inside, strict=True) if k in taken]
-        outcome = evaluation.outcomes[rule]
-        new = [i for i in labels if i not in outcome.index]
-        outcome.index.update(new)
-        outcome.failing_rows += len(new)
-        outcome.examples.extend(
-            {c: str(df.at[i, c]) for c in columns} | {"found_outside_scope": True}
-            for i in new[: max(0, 10 - len(outcome.examples))]
-        )
-
-
 def _quarantined_by_rule(catalog, contract: Contract) -> dict[str, tuple[int, list[dict]]]:
+    """Rows quarantined per rule, with ten of each: the rule column is counted, and only
+    the examples' raw rows are read (a quarantine can grow as large as its table)."""
     import pyarrow.compute as pc
     from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.expressions import EqualTo
 
     try:
         table = catalog.load_table(contract.quarantine_table)
     except NoSuchTableError:
         return {}
-    rows = table.scan(selected_fields=("_rule", "_reason", "_raw")).to_arrow()
+    rules = table.scan(selected_fields=("_rule",)).to_arrow()["_rule"]
     out: dict[str, tuple[int, list[dict]]] = {}
-    for rule in pc.unique(rows["_rule"]).to_pylist() if rows.num_rows else []:
-        matching = rows.filter(pc.equal(rows["_rule"], rule))
-        out[rule] = (matching.num_rows, matching.slice(0, 10).to_pylist())
+    for counted in pc.value_counts(rules).to_pylist():
+        rule = counted["values"]
+        if rule is None:
+            continue
+        shown = table.scan(
+            row_filter=EqualTo("_rule", rule),
+            selected_fields=("_rule", "_reason", "_raw"),
+            limit=10,
+        )
+        out[rule] = (counted["counts"], shown.to_arrow().to_pylist())
     return out
