@@ -208,10 +208,23 @@ def demo(
     run: bool = typer.Option(True, help="Run the whole graph after loading the data."),
 ) -> None:
     """Load deterministic demo data, run the whole graph once, print a summary."""
+    from lakehouse.demo.load import loaded_scale, publish_demo
+
     settings = get_settings()
+    earlier = loaded_scale(settings)
+    if earlier is not None and earlier != scale:
+        # the local topics restart empty and are published again at the state's scale;
+        # another scale's stream past the offsets bronze already read would graft one
+        # shop's changes onto another's (an update to a customer the first one deleted)
+        typer.echo(
+            f"error: {settings.state_path} holds the demo at scale {earlier}, not {scale}. "
+            f"Run `make clean` first (or set LAKEHOUSE_STATE_DIR to a new directory) to "
+            f"load scale {scale}; `make demo SCALE={earlier}` runs this state again.",
+            err=True,
+        )
+        raise typer.Exit(2)
     began = time.monotonic()
     with stack_session(settings):
-        from lakehouse.demo.load import publish_demo
 
         stack_up = time.monotonic()
         loaded = publish_demo(settings, scale)

@@ -49,3 +49,18 @@ def test_a_local_warehouse_needs_only_the_landing_bucket(monkeypatch, tmp_path):
     monkeypatch.setenv("LAKEHOUSE_STATE_DIR", str(tmp_path))
     monkeypatch.delenv("LAKEHOUSE_WAREHOUSE", raising=False)
     assert required_buckets(get_settings()) == [get_settings().landing_bucket]
+
+
+def test_the_demo_refuses_another_scale_on_a_state_that_holds_one(tmp_path, monkeypatch):
+    """Local topics restart empty and are published again at the state's scale: another
+    scale's stream past the offsets bronze read would graft two shops' changelogs."""
+    monkeypatch.setenv("LAKEHOUSE_STATE_DIR", str(tmp_path / "state"))
+    marker = tmp_path / "state" / "demo.json"
+    marker.parent.mkdir()
+    marker.write_text('{"scale": 1}')
+    result = CliRunner().invoke(app, ["demo", "--scale", "2"])
+    assert result.exit_code == 2
+    assert "holds the demo at scale 1, not 2" in result.output
+    assert "make clean" in result.output
+    assert marker.read_text() == '{"scale": 1}'  # nothing loaded
+    assert sorted(p.name for p in marker.parent.iterdir()) == ["demo.json"]  # nothing started

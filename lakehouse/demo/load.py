@@ -109,12 +109,17 @@ def demo_marker(settings: LakehouseSettings) -> Path:
     return settings.state_path / "demo.json"
 
 
+def loaded_scale(settings: LakehouseSettings) -> int | None:
+    """The scale of the demo this state holds (None: no demo loaded)."""
+    marker = demo_marker(settings)
+    return json.loads(marker.read_text())["scale"] if marker.exists() else None
+
+
 def restore_demo(settings: LakehouseSettings) -> DemoLoad | None:
     """Republish the demo's data to freshly started local services (None: no demo loaded)."""
-    marker = demo_marker(settings)
-    if not marker.exists():
+    scale = loaded_scale(settings)
+    if scale is None:
         return None
-    scale = json.loads(marker.read_text())["scale"]
     return publish_demo(settings, scale, database=False)  # PostgreSQL keeps its rows
 
 
