@@ -8,6 +8,7 @@ chunk edge.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import random
@@ -298,3 +299,219 @@ def test_a_connection_lost_while_decompressing_is_an_error_not_a_bad_file(compre
     assert cut.facts.compression_error and compression in cut.facts.compression_error
     whole = spool(io.BytesIO(packed), compression, text=True, chunk=4096)
     assert whole.facts.compression_error is None and whole.read() == data
+
+
+# --- the csv module and splitlines paths: the text decoded a chunk at a time ----------
+
+LINE_PIECES = ["a", ",", '"', "\n", "\r", "\r\n", "\u2028", "\x85", "\x0c", "\x1c", "é", "😀", " "]
+
+
+def test_lines_of_chunks_are_the_whole_texts_lines():
+    """Text cut into chunks of 1 to 9 characters (a CRLF split across chunks, a lone CR
+    at a chunk's end, every character splitlines breaks at): the lines are exactly
+    those the csv module gets from ``io.StringIO(text, newline="")``, and splitlines'."""
+    rng = random.Random(29)
+    for _ in range(500):
+        text = "".join(rng.choices(LINE_PIECES, k=rng.randint(0, 40)))
+        for size in range(1, 10):
+            chunks = [text[i : i + size] for i in range(0, len(text), size)]
+            got = list(parsers._lines(chunks, csv_lines=True))
+            assert got == list(io.StringIO(text, newline="")), (text, size)
+            assert list(parsers._lines(chunks)) == text.splitlines(), (text, size)
+
+
+BYTE_PIECES = [
+    b"a",
+    b"\n",
+    b"\r",
+    "é".encode(),
+    "€".encode(),
+    "😀".encode(),
+    b"\xe9",
+    b"\x80",
+    b"\x81",
+    b"\xe2\x82",
+    b"\xed\xa0\x80",
+    b"\x00",
+    b"\x00\xd8",
+    b"\x00\xdc",
+]
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-8-sig", "utf-8", "utf-16", "utf-16-le", "utf-32", "cp1252", "latin-1"]
+)
+def test_text_decoded_in_chunks_is_the_whole_decode_and_fails_with_its_message(encoding):
+    """Random bytes (a BOM or not, characters and invalid sequences a chunk edge can
+    split) decoded 1 to 7 bytes at a time: the same text, or the same error message,
+    position included, as decoding the whole file."""
+    rng = random.Random(31)
+    failed = 0
+    for _ in range(300):
+        head = rng.choice([b"", codecs.BOM_UTF8, b"\xff\xfe"])
+        data = head + b"".join(rng.choices(BYTE_PIECES, k=rng.randint(0, 12)))
+        try:
+            want, error = data.decode(encoding), None
+        except UnicodeDecodeError as exc:
+            want, error = None, str(exc)
+            failed += 1
+        body = spool(io.BytesIO(data), "none", text=True)
+        for chunk in range(1, 8):
+            try:
+                got = "".join(parsers._decoded(body, encoding, chunk))
+                assert (got, None) == (want, error), (data, chunk)
+            except parsers._Undecodable as exc:
+                assert (None, str(exc)) == (want, error), (data, chunk)
+    assert failed > 30 or encoding == "latin-1"  # latin-1 decodes every byte
+
+
+def _jsonl_source(**dialect):
+    from lakehouse.declarations.sources import LandingSource
+
+    return LandingSource(
+        name="marketing_spend",
+        format="jsonl",
+        columns=MARKETING_SPEND.columns,
+        keys=MARKETING_SPEND.keys,
+        dialect=dialect,
+    )
+
+
+def _csv_module_text(rng: random.Random) -> str:
+    """A default-dialect CSV the csv module reads: quoted fields (line breaks inside),
+    blank lines, lone CRs, CRLFs, non-ASCII text."""
+    text = _quoted_csv(rng)
+    pieces = []
+    for line in text.split("\n"):
+        pieces.append(line)
+        pieces.append(rng.choice(["\n", "\n", "\n", "\n\n", "\r", "\r\n"]))
+    return "".join(pieces[:-1]) + rng.choice(["", "\n", "\r"])
+
+
+def _dialect_text(rng: random.Random, delimiter: str) -> str:
+    from tests.test_landing_files import _dialect_file
+
+    text = _dialect_file(delimiter=delimiter, null="NA").decode()
+    lines = text.split("\r\n")
+    for _ in range(rng.randint(0, 25)):  # more rows: a note over two lines, bad values
+        n = rng.randint(4, 99)
+        note = rng.choice(['"two\nlines"', '"lone\rcr"', "é€", '"a;b,c"', ""])
+        amount = rng.choice(["1.25", "NA", "x", "123456789.1"])
+        lines.insert(rng.randint(1, len(lines)), delimiter.join([str(n), amount, "NA", note]))
+    return rng.choice(["\r\n", "\n", "\r"]).join(lines) + rng.choice(["", "\n\n"])
+
+
+def _jsonl_text_any_breaks(rng: random.Random) -> str:
+    return rng.choice(["\r", "\u2028", "\n"]).join(_jsonl_text(rng).splitlines())
+
+
+def _shaped_files(rng: random.Random) -> list[tuple[object, bytes]]:
+    """Files the csv module or splitlines reads: another dialect or encoding, blank
+    lines, lone CRs, a BOM, JSON lines in other encodings or with no LF, and bytes that
+    do not decode."""
+    from tests.test_landing_files import _dialect_source
+
+    semicolon = _dialect_source(delimiter=";", null_values=["NA"], encoding="latin-1")
+    utf16 = _dialect_source(delimiter="\t", null_values=["NA"], encoding="utf-16")
+    files = []
+    for _ in range(40):
+        text = _csv_module_text(rng)
+        files.append((MARKETING_SPEND, rng.choice(["", "\ufeff"]).encode() + text.encode()))
+        files.append((semicolon, _dialect_text(rng, ";").encode("latin-1", "replace")))
+        files.append((utf16, _dialect_text(rng, "\t").encode("utf-16")))
+        jsonl = _jsonl_text_any_breaks(rng)
+        files.append((_jsonl_source(), jsonl.encode()))
+        files.append((_jsonl_source(encoding="utf-16"), jsonl.encode("utf-16")))
+        files.append((_jsonl_source(encoding="latin-1"), jsonl.encode("latin-1", "replace")))
+        broken = text.encode()
+        cut = rng.randint(0, len(broken))
+        files.append((MARKETING_SPEND, broken[:cut] + b"\xff" + broken[cut:]))
+    return files
+
+
+def _parse_any(source, data: bytes) -> tuple:
+    """What parse_file lands (rows as dicts), counts and quarantines, or what it raises."""
+    from datetime import UTC, datetime
+
+    from lakehouse.ingest.landing.reader import LandedRows
+    from lakehouse.ingest.records import QuarantineBuffer
+
+    rows = LandedRows()
+    rejects = QuarantineBuffer(source.name, "run", datetime(2026, 11, 23, tzinfo=UTC))
+    try:
+        count = parsers.parse_file(data, "s3://landing/x", source, rows, rejects, arrow=False)
+    except Exception as exc:  # noqa: BLE001 - compared: the same error, from the same row
+        count = repr(exc)
+    landed = rows.dicts + [r for t in rows.tables for r in t.to_pylist()]
+    return count, landed, rejects.rows
+
+
+def test_files_decoded_a_chunk_at_a_time_read_as_their_whole_text(monkeypatch):
+    """Every shape of ``_shaped_files`` decoded 1, 2, 5 or 64 bytes at a time lands,
+    counts and quarantines exactly what one chunk holding the whole file does (the text
+    as one string, as the csv module and splitlines read it before): same rows, line
+    numbers, rules, reasons and raw text."""
+    files = _shaped_files(random.Random(37))
+    monkeypatch.setattr(parsers, "TEXT_CHUNK_BYTES", 1 << 30)
+    monkeypatch.setattr(parsers, "JSONL_CHUNK_BYTES", 1 << 30)
+    whole = [_parse_any(source, data) for source, data in files]
+    assert sum(len(rejects) for _, _, rejects in whole) > 300
+    assert sum(len(landed) for _, landed, _ in whole) > 1_000
+    assert sum(r["_rule"] == "utf8" for _, _, rejects in whole for r in rejects) > 20
+    for chunk in (1, 2, 5, 64):
+        monkeypatch.setattr(parsers, "TEXT_CHUNK_BYTES", chunk)
+        monkeypatch.setattr(parsers, "JSONL_CHUNK_BYTES", chunk)
+        for (source, data), want in zip(files, whole, strict=True):
+            assert _parse_any(source, data) == want, (source.name, data, chunk)
+
+
+class _Counted:
+    """A rows sink that keeps nothing: what a caller handing each chunk on holds."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def append(self, row: dict) -> None:
+        self.rows += 1
+
+    def add_table(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_a_large_file_in_another_encoding_is_read_without_its_text_in_memory(monkeypatch, encoding):
+    """A 6 MB CSV the csv module reads (semicolons, quoted notes over two lines, another
+    encoding) decoded 256 KiB at a time: Python's peak follows the chunk (a dozen
+    chunks: the bytes, their text, its lines, the carried line, the csv module's rows),
+    where the text read whole took its size, its bytes as much again, and the csv
+    module's StringIO four bytes a character; every row lands or is quarantined with
+    its line."""
+    from datetime import UTC, datetime
+
+    from lakehouse.ingest.records import QuarantineBuffer
+    from tests.test_landing_files import _dialect_source
+
+    chunk = 256 * 1024
+    monkeypatch.setattr(parsers, "TEXT_CHUNK_BYTES", chunk)
+    source = _dialect_source(delimiter=";", null_values=["NA"], encoding=encoding)
+    rows = 90_000 if encoding == "latin-1" else 45_000
+    lines = ["id;amount;day;note"]
+    for n in range(rows):
+        amount = "lots" if n % (rows // 4) == 3 else f"{n % 1000}.{n % 100:02d}"
+        lines.append(f'{n};{amount};2026-11-01;"Café {n:09d}\r\nsecond line of note {n:07d}"')
+    data = ("\r\n".join(lines) + "\r\n").encode(encoding)
+    assert len(data) > 24 * chunk
+    body = parsers.spooled(data, "s3://landing/big.csv", source)
+    del data, lines
+    landed = _Counted()
+    rejects = QuarantineBuffer(source.name, "run", datetime(2026, 11, 23, tzinfo=UTC))
+    tracemalloc.start()
+    try:
+        count = parsers.parse_file(body, "s3://landing/big.csv", source, landed, rejects)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        body.close()
+    assert peak < 12 * chunk, f"Python held {peak / MIB:.1f} MiB of {body.size / MIB:.1f}"
+    assert (count, landed.rows) == (rows, rows - 4)
+    assert [r["_row"] for r in rejects.rows] == [2 + 3 + k * (rows // 4) for k in range(4)]

@@ -35,6 +35,7 @@ from pyiceberg.expressions import (
     In,
     IsNull,
     LessThanOrEqual,
+    Or,
 )
 from pyiceberg.table import Table
 from pyiceberg.types import IcebergType, StringType
@@ -483,14 +484,19 @@ def _loose(keys: set[tuple]) -> set[tuple]:
 
 def _key_range(columns: tuple[str, ...], keys: set[tuple]) -> BooleanExpression:
     """A filter the files' key bounds can prune by: the keys themselves while few, else
-    their range (pyiceberg stops pruning on ``In`` beyond 200 values); callers match
-    the keys exactly on what it returns."""
+    their range (pyiceberg stops pruning on ``In`` beyond 200 values), and the nulls
+    when a key's first part is null (neither ``In`` nor a range holds them); callers
+    match the keys exactly on what it returns."""
     values = sorted({k[0] for k in keys if k[0] is not None})
     if not values:
         return IsNull(columns[0])
     if len(values) <= 200:
-        return In(columns[0], set(values))
-    return And(GreaterThanOrEqual(columns[0], values[0]), LessThanOrEqual(columns[0], values[-1]))
+        present: BooleanExpression = In(columns[0], set(values))
+    else:
+        present = And(
+            GreaterThanOrEqual(columns[0], values[0]), LessThanOrEqual(columns[0], values[-1])
+        )
+    return Or(present, IsNull(columns[0])) if any(k[0] is None for k in keys) else present
 
 
 def _partitioned_like(table: Table, layout) -> bool:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -48,6 +47,7 @@ from lakehouse.silver.cdc import (
 )
 from lakehouse.tables import evolution
 from lakehouse.tables.increments import Plan
+from lakehouse.tables.replace import key_text, typed_keys
 from lakehouse.transforms.cdc import OrderedChange, late_change, new_keys
 from lakehouse.transforms.masking import Masker, pii_key
 
@@ -364,19 +364,6 @@ _COUNTS = pa.schema(
 )
 
 
-def key_text(key: tuple) -> str:
-    """A key as one text, the same for a change's key and a stored version's."""
-    return repr(tuple(_canonical(v) for v in key))
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return ("decimal", str(value.normalize()))
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return (type(value).__name__, str(value))
-
-
 def _masker(key: bytes | None) -> Masker:
     return Masker(key) if key is not None else Masker(b"no pii declared")
 
@@ -403,18 +390,20 @@ def _keyed_changes(source: CdcSource, key: bytes | None, schema: pa.Schema):
                 None if c.event.op == "t" else stored_key(source, masker, c)
                 for c in _changes(batch, source)
             ]
-            typed = [
-                pa.array([None if k is None else k[i] for k in keys], field.type)
-                for i, field in enumerate(list(schema)[len(_KEYED) :])
-            ]
+            # the key text is tables.replace's, of the keys typed as the history has them
+            names = tuple(schema.names[len(_KEYED) :])
+            nothing = (None,) * len(names)  # a truncate's: every key's
+            typed = typed_keys((nothing if k is None else k for k in keys), names, schema)
+            texts = key_text(typed, names)
+            has_key = pa.array([k is not None for k in keys], pa.bool_())
             yield pa.RecordBatch.from_arrays(
                 [
-                    pa.array(["" if k is None else key_text(k) for k in keys], pa.string()),
+                    pc.if_else(has_key, texts, "").combine_chunks(),
                     batch.column("op").cast(pa.string()),
                     batch.column("payload").cast(pa.string()),
                     batch.column("_kafka_partition").cast(pa.int32()),
                     batch.column("_kafka_offset").cast(pa.int64()),
-                    *typed,
+                    *(c.combine_chunks() for c in typed.columns),
                 ],
                 schema=schema,
             )
@@ -427,11 +416,10 @@ def _keyed_versions(keys: tuple[str, ...], schema: pa.Schema):
 
     def keyed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            versions = batch.column("version")
-            texts = [key_text(tuple(v[k] for k in keys)) for v in versions.to_pylist()]
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(texts, pa.string()), versions.cast(pa.struct(schema))], schema=out
-            )
+            versions = batch.column("version").cast(pa.struct(schema))
+            stored = pa.Table.from_arrays([versions.field(k) for k in keys], names=list(keys))
+            texts = key_text(stored, keys).combine_chunks()
+            yield pa.RecordBatch.from_arrays([texts, versions], schema=out)
 
     return keyed
 

@@ -60,15 +60,29 @@ def keys_filter(columns: tuple[str, ...], keys: Iterable[tuple]) -> BooleanExpre
 
 
 def key_mask(rows: pa.Table, columns: tuple[str, ...], keys: Iterable[tuple]) -> pa.Array:
-    """True where a row's ``columns`` equal one of ``keys`` (compared as text; a null is
-    not the empty text)."""
-    return _key_mask(rows, columns, _key_texts(keys))
+    """True where a row's ``columns`` equal one of ``keys`` (compared as ``key_text``, the
+    keys typed as ``rows`` types those columns)."""
+    return _key_mask(rows, columns, key_text(typed_keys(keys, columns, rows.schema), columns))
 
 
-def _key_texts(keys: Iterable[tuple]) -> pa.Array:
-    return pa.array(
-        [_SEPARATOR.join(_NULL if v is None else f"={v}" for v in key) for key in keys],
-        pa.string(),
+def typed_keys(
+    keys: Iterable[tuple] | pa.Table, columns: tuple[str, ...], schema: pa.Schema
+) -> pa.Table:
+    """``keys`` (tuples of Python values, or a table) as a table of ``columns`` typed as
+    ``schema`` types them.
+
+    What makes ``key_text`` one spelling for every caller: Python's text of a value is
+    not Arrow's (``2024-01-01 00:00:00+00:00`` against ``2024-01-01 00:00:00.000000Z``,
+    ``1.5`` against a ``decimal(10,2)``'s ``1.50``, ``True`` against ``true``), and
+    neither is the text of one value in two Arrow types; a key typed as its column is
+    spelled as the stored value is.
+    """
+    types = pa.schema([pa.field(c, schema.field(c).type) for c in columns])
+    if isinstance(keys, pa.Table):
+        return keys.select(list(columns)).cast(types)
+    keys = list(keys)
+    return pa.Table.from_arrays(
+        [pa.array([key[i] for key in keys], f.type) for i, f in enumerate(types)], schema=types
     )
 
 
@@ -101,26 +115,22 @@ def replace_keys(
 ) -> None:
     """The stored rows of ``keys`` (inside ``within``) become ``rows``, in one commit.
 
-    ``keys``: tuples of values, or a table of the key ``columns`` (many keys are then
-    compared as Arrow's text of each value, without a Python object per key).
+    ``keys``: tuples of values, or a table of the key ``columns``; either way typed as the
+    table's key columns (``typed_keys``), so many keys, compared file by file as their
+    ``key_text``, match the stored rows whichever way the caller holds them.
     """
     within = within if within is not None else AlwaysTrue()
-    if isinstance(keys, pa.Table):
-        texts = pc.unique(key_text(keys, columns))
-        if len(texts) > FEW_KEYS:
-            _replace_by_files(table, rows, columns, texts, properties, within)
-            return
-        keys = zip(*(keys[c].to_pylist() for c in columns), strict=True)
-    keys = set(keys)
+    keys = typed_keys(keys, columns, table.schema().as_arrow())
+    texts = pc.unique(key_text(keys, columns))
     # a key with a null part goes file by file too: pyiceberg's filtered delete keeps or
     # drops rows whose other key parts are null by SQL's three-valued logic, not by key
-    if len(keys) <= FEW_KEYS and not any(v is None for key in keys for v in key):
-        matching = keys_filter(columns, keys)
+    if len(texts) <= FEW_KEYS and not any(keys[c].null_count for c in columns):
+        matching = keys_filter(columns, zip(*(keys[c].to_pylist() for c in columns), strict=True))
         where = matching if isinstance(within, AlwaysTrue) else And(within, matching)
         with transaction(table) as tx:
             tx.overwrite(rows, overwrite_filter=where, snapshot_properties=dict(properties))
         return
-    _replace_by_files(table, rows, columns, _key_texts(keys), properties, within)
+    _replace_by_files(table, rows, columns, texts, properties, within)
 
 
 def _replace_by_files(

@@ -12,6 +12,8 @@ import csv
 import functools
 import io
 import json
+import re
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -73,13 +75,13 @@ def parse_file(
             return count
     if utf8 and source.format == "jsonl" and body.facts.utf8:
         return _parse_jsonl(_jsonl_lines(body, JSONL_CHUNK_BYTES), uri, source, rows, rejects)
-    data = body.read()  # the paths below read the text whole
-    try:
-        text = data.decode("utf-8-sig" if utf8 else encoding)
-    except UnicodeDecodeError as exc:
+    # the paths below decode the text a chunk at a time from the spool, once to check it
+    # (a file that does not decode lands nothing) and once to read it
+    text = _Text(body, "utf-8-sig" if utf8 else encoding, utf8, source.format == "csv")
+    if text.error is not None:
         what = "UTF-8" if utf8 else encoding
         reason = (
-            f"file is not valid {what}: {exc}; declare the file's encoding "
+            f"file is not valid {what}: {text.error}; declare the file's encoding "
             "(dialect.encoding, e.g. latin-1) in sources.yml"
         )
         rejects.add("utf8", reason, None, _file=uri, _row=None)
@@ -87,8 +89,162 @@ def parse_file(
     if source.format == "csv" and not source.dialect.plain_csv:
         return _parse_dialect_csv(text, uri, source, rows, rejects)
     if source.format == "csv":
-        return _parse_csv(text, uri, source, rows, rejects, data if utf8 else None)
-    return _parse_jsonl(text.splitlines(), uri, source, rows, rejects)
+        return _parse_csv(text, uri, source, rows, rejects)
+    return _parse_jsonl(_lines(text.chunks()), uri, source, rows, rejects)
+
+
+# Bytes of a file decoded at a time where the csv module or splitlines reads it.
+TEXT_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class _Text:
+    """A spooled file's text, decoded ``TEXT_CHUNK_BYTES`` at a time (``utf8``: the
+    declared encoding is UTF-8, read as ``utf-8-sig``), checked once through when made.
+
+    ``error``: why it does not decode, worded exactly as decoding the whole bytes
+    words it. ``head``: its first ``HEAD_CHARS`` characters (a rejected header's raw
+    text). ``plain``: for a CSV, whether ``_plain`` holds for the whole text (each
+    chunk plain, and the whole short enough: in bytes for UTF-8, as ``_plain`` of the
+    bytes counts, in characters otherwise); a plain file is read whole (``whole``),
+    which ``csv.field_size_limit`` bounds.
+    """
+
+    HEAD_CHARS = 4096
+
+    def __init__(self, body: Body, encoding: str, utf8: bool, csv_file: bool) -> None:
+        self.body, self.encoding, self.utf8 = body, encoding, utf8
+        self.error: str | None = None
+        self.head = ""
+        self.plain = False
+        chars, plain = 0, csv_file
+        try:
+            for text in self.chunks():
+                if len(self.head) < self.HEAD_CHARS:
+                    self.head = (self.head + text)[: self.HEAD_CHARS]
+                chars += len(text)
+                plain = plain and _plain(text)
+        except _Undecodable as exc:
+            self.error = str(exc)
+            return
+        size = body.size if utf8 else chars
+        self.plain = plain and size < csv.field_size_limit()
+
+    def chunks(self) -> Iterator[str]:
+        return _decoded(self.body, self.encoding, TEXT_CHUNK_BYTES)
+
+    def lines(self) -> Iterator[str]:
+        """The text's lines as ``io.StringIO(text, newline="")`` gives them to the csv
+        module (ends kept), a chunk decoded at a time."""
+        return _lines(self.chunks(), csv_lines=True)
+
+    def whole(self) -> tuple[str, bytes | None]:
+        """The text read whole, and for UTF-8 its bytes (a plain file: Arrow reads them)."""
+        data = self.body.read()
+        return data.decode(self.encoding), (data if self.utf8 else None)
+
+
+class _Undecodable(Exception):
+    """The text does not decode; the message is a whole decode's."""
+
+
+def _decoded(body: Body, encoding: str, chunk: int) -> Iterator[str]:
+    """The spooled file's text, decoded ``chunk`` bytes at a time (``_Undecodable``
+    where it does not decode), exactly as ``bytes.decode(encoding)`` decodes it whole."""
+    decoder, skip, offset = _decoder(body, encoding)
+    stream = body.stream(skip)
+    while True:
+        data = stream.read(chunk)
+        pending = len(decoder.getstate()[0])  # bytes of a character the last chunk began
+        try:
+            text = decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            raise _Undecodable(_worded(exc, offset - pending + exc.start)) from exc
+        if text:
+            yield text
+        if not data:
+            return
+        offset += len(data)
+
+
+def _decoder(body: Body, encoding: str) -> tuple[codecs.IncrementalDecoder, int, int]:
+    """An incremental decoder that decodes as a whole decode does, the bytes it starts
+    after (a BOM) and the position errors count from there.
+
+    Codecs that read a byte order mark decode whole and in increments differently
+    (incremental UTF-16 refuses a file without a BOM, which a whole decode reads in the
+    machine's order; the utf-8-sig codec counts error positions after its BOM, the
+    UTF-16 and UTF-32 codecs from the file's start): their BOM is read here.
+    """
+    name = codecs.lookup(encoding).name
+    if name not in _BOMS:
+        return codecs.getincrementaldecoder(encoding)(), 0, 0
+    boms, otherwise, counted = _BOMS[name]
+    body.file.seek(0)
+    start = body.file.read(4)
+    for bom, codec in boms:
+        if start.startswith(bom):
+            return codecs.getincrementaldecoder(codec)(), len(bom), len(bom) * counted
+    return codecs.getincrementaldecoder(otherwise)(), 0, 0
+
+
+_ORDER = "le" if sys.byteorder == "little" else "be"
+# codec: ((its BOM, the codec of what follows), ...), the codec without a BOM, and
+# whether error positions count the BOM
+_BOMS = {
+    "utf-8-sig": (((codecs.BOM_UTF8, "utf-8"),), "utf-8", False),
+    "utf-16": (
+        ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")),
+        f"utf-16-{_ORDER}",
+        True,
+    ),
+    "utf-32": (
+        ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be")),
+        f"utf-32-{_ORDER}",
+        True,
+    ),
+}
+
+
+def _worded(exc: UnicodeDecodeError, start: int) -> str:
+    """``exc`` worded as decoding the whole file words it, at ``start`` (CPython's
+    ``UnicodeDecodeError.__str__``)."""
+    if exc.end == exc.start + 1:
+        byte = exc.object[exc.start]
+        where = f"byte 0x{byte:02x} in position {start}"
+    else:
+        where = f"bytes in position {start}-{start + exc.end - exc.start - 1}"
+    return f"'{exc.encoding}' codec can't decode {where}: {exc.reason}"
+
+
+def _lines(chunks: Iterable[str], csv_lines: bool = False) -> Iterator[str]:
+    """The lines of the text ``chunks`` hold, exactly as the whole text splits them:
+    ``str.splitlines``, or with ``csv_lines`` as ``io.StringIO(text, newline="")``
+    iterates them (LF, CRLF and a lone CR end a line, and are kept). A chunk's last
+    line waits for the next chunk while it has no end, or ends in a CR (an LF may
+    follow): memory follows a chunk and the longest line."""
+    ends = "\n\r" if csv_lines else _BREAKS
+    carry = ""
+    for chunk in chunks:
+        lines = _split(carry + chunk, csv_lines)
+        last = lines[-1][-1] if lines else "\n"
+        carry = lines.pop() if last not in ends or last == "\r" else ""
+        yield from lines if csv_lines else (line.splitlines()[0] for line in lines)
+    lines = _split(carry, csv_lines)
+    yield from lines if csv_lines else (line.splitlines()[0] for line in lines)
+
+
+def _split(text: str, csv_lines: bool) -> list[str]:
+    """``text``'s lines, ends kept (``io.StringIO`` would hold the text 4 bytes a
+    character: ``_CSV_LINE`` gives its lines without a copy of it)."""
+    return _CSV_LINE.findall(text) if csv_lines else text.splitlines(keepends=True)
+
+
+# A line as ``io.StringIO(text, newline="")`` ends it: at LF, CRLF or a CR alone.
+_CSV_LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
+
+
+# What str.splitlines breaks a line at (a CR before an LF: one break with it).
+_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 def spooled(data: bytes, uri: str, source: LandingSource) -> Body:
@@ -99,11 +255,12 @@ def spooled(data: bytes, uri: str, source: LandingSource) -> Body:
     return Body.of_bytes(data, compression, text=source.format != "parquet")
 
 
-def _parse_dialect_csv(text: str, uri: str, source: LandingSource, rows, rejects) -> int:
-    """A CSV in the source's declared dialect, read by the csv module row by row."""
+def _parse_dialect_csv(text: _Text, uri: str, source: LandingSource, rows, rejects) -> int:
+    """A CSV in the source's declared dialect, read by the csv module row by row, its
+    lines decoded a chunk at a time."""
     dialect = source.dialect
     reader = csv.reader(
-        io.StringIO(text, newline=""),
+        text.lines(),
         delimiter=dialect.delimiter,
         quotechar=dialect.quote or '"',
         quoting=csv.QUOTE_MINIMAL if dialect.quote else csv.QUOTE_NONE,
@@ -116,7 +273,7 @@ def _parse_dialect_csv(text: str, uri: str, source: LandingSource, rows, rejects
         header = [h.strip() for h in next(reader, [])]
         first = 2
         if header != expected and not _declared_in(header, source, uri):
-            rejects.add("header", _header_reason(header, expected), text[:4096], _file=uri, _row=1)
+            rejects.add("header", _header_reason(header, expected), text.head, _file=uri, _row=1)
             return 0
         names = header
     nulls = set(dialect.null_values)
@@ -161,35 +318,28 @@ def _check_row(values: dict[str, Any], line: int, raw: str, uri, source, rows, r
     rows.append({**row, **extra, "_file": uri, "_row": line})
 
 
-def _parse_csv(
-    text: str, uri: str, source: LandingSource, rows, rejects, data: bytes | None = None
-) -> int:
-    """``data``: the file's bytes, when at hand: a plain file is checked and handed to
-    Arrow as bytes, without a scan of the text or an encode of it."""
-    plain = _plain(text if data is None else data)
-    reader = None if plain else csv.reader(io.StringIO(text, newline=""))
+def _parse_csv(text: _Text, uri: str, source: LandingSource, rows, rejects) -> int:
+    """A CSV in the default dialect the csv module reads, its lines decoded a chunk at a
+    time; a plain one (``_plain``, no longer than ``csv.field_size_limit``) is read
+    whole and handed to Arrow (as its bytes, for UTF-8: no encode of the text)."""
+    whole, data = text.whole() if text.plain else ("", None)
+    reader = None if text.plain else csv.reader(text.lines())
     if reader is None:  # the first line split at commas, as the csv module reads it
-        first = text.partition("\n")[0]
+        first = whole.partition("\n")[0]
         header = [h.strip() for h in first.split(",")] if first else []
     else:
         header = [h.strip() for h in next(reader)]
     expected = list(source.columns)
     if header != expected and _declared_in(header, source, uri):
         if reader is None:
-            reader = csv.reader(io.StringIO(text, newline=""))
+            reader = csv.reader(io.StringIO(whole, newline=""))
             next(reader)
         return _parse_csv_by_name(reader, header, uri, source, rows, rejects)
     if header != expected:
-        rejects.add(
-            "header",
-            _header_reason(header, expected),
-            text[:4096],
-            _file=uri,
-            _row=1,
-        )
+        rejects.add("header", _header_reason(header, expected), text.head, _file=uri, _row=1)
         return 0
     if reader is None:
-        return _parse_plain_csv(text, uri, source, rows, rejects, data)
+        return _parse_plain_csv(whole, uri, source, rows, rejects, data)
     count = 0
     lines: list[int] = []
     records: list[list[str]] = []
@@ -557,21 +707,9 @@ def _certain_pattern(declared: str) -> str | None:
 
 def _jsonl_lines(body: Body, chunk: int) -> Iterator[str]:
     """A UTF-8 file's lines as ``str.splitlines`` splits the whole text (a BOM dropped),
-    decoded ``chunk`` bytes at a time: each piece is cut after its last LF, which ends
-    every line break it holds (CRLF included), so the lines, and their numbers, are the
-    whole text's. Memory follows a chunk and the longest line."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    stream = body.stream(0)
-    carry = ""
-    while True:
-        data = stream.read(chunk)
-        text = carry + decoder.decode(data, final=not data)
-        if not data:
-            yield from text.splitlines()
-            return
-        cut = text.rfind("\n") + 1
-        carry = text[cut:]
-        yield from text[:cut].splitlines()
+    decoded ``chunk`` bytes at a time (``_lines``): memory follows a chunk and the
+    longest line, whatever breaks the lines (LF, CR alone, U+2028, ...)."""
+    return _lines(_decoded(body, "utf-8-sig", chunk))
 
 
 # Bytes of a JSON-lines file decoded at a time.
