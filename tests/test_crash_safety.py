@@ -25,21 +25,28 @@ KILLS = 8
 
 
 def _kill_repeatedly(worker: list[str], seed: int, env: dict | None = None) -> None:
-    """Start ``worker`` KILLS times and SIGKILL it at a random moment, then run it clean.
+    """Start ``worker`` KILLS times and SIGKILL it at a random point, then run it clean.
 
-    Start-up takes ~2-3 s, so the window covers kills before the first commit,
-    while files are written (for Kafka, while polling goes on), and between a data
-    file and its catalog commit.
+    The point is counted in the worker's own progress, not in seconds (a faster machine
+    or a faster start-up would let it finish first): after 0-3 committed batches (it
+    prints a line per commit), then a moment into the next one. So the kills fall while
+    it starts, while files are written (for Kafka, while polling goes on), and between a
+    data file and its catalog commit; with work always left, on any machine.
     """
     rng = random.Random(seed)
     kills = 0
     for _ in range(KILLS):
         process = subprocess.Popen(worker, stdout=subprocess.PIPE, text=True, env=env)
-        time.sleep(rng.uniform(2.5, 7.0))
+        commits = rng.randint(0, 3)
+        for _ in range(commits):
+            if not process.stdout.readline():
+                break  # it finished
+        time.sleep(rng.uniform(0, 3.0) if commits == 0 else rng.uniform(0, 0.15))
         if process.poll() is None:
             process.kill()
             kills += 1
         process.wait()
+        process.stdout.close()
     assert kills >= KILLS // 2, "the worker finished too fast to be killed; raise the data size"
     clean = subprocess.run(worker, capture_output=True, text=True, timeout=300, env=env)
     assert clean.returncode == 0, clean.stderr[-2000:]
