@@ -153,10 +153,11 @@ def side_ours(keys: list[str], state: str, fmt: str = "csv") -> dict:
     # step imports once (pyiceberg's writer, its schema visitors) is not timed
     key = split_version(keys[0])[0]
     if fmt == "parquet":  # a file's head is no Parquet file: the whole first one
-        s3.copy_object(Bucket=bucket, Key="warmup/head", CopySource={"Bucket": bucket, "Key": key})
+        head = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     else:
         text = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-4095")["Body"].read()
-        s3.put_object(Bucket=bucket, Key="warmup/head", Body=text[: text.rfind(b"\n") + 1])
+        head = text[: text.rfind(b"\n") + 1]
+    s3.put_object(Bucket=bucket, Key="warmup/head", Body=head)
     warmup = lineitem.model_copy(update={"name": "lineitem_warmup", "prefix": "warmup/"})
     ingest_files(catalog, s3, bucket, warmup, ["warmup/head"], "warm-up")
     start = time.perf_counter()
