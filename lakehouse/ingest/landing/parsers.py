@@ -12,9 +12,11 @@ import csv
 import decimal
 import functools
 import io
+import itertools
 import json
+import operator
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from typing import Any
@@ -632,34 +634,49 @@ def _land_records(
     to ``rows`` as one Arrow table, bad ones (and ``refused``, lines that were no JSON
     object) to ``rejects`` in line order, every problem named as ``_check_row`` names it.
     Undeclared keys of the good records flow as text (names starting "_" are lineage's)."""
-    lines = [line for line, _, _ in chunk]
-    records = [record for _, _, record in chunk]
+    if not chunk:
+        _reject_refused(refused, uri, rejects)
+        return
+    lines, raws, records = zip(*chunk, strict=True)
     texts, problems = {}, []
-    for name, declared in source.columns.items():
-        text, errors = _checked_values(
-            [r.get(name) for r in records], declared, source.dialect.zone
-        )
+    fields = _fields(records, list(source.columns))
+    for (name, declared), values in zip(source.columns.items(), fields, strict=True):
+        text, errors = _checked_values(values, declared, source.dialect.zone)
         texts[name] = text
         if errors:
             problems.append((name, errors))
     reasons = _reasons(problems)
     for i, reason in reasons.items():
-        refused.append((lines[i], "schema", reason, chunk[i][1][:4096]))
-    for line, rule, reason, raw in sorted(refused, key=lambda r: r[0]):
-        rejects.add(rule, reason, raw, _file=uri, _row=line)
+        refused.append((lines[i], "schema", reason, raws[i][:4096]))
+    _reject_refused(refused, uri, rejects)
     keep = _keep(len(chunk), reasons)
     good = [r for r, k in zip(records, keep, strict=True) if k] if reasons else records
     if not good:
         return
     mask = pa.array(keep)
     table = {name: text.filter(mask) if reasons else text for name, text in texts.items()}
-    extra: dict[str, None] = {}
-    for record in good:
-        extra.update(dict.fromkeys(record))
-    for name in extra:
+    for name in dict.fromkeys(itertools.chain.from_iterable(good)):  # first seen first
         if name not in table and not name.startswith("_"):
             table[name] = _text_array([_text(r.get(name)) for r in good])
     _add_rows(table, np.asarray(lines, dtype=np.int64)[keep], uri, rows)
+
+
+def _reject_refused(refused: list[tuple[int, str, str, str]], uri: str, rejects) -> None:
+    """(line, rule, reason, raw) to ``rejects`` in line order, as a row-by-row read
+    adds them."""
+    for line, rule, reason, raw in sorted(refused, key=lambda r: r[0]):
+        rejects.add(rule, reason, raw, _file=uri, _row=line)
+
+
+def _fields(records: Sequence[dict[str, Any]], names: list[str]) -> list[Sequence[Any]]:
+    """Each name's values in ``records`` (None where a record lacks it): one C-level
+    pass where every record has every name, as most files' records do."""
+    if len(names) == 1:
+        return [[r.get(names[0]) for r in records]]
+    try:
+        return list(zip(*map(operator.itemgetter(*names), records), strict=True))
+    except KeyError:
+        return [[r.get(name) for r in records] for name in names]
 
 
 def _parse_parquet(body: Body, uri: str, source: LandingSource, rows, rejects) -> int:
@@ -796,12 +813,18 @@ def _checked_values(
     itself, else "holds an unpaired surrogate". A column of one scalar type (text then
     names the value) is checked one distinct text at a time; a mixed one value by value."""
     kinds = set(map(type, values)) - {type(None)}
-    if kinds == {int}:
+    if kinds == {int} or kinds == {bool}:
         try:
-            return _checked_arrow(pa.array(values, pa.int64()), declared, zone)
+            arrow = pa.array(values, pa.int64() if kinds == {int} else pa.bool_())
+            return _checked_arrow(arrow, declared, zone)
         except OverflowError:
             pass  # beyond long: Python's text
-    texts = values if kinds <= {str} else [_text(v) for v in values]
+    if kinds <= {str}:
+        texts = values
+    elif kinds == {float}:  # str is float's _text, without a call of it per value
+        texts = [None if v is None else str(v) for v in values]
+    else:
+        texts = [_text(v) for v in values]
     errors: dict[int, str] = {}
     try:
         text = _text_array(texts)
