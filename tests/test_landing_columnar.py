@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -90,6 +91,7 @@ def landed(data: bytes, source: LandingSource) -> tuple[int, list[str], list[dic
     columns = sorted(rows.columns())
     good = [{c: d.get(c) for c in columns} for d in rows.dicts]
     for table in rows.tables:
+        table.validate(full=True)  # as written to bronze: no bytes Python would refuse
         good += [{c: r.get(c) for c in columns} for r in table.to_pylist()]
     return count, columns, sorted(good, key=lambda r: r["_row"]), rejects.rows
 
@@ -275,6 +277,37 @@ def test_parquet_undeclared_columns_flow_as_text(parquet_files, monkeypatch):
     assert "struct" in columns and good and rejects  # extras land, some rows do not
 
 
+BAD_UTF8 = pa.Array.from_buffers(
+    pa.string(),
+    2,
+    [None, pa.py_buffer(np.array([0, 1, 3], np.int32).tobytes()), pa.py_buffer(b"ab\xff")],
+)
+BEYOND_PYTHON = {
+    "date": pa.array([0, 3_000_000], pa.date32()),  # year 10183
+    "string": BAD_UTF8,  # no UTF-8: Arrow's reader does not look
+}
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+@pytest.mark.parametrize("kind", list(BEYOND_PYTHON))
+def test_parquet_values_python_cannot_hold_fail_as_row_by_row(kind, declared, monkeypatch):
+    """A date beyond Python's (year 10000 on) or text that is no UTF-8: Python's
+    conversion refuses it, on either path, with the same error (the reader then
+    quarantines the file whole or stops), in a declared column or an undeclared one."""
+    out = io.BytesIO()
+    pq.write_table(pa.table({"n": ["1", "2"], "v": BEYOND_PYTHON[kind]}), out)
+    partner = source("parquet", {"n": "int", "v": kind} if declared else {"n": "int"})
+    errors = []
+    for fast in (True, False):
+        with monkeypatch.context() as patch:
+            if not fast:
+                patch.setattr(parsers, "_parse_parquet", rows_parquet)
+            with pytest.raises((OverflowError, ValueError)) as raised:
+                landed(out.getvalue(), partner)
+        errors.append((raised.type, str(raised.value)))
+    assert errors[0] == errors[1]
+
+
 def test_parquet_lines_count_across_batches(monkeypatch):
     """Reject lines are numbered in the file, not the batch; the last batch is short."""
     monkeypatch.setattr(parsers, "PARQUET_BATCH_ROWS", 3)
@@ -395,6 +428,22 @@ def test_jsonl_by_type_in_one_column(monkeypatch):
             lines = [f'{{"{key}": {v}, {others}}}' for v in values * 3]
             got, want = both("\n".join(lines).encode(), partner, monkeypatch)
             assert got == want, (key, values)
+
+
+def test_jsonl_keys_only_rejected_records_carry_add_no_column(monkeypatch):
+    """Undeclared keys come from the good records: a key only a quarantined record has
+    is no bronze column (it would add one to the table), as row by row."""
+    others = ", ".join(f'"{k}": null' for k in KEYS[1:])
+    lines = [
+        f'{{"s": "a", {others}, "kept": 1}}',
+        f'{{"s": "b", {others}, "dropped": 2, "i": "x"}}',  # "i" is no int
+        f'{{"s": "c", {others}, "kept": null}}',
+    ]
+    got, want = both("\r\n".join(lines).encode(), jsonl_source(), monkeypatch)
+    assert got == want
+    count, columns, good, rejects = got
+    assert "kept" in columns and "dropped" not in columns
+    assert [r["_row"] for r in good] == [1, 3] and [r["_row"] for r in rejects] == [2]
 
 
 def test_a_deliberately_broken_columnar_path_is_caught(parquet_files, monkeypatch):
