@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lakehouse.declarations.sources import LandingSource
-from lakehouse.ingest.landing import parsers
+from lakehouse.ingest.landing import parsers, reader
 from lakehouse.ingest.landing.reader import LandedRows
 from lakehouse.ingest.records import QuarantineBuffer, RecordRejected, decode_json
 
@@ -444,6 +444,30 @@ def test_jsonl_keys_only_rejected_records_carry_add_no_column(monkeypatch):
     count, columns, good, rejects = got
     assert "kept" in columns and "dropped" not in columns
     assert [r["_row"] for r in good] == [1, 3] and [r["_row"] for r in rejects] == [2]
+
+
+def test_jsonl_lone_surrogate_in_an_undeclared_key_quarantines_the_file_as_before(
+    monkeypatch,
+):
+    """A lone surrogate where no declared column is (so no check names it) cannot be
+    stored as text: the reader quarantines the file whole with the same reason on both
+    paths (the row path found it when its rows became Arrow, this one at once)."""
+    others = ", ".join(f'"{k}": null' for k in KEYS)
+    data = f'{{{others}, "note": "ok"}}\n{{{others}, "note": "\\udc80"}}\n'.encode()
+    partner = jsonl_source()
+    found = []
+    for fast in (True, False):
+        with monkeypatch.context() as patch:
+            if not fast:
+                patch.setattr(parsers, "_parse_jsonl", rows_jsonl)
+            got = reader.FileBody("k", "k@v", URI, parsers.spooled(data, URI, partner))
+            sink = reader.BronzeRows(partner.layout.arrow_schema(), {}, lambda table: None)
+            rejects = QuarantineBuffer(partner.name, "run", AT)
+            count = reader._parse(got, partner, sink, rejects, None)
+        found.append((count, [(r["_rule"], r["_reason"], r["_row"]) for r in rejects.rows]))
+    assert found[0] == found[1]
+    assert found[0] == (0, [("jsonl", found[0][1][0][1], None)])
+    assert "surrogates not allowed" in found[0][1][0][1]
 
 
 def test_a_deliberately_broken_columnar_path_is_caught(parquet_files, monkeypatch):
