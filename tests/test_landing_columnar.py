@@ -308,6 +308,21 @@ def test_parquet_values_python_cannot_hold_fail_as_row_by_row(kind, declared, mo
     assert errors[0] == errors[1]
 
 
+def test_parquet_columns_of_one_name_land_as_row_by_row(monkeypatch):
+    """A file with two columns of one name (Parquet allows it): the last one is the
+    value, as in a row as Python values; the raw text names it once."""
+    table = pa.Table.from_arrays(
+        [pa.array([1, 2]), pa.array(["a", "b"]), pa.array(["3", "x"]), pa.array([5, 6])],
+        names=["n", "note", "n", "note"],
+    )
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    got, want = both(out.getvalue(), source("parquet", {"n": "int"}), monkeypatch)
+    assert got == want
+    assert [(r["n"], r["note"]) for r in got[2]] == [("3", "5")]
+    assert got[3][0]["_raw"] == '{"n": "x", "note": 6}'
+
+
 def test_parquet_lines_count_across_batches(monkeypatch):
     """Reject lines are numbered in the file, not the batch; the last batch is short."""
     monkeypatch.setattr(parsers, "PARQUET_BATCH_ROWS", 3)

@@ -716,8 +716,9 @@ def _land_batch(
     """One record batch checked column by column, as ``_check_row`` checks each of its
     rows as Python values: the same text, the same rejects (raw: the row as JSON)."""
     texts, problems = {}, []
+    columns = _by_name(batch)
     for name, declared in source.columns.items():
-        text, errors = _checked_arrow(batch.column(name), declared, source.dialect.zone)
+        text, errors = _checked_arrow(columns[name], declared, source.dialect.zone)
         texts[name] = text
         if errors:
             problems.append((name, errors))
@@ -734,11 +735,17 @@ def _land_batch(
         texts = {name: text.filter(mask) for name, text in texts.items()}
     if not batch.num_rows:
         return
-    for name in batch.schema.names:
+    for name, column in _by_name(batch).items():
         if name not in texts and not name.startswith("_"):
-            texts[name] = _checked_arrow(batch.column(name), "string", source.dialect.zone)[0]
+            texts[name] = _checked_arrow(column, "string", source.dialect.zone)[0]
     lines = np.arange(first, first + len(keep), dtype=np.int64)[keep]
     _add_rows(texts, lines, uri, rows)
+
+
+def _by_name(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+    """The batch's columns by name; of two of one name the last, as a row as Python
+    values holds it."""
+    return dict(zip(batch.schema.names, batch.columns, strict=True))
 
 
 def _reasons(problems: list[tuple[str, dict[int, str]]]) -> dict[int, str]:
