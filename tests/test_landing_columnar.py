@@ -485,6 +485,24 @@ def test_jsonl_lone_surrogate_in_an_undeclared_key_quarantines_the_file_as_befor
     assert "surrogates not allowed" in found[0][1][0][1]
 
 
+@pytest.mark.parametrize("declared", ["decimal(38,10)", "decimal(30,0)", "decimal(29,28)"])
+def test_csv_decimals_past_the_decimal_context_are_checked_as_row_by_row(declared):
+    """value_error quantizes in decimal's 28-digit context: a decimal(38,10) value of 19
+    integer digits is refused there ("is not a decimal"), so the CSV column check's
+    certain pattern must not let it through (it did, for precision over 28)."""
+    values = ["1", "-9223372036854775808", "1" * 18, "1" * 19, "0.5", "1" * 28, "1" * 29]
+    partner = source("csv", {"v": declared})
+    rows, rejects = LandedRows(), QuarantineBuffer(partner.name, "run", AT)
+    lines = pa.array(range(2, len(values) + 2), pa.int64())
+    parsers._land_columns([pa.array(values, pa.large_string())], lines, URI, partner, rows, rejects)
+    want_rows, want = LandedRows(), QuarantineBuffer(partner.name, "run", AT)
+    for line, value in enumerate(values, start=2):
+        parsers._check_row({"v": value}, line, value, URI, partner, want_rows, want)
+    assert rejects.rows == want.rows
+    assert any("is not a decimal" in r["_reason"] for r in want.rows)
+    assert rows.tables[0]["v"].to_pylist() == [r["v"] for r in want_rows.dicts]
+
+
 def test_a_deliberately_broken_columnar_path_is_caught(parquet_files, monkeypatch):
     """The comparison can fail: Arrow's float text taken as Python's (Arrow writes 5.0
     as "5"), or problems joined in another order, make the paths differ."""
