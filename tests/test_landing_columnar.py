@@ -267,6 +267,18 @@ def test_parquet_of_every_type_lands_as_row_by_row_against(declared, parquet_fil
     assert checked > 400
 
 
+@pytest.mark.parametrize("zone", ["UTC", "America/St_Johns"])
+def test_parquet_timestamps_in_another_zone_land_as_row_by_row(zone, parquet_files, monkeypatch):
+    """Naive timestamps are wall time in the declared zone: in UTC every one fits (no
+    clock skipped an hour), elsewhere each is looked at; aware ones keep their offset."""
+    monkeypatch.setattr(parsers, "PARQUET_BATCH_ROWS", 64)
+    names = [name for name in parquet_columns() if name.startswith(("ts_", "date", "string"))]
+    declared_source = source("parquet", dict.fromkeys(names, "timestamp"), zone=zone)
+    for data in parquet_files:
+        got, want = both(data, declared_source, monkeypatch)
+        assert got == want
+
+
 def test_parquet_undeclared_columns_flow_as_text(parquet_files, monkeypatch):
     """Columns the source does not declare land as text as before, of the good rows."""
     monkeypatch.setattr(parsers, "PARQUET_BATCH_ROWS", 50)
@@ -285,6 +297,8 @@ BAD_UTF8 = pa.Array.from_buffers(
 BEYOND_PYTHON = {
     "date": pa.array([0, 3_000_000], pa.date32()),  # year 10183
     "string": BAD_UTF8,  # no UTF-8: Arrow's reader does not look
+    # 9999-12-31T23:00Z, which at +05:30 is in year 10000
+    "timestamp": pa.array([0, 253_402_297_200_000_000], pa.timestamp("us", "+05:30")),
 }
 
 

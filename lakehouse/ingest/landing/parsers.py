@@ -15,10 +15,11 @@ import io
 import itertools
 import json
 import operator
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import numpy as np
@@ -776,10 +777,13 @@ def _checked_arrow(
 ) -> tuple[pa.Array, dict[int, str]]:
     """An Arrow column's text (``_text`` of each value) and the rows whose value does not
     fit ``declared`` ({row index: value_error's reason on the Python value}). Arrow's
-    own text where it is ``_text``'s (strings, integers, booleans, decimals, dates),
-    else each value's as Python sees it. No Python runs per good value on the first."""
+    own text where it is ``_text``'s (strings, integers, booleans, decimals, dates,
+    timestamps in UTC or at a fixed offset), else each value's as Python sees it. No
+    Python runs per good value on the first."""
     text = _arrow_text(column)
     if text is not None:
+        if declared.strip() == "timestamp" and _fits_any_timestamp(column.type, zone):
+            return text, {}
         return text, _column_errors(declared, text, lambda at: column.take(at).to_pylist(), zone)
     values = column.to_pylist()
     text = _text_array([_text(v) for v in values])
@@ -798,6 +802,8 @@ def _arrow_text(column: pa.Array) -> pa.Array | None:
             column.validate(full=True)  # bad UTF-8: as_py raises, and so must this path
         except pa.ArrowInvalid:
             return None
+    elif pa.types.is_timestamp(kind):
+        return _timestamp_text(column)
     elif pa.types.is_date32(kind):
         days = pc.min_max(column.cast(pa.int32()))
         low, high = days["min"].as_py(), days["max"].as_py()
@@ -810,6 +816,49 @@ def _arrow_text(column: pa.Array) -> pa.Array | None:
 
 # date32 days of Python's first and last dates (0001-01-01, 9999-12-31).
 _DAY_ONE, _DAY_LAST = -719_162, 2_932_896
+# Microseconds since the epoch of Python's first and last datetimes.
+_US_ONE, _US_LAST = _DAY_ONE * 86_400_000_000, (_DAY_LAST + 1) * 86_400_000_000 - 1
+# Time zones of timestamps whose text Arrow writes here: UTC and fixed offsets (a named
+# zone's offsets come from Arrow's zone database, Python's from zoneinfo's).
+FIXED_ZONE = re.compile(r"^(UTC|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def _timestamp_text(column: pa.Array) -> pa.Array | None:
+    """``datetime.isoformat()`` of each value (the wall time at the column's offset, a
+    fraction only where it has microseconds, the offset as +HH:MM), built in Arrow; None
+    for nanoseconds (as_py gives pandas' Timestamp), a named zone, or a value beyond
+    Python's datetimes (as_py raises, and so must this path)."""
+    kind = column.type
+    if kind.unit == "ns" or not (kind.tz is None or FIXED_ZONE.match(kind.tz)):
+        return None
+    utc = column.cast(pa.timestamp("us", kind.tz))
+    local = pc.local_timestamp(utc) if kind.tz else utc
+    for moments in (utc, local):
+        micros = pc.min_max(moments.cast(pa.int64()))
+        low, high = micros["min"].as_py(), micros["max"].as_py()
+        if low is not None and (low < _US_ONE or high > _US_LAST):
+            return None
+    text = pc.strftime(local, "%Y-%m-%dT%H:%M:%S")  # seconds with 6 digits of fraction
+    fraction = pc.add(pc.multiply(pc.millisecond(local), 1000), pc.microsecond(local))
+    text = pc.if_else(pc.equal(fraction, 0), pc.utf8_slice_codeunits(text, 0, 19), text)
+    if kind.tz:
+        offset = pc.subtract(local.cast(pa.int64()), utc.cast(pa.int64()))
+        minutes = pc.abs(pc.divide(offset, 60_000_000))
+        sign = pc.if_else(pc.less(offset, 0), "-", "+")
+        hours = pc.utf8_lpad(pc.divide(minutes, 60).cast(pa.string()), 2, "0")
+        rest = pc.subtract(minutes, pc.multiply(pc.divide(minutes, 60), 60))
+        rest = pc.utf8_lpad(rest.cast(pa.string()), 2, "0")
+        text = pc.binary_join_element_wise(text, sign, hours, ":", rest, "")
+    return text.cast(pa.large_string())
+
+
+def _fits_any_timestamp(kind: pa.DataType, zone: tzinfo) -> bool:
+    """Whether value_error accepts every value of a column of ``kind`` as a timestamp
+    (its text from ``_timestamp_text``): any with an offset (within Python's years), and
+    naive ones when the source's zone is UTC (no clock there skips an hour)."""
+    if not pa.types.is_timestamp(kind):
+        return False
+    return kind.tz is not None or zone is UTC or getattr(zone, "key", None) == "UTC"
 
 
 def _checked_values(
