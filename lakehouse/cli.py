@@ -225,7 +225,6 @@ def demo(
         raise typer.Exit(2)
     began = time.monotonic()
     with stack_session(settings):
-
         stack_up = time.monotonic()
         loaded = publish_demo(settings, scale)
         typer.echo(

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import codecs
 import csv
+import decimal
 import functools
 import io
+import itertools
 import json
+import operator
 import re
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import numpy as np
@@ -698,10 +701,13 @@ def _certain_pattern(declared: str) -> str | None:
         return r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
     if match := DECIMAL.match(declared):
         precision, scale = int(match[1]), int(match[2])
-        if precision - scale < 1:
+        # value_error quantizes in decimal's context (28 digits by default): a value
+        # whose integer digits and scale make more is refused there ("is not a decimal")
+        whole = min(precision, decimal.getcontext().prec) - scale
+        if whole < 1:
             return None
         fraction = rf"(\.[0-9]{{1,{scale}}})?" if scale else ""
-        return rf"-?[0-9]{{1,{precision - scale}}}{fraction}"
+        return rf"-?[0-9]{{1,{whole}}}{fraction}"
     return None  # timestamps, booleans: checked one distinct value at a time
 
 
@@ -717,8 +723,14 @@ JSONL_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def _parse_jsonl(lines: Iterable[str], uri: str, source: LandingSource, rows, rejects) -> int:
-    count = 0
+    """Each line decoded on its own (``decode_json`` holds the JSON rules), then checked
+    a chunk of records at a time column by column (``_land_records``): at most
+    ``JSONL_CHUNK_RECORDS``, and lines of at most a quarter of ``JSONL_CHUNK_BYTES`` (a
+    decoded record takes several times its text), so memory follows a chunk."""
+    count = held = 0
     keys: set[str] = set()
+    chunk: list[tuple[int, str, dict[str, Any]]] = []  # (line, raw, record)
+    refused: list[tuple[int, str, str, str]] = []  # (line, rule, reason, raw)
     for line, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -726,23 +738,89 @@ def _parse_jsonl(lines: Iterable[str], uri: str, source: LandingSource, rows, re
         try:
             record = decode_json(raw)
         except RecordRejected as rejected:
-            rejects.add(rejected.rule, rejected.reason, raw[:4096], _file=uri, _row=line)
+            refused.append((line, rejected.rule, rejected.reason, raw[:4096]))
             continue
         if not isinstance(record, dict):
             kind = type(record).__name__
-            rejects.add("json_object", f"a JSON {kind}, not an object", raw, _file=uri, _row=line)
+            refused.append((line, "json_object", f"a JSON {kind}, not an object", raw))
             continue
         keys.update(record)
-        _check_row(record, line, raw[:4096], uri, source, rows, rejects)
+        chunk.append((line, raw, record))
+        held += len(raw)
+        if len(chunk) >= JSONL_CHUNK_RECORDS or held >= JSONL_CHUNK_BYTES // 4:
+            _land_records(chunk, refused, uri, source, rows, rejects)
+            chunk, refused, held = [], [], 0
+    _land_records(chunk, refused, uri, source, rows, rejects)
     if keys:
         _declared_in(sorted(keys), source, uri)  # a declared key no record carries: dropped
     return count
 
 
+# Decoded JSON records checked (and handed on) at a time.
+JSONL_CHUNK_RECORDS = 32_768
+
+
+def _land_records(
+    chunk: list[tuple[int, str, dict[str, Any]]],
+    refused: list[tuple[int, str, str, str]],
+    uri: str,
+    source: LandingSource,
+    rows,
+    rejects,
+) -> None:
+    """Check decoded records column by column, as ``_check_row`` checks each: good rows
+    to ``rows`` as one Arrow table, bad ones (and ``refused``, lines that were no JSON
+    object) to ``rejects`` in line order, every problem named as ``_check_row`` names it.
+    Undeclared keys of the good records flow as text (names starting "_" are lineage's)."""
+    if not chunk:
+        _reject_refused(refused, uri, rejects)
+        return
+    lines, raws, records = zip(*chunk, strict=True)
+    texts, problems = {}, []
+    fields = _fields(records, list(source.columns))
+    for (name, declared), values in zip(source.columns.items(), fields, strict=True):
+        text, errors = _checked_values(values, declared, source.dialect.zone)
+        texts[name] = text
+        if errors:
+            problems.append((name, errors))
+    reasons = _reasons(problems)
+    for i, reason in reasons.items():
+        refused.append((lines[i], "schema", reason, raws[i][:4096]))
+    _reject_refused(refused, uri, rejects)
+    keep = _keep(len(chunk), reasons)
+    good = [r for r, k in zip(records, keep, strict=True) if k] if reasons else records
+    if not good:
+        return
+    mask = pa.array(keep)
+    table = {name: text.filter(mask) if reasons else text for name, text in texts.items()}
+    for name in dict.fromkeys(itertools.chain.from_iterable(good)):  # first seen first
+        if name not in table and not name.startswith("_"):
+            table[name] = _text_array([_text(r.get(name)) for r in good])
+    _add_rows(table, np.asarray(lines, dtype=np.int64)[keep], uri, rows)
+
+
+def _reject_refused(refused: list[tuple[int, str, str, str]], uri: str, rejects) -> None:
+    """(line, rule, reason, raw) to ``rejects`` in line order, as a row-by-row read
+    adds them."""
+    for line, rule, reason, raw in sorted(refused, key=lambda r: r[0]):
+        rejects.add(rule, reason, raw, _file=uri, _row=line)
+
+
+def _fields(records: Sequence[dict[str, Any]], names: list[str]) -> list[Sequence[Any]]:
+    """Each name's values in ``records`` (None where a record lacks it): one C-level
+    pass where every record has every name, as most files' records do."""
+    if len(names) == 1:
+        return [[r.get(names[0]) for r in records]]
+    try:
+        return list(zip(*map(operator.itemgetter(*names), records), strict=True))
+    except KeyError:
+        return [[r.get(name) for r in records] for name in names]
+
+
 def _parse_parquet(body: Body, uri: str, source: LandingSource, rows, rejects) -> int:
-    """Rows checked one by one as Python values, a record batch at a time read from the
-    spooled file (memory follows a row group and a batch): whatever physical type a
-    column has, a value lands if it fits without loss."""
+    """Rows checked a record batch at a time read from the spooled file (memory follows
+    a row group and a batch), column by column (``_land_batch``): whatever physical type
+    a column has, a value lands if it fits without loss."""
     try:
         # pre_buffer (pyarrow's default) keeps every column chunk it read for the life of
         # the reader: the whole file in memory by the last row group. Reads are local.
@@ -759,17 +837,258 @@ def _parse_parquet(body: Body, uri: str, source: LandingSource, rows, rejects) -
     first = 1  # line of the batch's first row
     try:
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            for line, record in enumerate(batch.to_pylist(), start=first):
-                raw = json.dumps(record, default=str)
-                _check_row(record, line, raw, uri, source, rows, rejects)
+            _land_batch(batch, first, uri, source, rows, rejects)
             first += batch.num_rows
     except OSError as exc:  # a corrupt page: the file is quarantined whole
         raise ValueError(f"unreadable Parquet file: {exc}") from exc
     return parquet.metadata.num_rows
 
 
-# Rows of a Parquet file converted to Python values at a time.
+# Rows of a Parquet file checked (and handed on) at a time.
 PARQUET_BATCH_ROWS = 32_768
+
+
+def _land_batch(
+    batch: pa.RecordBatch, first: int, uri: str, source: LandingSource, rows, rejects
+) -> None:
+    """One record batch checked column by column, as ``_check_row`` checks each of its
+    rows as Python values: the same text, the same rejects (raw: the row as JSON)."""
+    texts, problems = {}, []
+    columns = _by_name(batch)
+    for name, declared in source.columns.items():
+        text, errors = _checked_arrow(columns[name], declared, source.dialect.zone)
+        texts[name] = text
+        if errors:
+            problems.append((name, errors))
+    reasons = _reasons(problems)
+    if reasons:
+        bad = pa.array(list(reasons), pa.int64())
+        for i, record in zip(reasons, batch.take(bad).to_pylist(), strict=True):
+            raw = json.dumps(record, default=str)
+            rejects.add("schema", reasons[i], raw, _file=uri, _row=first + i)
+    keep = _keep(batch.num_rows, reasons)
+    if reasons:
+        mask = pa.array(keep)
+        batch = batch.filter(mask)
+        texts = {name: text.filter(mask) for name, text in texts.items()}
+    if not batch.num_rows:
+        return
+    for name, column in _by_name(batch).items():
+        if name not in texts and not name.startswith("_"):
+            texts[name] = _checked_arrow(column, "string", source.dialect.zone)[0]
+    lines = np.arange(first, first + len(keep), dtype=np.int64)[keep]
+    _add_rows(texts, lines, uri, rows)
+
+
+def _by_name(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+    """The batch's columns by name; of two of one name the last, as a row as Python
+    values holds it."""
+    return dict(zip(batch.schema.names, batch.columns, strict=True))
+
+
+def _reasons(problems: list[tuple[str, dict[int, str]]]) -> dict[int, str]:
+    """Row index -> its problems, in declared column order, joined as ``_check_row``
+    joins them; rows in index order. ``problems``: (column, {row index: error})."""
+    by_row: dict[int, list[str]] = {}
+    for name, errors in problems:
+        for i, error in errors.items():
+            by_row.setdefault(i, []).append(f"{name}: {error}")
+    return {i: "; ".join(by_row[i]) for i in sorted(by_row)}
+
+
+def _keep(n: int, reasons: dict[int, str]) -> np.ndarray:
+    keep = np.ones(n, dtype=bool)
+    keep[list(reasons)] = False
+    return keep
+
+
+def _add_rows(texts: dict[str, pa.Array], lines: np.ndarray, uri: str, rows) -> None:
+    """Good rows (text columns, line numbers) to ``rows`` with their lineage columns."""
+    table = pa.table(texts)
+    table = table.append_column("_file", pa.repeat(pa.scalar(uri, pa.large_string()), len(lines)))
+    rows.add_table(table.append_column("_row", pa.array(lines, pa.int64())))
+
+
+def _checked_arrow(
+    column: pa.Array, declared: str, zone: tzinfo
+) -> tuple[pa.Array, dict[int, str]]:
+    """An Arrow column's text (``_text`` of each value) and the rows whose value does not
+    fit ``declared`` ({row index: value_error's reason on the Python value}). Arrow's
+    own text where it is ``_text``'s (strings, integers, booleans, decimals, dates,
+    timestamps in UTC or at a fixed offset), else each value's as Python sees it. No
+    Python runs per good value on the first."""
+    text = _arrow_text(column)
+    if text is not None:
+        if declared.strip() == "timestamp" and _fits_any_timestamp(column.type, zone):
+            return text, {}
+        return text, _column_errors(declared, text, lambda at: column.take(at).to_pylist(), zone)
+    values = column.to_pylist()
+    text = _text_array([_text(v) for v in values])
+    return text, _column_errors(declared, text, lambda at: [values[i] for i in at], zone)
+
+
+def _arrow_text(column: pa.Array) -> pa.Array | None:
+    """``column`` cast to text where Arrow's text of every value is ``_text`` of its
+    Python value (checked by tests/test_landing_columnar.py), else None. Floats (Arrow
+    writes 1.0 as "1"), timestamps, times, binary and nested values are not."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.dictionary_decode(), kind.value_type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        try:
+            column.validate(full=True)  # bad UTF-8: as_py raises, and so must this path
+        except pa.ArrowInvalid:
+            return None
+    elif pa.types.is_timestamp(kind):
+        return _timestamp_text(column)
+    elif pa.types.is_date32(kind):
+        days = pc.min_max(column.cast(pa.int32()))
+        low, high = days["min"].as_py(), days["max"].as_py()
+        if low is not None and (low < _DAY_ONE or high > _DAY_LAST):
+            return None  # beyond Python's dates: as_py raises, and so must this path
+    elif not (pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind)):
+        return None
+    return column.cast(pa.large_string())
+
+
+# date32 days of Python's first and last dates (0001-01-01, 9999-12-31).
+_DAY_ONE, _DAY_LAST = -719_162, 2_932_896
+# Microseconds since the epoch of Python's first and last datetimes.
+_US_ONE, _US_LAST = _DAY_ONE * 86_400_000_000, (_DAY_LAST + 1) * 86_400_000_000 - 1
+# Time zones of timestamps whose text Arrow writes here: UTC and fixed offsets (a named
+# zone's offsets come from Arrow's zone database, Python's from zoneinfo's).
+FIXED_ZONE = re.compile(r"^(UTC|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def _timestamp_text(column: pa.Array) -> pa.Array | None:
+    """``datetime.isoformat()`` of each value (the wall time at the column's offset, a
+    fraction only where it has microseconds, the offset as +HH:MM), built in Arrow; None
+    for nanoseconds (as_py gives pandas' Timestamp), a named zone, or a value beyond
+    Python's datetimes (as_py raises, and so must this path)."""
+    kind = column.type
+    if kind.unit == "ns" or not (kind.tz is None or FIXED_ZONE.match(kind.tz)):
+        return None
+    utc = column.cast(pa.timestamp("us", kind.tz))
+    local = pc.local_timestamp(utc) if kind.tz else utc
+    for moments in (utc, local):
+        micros = pc.min_max(moments.cast(pa.int64()))
+        low, high = micros["min"].as_py(), micros["max"].as_py()
+        if low is not None and (low < _US_ONE or high > _US_LAST):
+            return None
+    text = pc.strftime(local, "%Y-%m-%dT%H:%M:%S")  # seconds with 6 digits of fraction
+    fraction = pc.add(pc.multiply(pc.millisecond(local), 1000), pc.microsecond(local))
+    text = pc.if_else(pc.equal(fraction, 0), pc.utf8_slice_codeunits(text, 0, 19), text)
+    if kind.tz:
+        offset = pc.subtract(local.cast(pa.int64()), utc.cast(pa.int64()))
+        minutes = pc.abs(pc.divide(offset, 60_000_000))
+        sign = pc.if_else(pc.less(offset, 0), "-", "+")
+        hours = pc.utf8_lpad(pc.divide(minutes, 60).cast(pa.string()), 2, "0")
+        rest = pc.subtract(minutes, pc.multiply(pc.divide(minutes, 60), 60))
+        rest = pc.utf8_lpad(rest.cast(pa.string()), 2, "0")
+        text = pc.binary_join_element_wise(text, sign, hours, ":", rest, "")
+    return text.cast(pa.large_string())
+
+
+def _fits_any_timestamp(kind: pa.DataType, zone: tzinfo) -> bool:
+    """Whether value_error accepts every value of a column of ``kind`` as a timestamp
+    (its text from ``_timestamp_text``): any with an offset (within Python's years), and
+    naive ones when the source's zone is UTC (no clock there skips an hour)."""
+    if not pa.types.is_timestamp(kind):
+        return False
+    return kind.tz is not None or zone is UTC or getattr(zone, "key", None) == "UTC"
+
+
+def _checked_values(
+    values: list[Any], declared: str, zone: tzinfo
+) -> tuple[pa.Array, dict[int, str]]:
+    """Python values' text (``_text``) and the rows whose value does not fit ``declared``
+    ({row index: reason}), with the reason ``_check_row`` gives: value_error's on the value
+    itself, else "holds an unpaired surrogate". A column of one scalar type (text then
+    names the value) is checked one distinct text at a time; a mixed one value by value."""
+    kinds = set(map(type, values)) - {type(None)}
+    if kinds == {int} or kinds == {bool}:
+        try:
+            arrow = pa.array(values, pa.int64() if kinds == {int} else pa.bool_())
+            return _checked_arrow(arrow, declared, zone)
+        except OverflowError:
+            pass  # beyond long: Python's text
+    if kinds <= {str}:
+        texts = values
+    elif kinds == {float}:  # str is float's _text, without a call of it per value
+        texts = [None if v is None else str(v) for v in values]
+    else:
+        texts = [_text(v) for v in values]
+    errors: dict[int, str] = {}
+    try:
+        text = _text_array(texts)
+    except UnicodeEncodeError:  # lone surrogates: rejected, their text never stored
+        texts = list(texts)
+        for i, v in enumerate(values):
+            if isinstance(v, str) and _unencodable(v):
+                errors[i] = value_error(declared, v, zone) or "holds an unpaired surrogate"
+                texts[i] = None
+        text = _text_array(texts)
+    if len(kinds) <= 1 and not kinds & {dict, list}:
+        found = _column_errors(declared, text, lambda at: [values[i] for i in at], zone)
+    else:
+        found = _mixed_errors(declared, values, texts, zone)
+    return text, {**errors, **found}
+
+
+def _text_array(texts: list[str | None]) -> pa.Array:
+    return pa.array(texts, pa.large_string())
+
+
+def _column_errors(
+    declared: str, text: pa.Array, values_at: Callable[[list[int]], list[Any]], zone: tzinfo
+) -> dict[int, str]:
+    """{row index: value_error's reason} for a column whose text names its value (one
+    Python type): ``values_at`` gives the values at row indices. Only texts the certain
+    pattern does not match are looked at, one distinct text at a time (that pattern's
+    matches fit whatever the value's type: its text then reads as the declared type)."""
+    declared = declared.strip()
+    if declared == "string":
+        return {}
+    unsure = text
+    pattern = _certain_pattern(declared)
+    if pattern is not None:
+        unsure = text.filter(pc.invert(pc.match_substring_regex(text, f"^(?:{pattern})?$")))
+    distinct = pc.unique(unsure).drop_null()
+    if not len(distinct):
+        return {}
+    firsts = pc.index_in(distinct, value_set=text).to_pylist()
+    errors = {
+        t: error
+        for t, v in zip(distinct.to_pylist(), values_at(firsts), strict=True)
+        if (error := value_error(declared, v, zone))
+    }
+    if not errors:
+        return {}
+    bad = pc.indices_nonzero(pc.is_in(text, value_set=pa.array(list(errors), text.type)))
+    return dict(zip(bad.to_pylist(), map(errors.get, text.take(bad).to_pylist()), strict=True))
+
+
+def _mixed_errors(
+    declared: str, values: list[Any], texts: list[str | None], zone: tzinfo
+) -> dict[int, str]:
+    """{row index: value_error's reason} value by value, for a column of several Python
+    types (a JSON field holding 1 and "1": the same text, not the same fit). Scalars are
+    looked at once per type and text; objects and arrays each (their reason is their repr,
+    which their sorted text does not name)."""
+    seen: dict[tuple[type, str], str | None] = {}
+    errors = {}
+    for i, (v, t) in enumerate(zip(values, texts, strict=True)):
+        if t is None:
+            continue
+        if isinstance(v, dict | list):
+            error = value_error(declared, v, zone)
+        elif (key := (type(v), t)) in seen:
+            error = seen[key]
+        else:
+            error = seen[key] = value_error(declared, v, zone)
+        if error:
+            errors[i] = error
+    return errors
 
 
 def _unencodable(value: Any) -> str | None:

@@ -377,8 +377,9 @@ def _in_layout(table: pa.Table, schema: pa.Schema, lineage: dict[str, Any]) -> p
 
 
 class LandedRows:
-    """Good rows of a batch: row dicts from the per-row path, Arrow tables from the
-    column-wise CSV path; lineage columns are added once, at the end."""
+    """Good rows of a batch: row dicts from the per-row paths (CSV in a declared dialect
+    or reordered), Arrow tables from the column-wise ones; lineage columns are added
+    once, at the end."""
 
     def __init__(self) -> None:
         self.dicts: list[dict[str, Any]] = []
