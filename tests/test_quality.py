@@ -18,7 +18,7 @@ from lakehouse.defs.silver.contract_checks import check_name
 from lakehouse.defs.silver.reconciliation import page_views_reconcile
 from lakehouse.defs.silver.score import SCORE_KEY
 from lakehouse.quality.contracts import PAGE_VIEWS, default_cdc_contract
-from lakehouse.quality.policy import Policy, enforce, evaluate
+from lakehouse.quality.policy import PANDERA_ENVIRONMENT, Policy, enforce, evaluate
 from lakehouse.quality.scope import Scope, new_bronze_runs
 from lakehouse.quality.table_checks import check_table
 from lakehouse.tables.commits import ensure_table
@@ -398,3 +398,39 @@ def test_a_check_whose_bronze_snapshot_expired_checks_everything_and_says_why(
     runs, reason = new_bronze_runs(t.silver, t.bronze, since)
     assert runs is None
     assert f"bronze snapshot {first.snapshot_id} is expired" in reason
+
+
+def test_evaluating_a_contract_leaves_arrows_timestamps_alone():
+    """pandera's first import sets PYARROW_IGNORE_TIMEZONE when pyspark is installed, and
+    pyarrow then converts an aware datetime by its wall time: 03:04:05+02:00 landed as
+    03:04:05 UTC. A fresh process, as a step is: evaluate a contract, then convert."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in PANDERA_ENVIRONMENT}
+    done = subprocess.run(
+        [sys.executable, "-c", _CONVERT_AFTER_A_CONTRACT],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    instant, leftovers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert instant == int(datetime(2026, 1, 2, 1, 4, 5, tzinfo=UTC).timestamp())
+    assert leftovers == []
+
+
+_CONVERT_AFTER_A_CONTRACT = """
+import json, os
+from datetime import datetime, timedelta, timezone
+import pandas as pd
+import pyarrow as pa
+from lakehouse.quality.contracts import PAGE_VIEWS
+from lakehouse.quality.policy import PANDERA_ENVIRONMENT, evaluate
+
+evaluate(PAGE_VIEWS, pd.DataFrame({"event_id": ["e1"]}))
+aware = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+instant = pa.array([aware], pa.timestamp("s", "UTC")).cast(pa.int64())[0].as_py()
+print(json.dumps([instant, [n for n in PANDERA_ENVIRONMENT if n in os.environ]]))
+"""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     FrameCheck = Callable[[pd.DataFrame], pd.Series]
 
 SCHEMA_RULE = "schema"
+# what pandera's first import sets in the process environment when pyspark is installed
+# (for pandas-on-Spark, which the lakehouse does not use)
+PANDERA_ENVIRONMENT = ("PYARROW_IGNORE_TIMEZONE", "SPARK_LOCAL_IP")
 EXAMPLES = 10
 
 
@@ -118,7 +121,7 @@ class Contract:
     @cached_property
     def schema(self) -> pa.DataFrameSchema:
         """The pandera schema that evaluates the rules (built on first use)."""
-        import pandera.pandas as pa
+        pa = pandera()
 
         dtypes = {"str": str, "object": object, "datetime": pa.DateTime, None: None}
         columns = {
@@ -169,6 +172,37 @@ class Evaluation:
     @property
     def clean_rows(self) -> int:
         return self.rows - len(self.failing_index(*Policy))
+
+
+def pandera():
+    """``pandera.pandas``, imported inside ``pandera_leaves_environment``."""
+    with pandera_leaves_environment():
+        import pandera.pandas
+
+    return pandera.pandas
+
+
+@contextlib.contextmanager
+def pandera_leaves_environment() -> Iterator[None]:
+    """Whatever pandera does inside, the process environment is as it was.
+
+    With pyspark installed, pandera sets ``PYARROW_IGNORE_TIMEZONE=1`` and
+    ``SPARK_LOCAL_IP=127.0.0.1`` when it is imported, and again when a validation first
+    loads its pyspark backend (both for pandas-on-Spark, which the lakehouse does not
+    use). pyarrow takes the first, whatever its value, as "convert an aware ``datetime``
+    by its wall time, as if it were UTC": every later ``pa.array`` of a timestamp at
+    another offset in the step (a Debezium ``ZonedTimestamp``, a landing value with an
+    offset) would land shifted by that offset. The second would pin a Spark session
+    started later in the process to the loopback interface.
+    """
+    import os
+
+    unset = [name for name in PANDERA_ENVIRONMENT if name not in os.environ]
+    try:
+        yield
+    finally:
+        for name in unset:
+            os.environ.pop(name, None)
 
 
 def _rule_name(column: Any, check: str, schema_context: str, schema_name: str | None) -> str:
@@ -229,11 +263,12 @@ def failing_labels(contract: Contract, frame: pd.DataFrame) -> dict[str, set]:
     """The labels of ``frame`` (a ``validation_frame``) each rule failed on; None for a
     failure of the whole frame (a column missing, a wrong dtype)."""
     import pandas as pd
-    import pandera.pandas as pa
 
+    pa = pandera()
     out: dict[str, set] = {}
     try:
-        contract.schema.validate(frame, lazy=True)
+        with pandera_leaves_environment():
+            contract.schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
         for case in cases.itertuples(index=False):
