@@ -501,10 +501,11 @@ def test_jsonl_lone_surrogate_in_an_undeclared_key_quarantines_the_file_as_befor
 
 @pytest.mark.parametrize("declared", ["decimal(38,10)", "decimal(30,0)", "decimal(29,28)"])
 def test_csv_decimals_past_the_decimal_context_are_checked_as_row_by_row(declared):
-    """value_error quantizes in decimal's 28-digit context: a decimal(38,10) value of 19
-    integer digits is refused there ("is not a decimal"), so the CSV column check's
-    certain pattern must not let it through (it did, for precision over 28)."""
+    """Decimals wider than decimal's default 28-digit context: the CSV column check's
+    certain pattern and value_error agree, and the declared precision decides (a
+    decimal(38,10) value of 28 integer digits lands; one of 29 does not)."""
     values = ["1", "-9223372036854775808", "1" * 18, "1" * 19, "0.5", "1" * 28, "1" * 29]
+    values += ["1" * 30, "0." + "1" * 28]
     partner = source("csv", {"v": declared})
     rows, rejects = LandedRows(), QuarantineBuffer(partner.name, "run", AT)
     lines = pa.array(range(2, len(values) + 2), pa.int64())
@@ -513,8 +514,11 @@ def test_csv_decimals_past_the_decimal_context_are_checked_as_row_by_row(declare
     for line, value in enumerate(values, start=2):
         parsers._check_row({"v": value}, line, value, URI, partner, want_rows, want)
     assert rejects.rows == want.rows
-    assert any("is not a decimal" in r["_reason"] for r in want.rows)
     assert rows.tables[0]["v"].to_pylist() == [r["v"] for r in want_rows.dicts]
+    precision, scale = (int(n) for n in declared[8:-1].split(","))
+    landed = set(rows.tables[0]["v"].to_pylist())
+    assert ("1" * (precision - scale) in landed) and ("1" * (precision - scale + 1) not in landed)
+    assert not any("is not a decimal" in r["_reason"] for r in want.rows)
 
 
 def test_a_deliberately_broken_columnar_path_is_caught(parquet_files, monkeypatch):

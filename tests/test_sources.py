@@ -95,6 +95,15 @@ def test_a_bad_sources_file_names_the_file_and_the_problem(tmp_path: Path, text,
         ("decimal(5,2)", "1.234", False),
         ("decimal(5,2)", "1234.5", False),
         ("decimal(5,2)", "NaN", False),
+        # past decimal's default 28-digit context: the declared precision decides
+        ("decimal(38,10)", "1" * 28 + ".5", True),
+        ("decimal(38,10)", "1" * 29, False),
+        ("decimal(38,0)", "9" * 38, True),
+        ("decimal(38,0)", "-" + "9" * 38, True),
+        ("decimal(38,0)", "1" + "0" * 38, False),
+        ("decimal(12,2)", "1E+3", True),
+        ("decimal(12,2)", "1E+999999999", False),  # refused without a billion digits
+        ("decimal(2,2)", "0", True),
         ("string", "anything", True),
         ("int", "", True),  # empty is null; required-ness is a silver rule
         ("int", None, True),

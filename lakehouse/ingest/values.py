@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
@@ -55,7 +55,17 @@ def value_error(declared: str, value: Any, zone: tzinfo = UTC) -> str | None:
             exponent = number.as_tuple().exponent
             if isinstance(exponent, int) and -exponent > scale:
                 return f"{value!r} has more than {scale} decimal places"
-            if len(number.quantize(Decimal(1).scaleb(-scale)).as_tuple().digits) > precision:
+            # quantized in a context wide enough for any value that can fit (decimal's
+            # default, 28 digits, refused a valid decimal(38,10) of 19 integer digits);
+            # one with more integer digits than that exceeds it without being quantized
+            if (
+                isinstance(exponent, int)
+                and len(number.as_tuple().digits) + exponent > precision + 1
+            ):
+                return f"{value!r} exceeds decimal({precision},{scale})"
+            wide = Context(prec=precision + scale + 2)
+            quantized = number.quantize(Decimal(1).scaleb(-scale), context=wide)
+            if len(quantized.as_tuple().digits) > precision:
                 return f"{value!r} exceeds decimal({precision},{scale})"
             return None
     except (ValueError, TypeError, InvalidOperation, OverflowError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import decimal
 import functools
 import io
 import itertools
@@ -701,9 +700,7 @@ def _certain_pattern(declared: str) -> str | None:
         return r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
     if match := DECIMAL.match(declared):
         precision, scale = int(match[1]), int(match[2])
-        # value_error quantizes in decimal's context (28 digits by default): a value
-        # whose integer digits and scale make more is refused there ("is not a decimal")
-        whole = min(precision, decimal.getcontext().prec) - scale
+        whole = precision - scale
         if whole < 1:
             return None
         fraction = rf"(\.[0-9]{{1,{scale}}})?" if scale else ""
