@@ -364,10 +364,11 @@ class CdcBuild(SilverBuild):
         """Quarantined rows of keys no change touched (quarantine is small: read whole)."""
         rows = quarantine.scan().to_arrow()
         keys = self.source.keys
+        loose = _loose(touched)  # once: per row it made this quadratic in keys and rows
         keep = []
         for raw in rows["_raw"].to_pylist():
             row = json.loads(raw) if raw else {}
-            keep.append(tuple(_as_key(row.get(k)) for k in keys) not in _loose(touched))
+            keep.append(tuple(_as_key(row.get(k)) for k in keys) not in loose)
         return rows.filter(pa.array(keep, pa.bool_())) if rows.num_rows else rows
 
 
