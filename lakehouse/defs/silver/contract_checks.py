@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
+from lakehouse.orchestration.k8s import k8s_tags
 from lakehouse.quality.policy import Contract, Policy
 from resources.iceberg import IcebergCatalogResource
 
@@ -60,6 +61,9 @@ def contract_checks(contract: Contract) -> dg.AssetChecksDefinition:
         specs=specs,
         name=f"{'_'.join(contract.asset_key)}_contract",
         description=f"pandera contract of {contract.table}, one check per rule.",
+        # a check holds a bucket of keys in pandas and spills the rest to local disk, as a
+        # silver build does: sized like one
+        op_tags=k8s_tags("arrow"),
     )
     def _checks(
         context: dg.AssetCheckExecutionContext,
