@@ -15,14 +15,13 @@ import pyarrow as pa
 import pytest
 
 from lakehouse.defs.silver.builds import silver_shape
-from lakehouse.ingest.kafka.decode import bronze_row
 from lakehouse.quality.contracts import default_contract
 from lakehouse.silver.cdc import CdcBuild
 from lakehouse.tables.increments import FULL, INCREMENTAL
 from lakehouse.tables.replace import FEW_KEYS, key_mask, key_text, replace_keys
 from resources.iceberg import IcebergCatalogResource
 from tests.cdc_keys import KEYS, keyed_increments, keyed_row, keyed_source
-from tests.test_incremental_silver import _compare_with_full, _kafka_lineage, _land_one
+from tests.test_incremental_silver import _compare_with_full, _land_messages
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -39,16 +38,7 @@ def test_many_keys_of_every_type_in_increments_equal_a_full_rebuild(lakehouse_en
     )
     offset, modes = 0, []
     for n, batch in enumerate(keyed_increments(seed=len(kind))):
-        rows = []
-        for message in batch:
-            rows.append(
-                {
-                    **bronze_row(source, message),
-                    **_kafka_lineage(source, 0, offset, START + timedelta(minutes=n), f"b-{n}"),
-                }
-            )
-            offset += 1
-        _land_one(catalog, source, rows, n)
+        offset = _land_messages(catalog, source, batch, n, offset, START + timedelta(minutes=n))
         modes.append(build.run().plan.mode)
         current = catalog.load_table(f"silver.{source.name}").scan().to_arrow()
         keys = current.select(source.keys).to_pylist()

@@ -29,10 +29,11 @@ from lakehouse.defs.silver.builds import silver_shape
 from lakehouse.quality.contracts import PAGE_VIEWS, default_contract
 from lakehouse.quality.history import history_contract
 from lakehouse.quality.policy import Contract, evaluate
-from lakehouse.quality.scope import FEW_VALUES, Scope, changed_scope, full
+from lakehouse.quality.scope import Scope, changed_scope, full
 from lakehouse.quality.table_checks import bucketable, check_table
 from lakehouse.silver.typed import TypedBuild
 from lakehouse.tables.commits import append_with_position, ensure_table
+from lakehouse.tables.replace import FEW_KEYS
 from resources.iceberg import IcebergCatalogResource
 
 HASHED = "a" * 64
@@ -112,7 +113,7 @@ def _history(rng: random.Random, n: int) -> tuple[Contract, pa.Table, Scope]:
     schema = cdc_silver_layouts(source.columns)[1].arrow_schema()
     table = pa.Table.from_pylist(rows, schema=schema)
     keys = frozenset(f"c-{k}" for k in range(1, key, 2))
-    assert len(keys) > FEW_VALUES  # files pruned by the keys' range, rows told in Arrow
+    assert len(keys) > FEW_KEYS  # files pruned by the keys' range, rows told in Arrow
     return history_contract(source), table, Scope("test: every other key", "customer_id", keys)
 
 

@@ -278,6 +278,20 @@ def _land_one(catalog, source, rows: list[dict], n: int) -> None:
     append_with_position(bronze, table, "test", {"batch": n}, f"bronze-{n}")
 
 
+def _land_messages(catalog, source, messages, n: int, offset: int, at: datetime) -> int:
+    """Kafka messages (``value``, ``key``) as bronze batch ``n`` from partition 0's
+    ``offset``, ingested ``at``; returns the next offset."""
+    rows = [
+        {
+            **bronze_row(source, SimpleNamespace(value=message.value, key=message.key)),
+            **_kafka_lineage(source, 0, offset + i, at, f"bronze-{n}"),
+        }
+        for i, message in enumerate(messages)
+    ]
+    _land_one(catalog, source, rows, n)
+    return offset + len(rows)
+
+
 @pytest.mark.parametrize(("seed", "pii_key"), [(4, False), (5, False), (4, True), (7, True)])
 def test_cdc_in_increments_equals_a_full_rebuild(lakehouse_env, seed, pii_key):
     """``pii_key``: the key column itself is hashed, so silver holds keys in masked form
@@ -302,17 +316,7 @@ def test_cdc_in_increments_equals_a_full_rebuild(lakehouse_env, seed, pii_key):
     modes = []
     offset = 0
     for n, batch in enumerate(_split(rng, delivered)):
-        at = start + timedelta(minutes=n)
-        rows = []
-        for message in batch:
-            rows.append(
-                {
-                    **bronze_row(source, SimpleNamespace(value=message.value, key=message.key)),
-                    **_kafka_lineage(source, 0, offset, at, f"bronze-{n}"),
-                }
-            )
-            offset += 1
-        _land_one(catalog, source, rows, n)
+        offset = _land_messages(catalog, source, batch, n, offset, start + timedelta(minutes=n))
         modes.append(build.run().plan.mode)
     assert modes[0] == FULL and INCREMENTAL in modes[1:]
     names = ["silver.customers", "silver.customers_history", "quarantine.customers"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -247,6 +247,12 @@ class DatabaseSource(_TableSource):
     def _bronze_layout(self) -> TableLayout:
         return database_bronze_layout(list(self.columns))
 
+    @property
+    def zone(self) -> tzinfo:
+        """Where a naive timestamp is wall time: a row's text carries its offset
+        (timestamptz) or is UTC."""
+        return UTC
+
 
 _CSV_ONLY = ("delimiter", "quote", "escape", "header", "null_values")
 _PARQUET_DIALECT = ("time_zone",)  # a Parquet file states the rest itself
@@ -318,6 +324,11 @@ class LandingSource(_Source):
     columns: dict[str, str] = Field(description="column -> declared type")
     prefix: str | None = None
     dialect: LandingDialect = Field(default_factory=LandingDialect)
+
+    @property
+    def zone(self) -> tzinfo:
+        """Where a naive timestamp is wall time: the dialect's ``time_zone``."""
+        return self.dialect.zone
 
     @model_validator(mode="after")
     def _dialect_fits_the_format(self) -> LandingSource:

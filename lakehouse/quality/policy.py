@@ -113,6 +113,14 @@ class Contract:
         names.extend(self.checks)
         return [SCHEMA_RULE, *dict.fromkeys(names)]
 
+    @property
+    def uniqueness(self) -> dict[str, tuple[str, ...]]:
+        """Each uniqueness rule, named as in ``rules``, and the columns it holds unique."""
+        out = {f"{n}:field_uniqueness": (n,) for n, c in self.columns.items() if c.unique}
+        if self.unique:
+            out["multiple_fields_uniqueness"] = tuple(self.unique)
+        return out
+
     def policy(self, rule: str) -> Policy:
         if rule == SCHEMA_RULE:
             return Policy.FAIL

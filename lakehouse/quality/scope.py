@@ -30,12 +30,9 @@ import pyarrow.compute as pc
 from pyiceberg.expressions import (
     AlwaysFalse,
     AlwaysTrue,
-    And,
     BooleanExpression,
-    GreaterThanOrEqual,
     In,
     IsNull,
-    LessThanOrEqual,
     Or,
 )
 from pyiceberg.table import Table
@@ -45,9 +42,9 @@ from lakehouse.declarations.sources import CdcSource, DatabaseSource, LandingSou
 from lakehouse.ingest.debezium import parse_change
 from lakehouse.tables.commits import RUN_ID_KEY
 from lakehouse.tables.rebuilds import BUILT_FROM_KEY as BRONZE_SNAPSHOT_KEY
+from lakehouse.tables.replace import values_filter
 
 CHECKED_SNAPSHOT = "lakehouse/checked_snapshot_id"
-FEW_VALUES = 200  # pyiceberg's IN_PREDICATE_LIMIT
 SCOPE = "lakehouse/check_scope"
 
 
@@ -74,17 +71,9 @@ class Scope:
 
     @property
     def file_filter(self) -> BooleanExpression:
-        """A filter that prunes the data files holding no row in scope, cheap to bind: the
-        values themselves when few, else their range (pyiceberg binds an ``In`` value by
-        value and prunes nothing by it past 200). Rows it keeps are then told by ``mask``."""
-        present = self.values - {None}
-        if self.full or len(present) <= FEW_VALUES:
-            return self.row_filter
-        inside = And(
-            GreaterThanOrEqual(self.column, min(present)),
-            LessThanOrEqual(self.column, max(present)),
-        )
-        return Or(inside, IsNull(self.column)) if None in self.values else inside
+        """A filter that prunes the data files holding no row in scope, cheap to bind
+        (``tables.replace.values_filter``); the rows it keeps are told by ``mask``."""
+        return AlwaysTrue() if self.full else values_filter(self.column, self.values)
 
     def mask(self, rows: pa.Table) -> pa.ChunkedArray | None:
         """True for the rows of ``rows`` in scope (None: every row is)."""
@@ -228,16 +217,13 @@ def typed_scope(
     """The silver rows of the first key column's values among the new bronze rows, typed
     as the silver build types them (bronze holds the text that arrived): every stored
     row an upsert of those rows may have replaced, and nothing else."""
-    from datetime import UTC
-
     from lakehouse.transforms.typed import typed_columns
 
     key = source.keys[0]
     if key in source.pii:
         return full(f"the key column {key} is masked in silver: its new values are not known")
     text = new_bronze_rows(bronze, runs, (key,))
-    zone = source.dialect.zone if isinstance(source, LandingSource) else UTC
-    typed = typed_columns(text, {key: source.columns[key]}, zone=zone)
+    typed = typed_columns(text, {key: source.columns[key]}, zone=source.zone)
     values = frozenset(pc.unique(typed[key]).to_pylist())
     return Scope(f"{key} of {text.num_rows} new bronze rows; {reason}", key, values)
 

@@ -56,12 +56,13 @@ def check_table(
     from lakehouse.transforms.key_buckets import KeyBuckets, bucket_count
 
     scan = table.scan(row_filter=scope.file_filter)
-    rows = sum(task.file.record_count for task in scan.plan_files())
+    tasks = list(scan.plan_files())  # planned once: manifests are read for it
+    rows = sum(task.file.record_count for task in tasks)
     buckets = bucket_count(rows, rows_per_bucket) if bucketable(contract) else 1
     collisions = {} if scope.full else outside_collisions(table, contract, scope)
     verdict = _Verdict(contract)
     spill = KeyBuckets(contract.key_columns, buckets, spill_directory) if buckets > 1 else None
-    for part in _parts(table, scan, scope, spill, -(-rows // buckets)):
+    for part in _parts(table, scan, tasks, scope, spill, -(-rows // buckets)):
         verdict.add(part, collisions)
     return verdict.evaluation()
 
@@ -70,15 +71,7 @@ def bucketable(contract: Contract) -> bool:
     """Whether a bucket of keys is enough to evaluate every rule: the contract names its
     key, and each uniqueness rule's columns include it."""
     keys = set(contract.key_columns)
-    return bool(keys) and all(keys <= set(columns) for columns in unique_rules(contract).values())
-
-
-def unique_rules(contract: Contract) -> dict[str, tuple[str, ...]]:
-    """Each uniqueness rule and the columns it holds unique."""
-    rules = {f"{n}:field_uniqueness": (n,) for n, c in contract.columns.items() if c.unique}
-    if contract.unique:
-        rules["multiple_fields_uniqueness"] = tuple(contract.unique)
-    return rules
+    return bool(keys) and all(keys <= set(columns) for columns in contract.uniqueness.values())
 
 
 def outside_collisions(table: Table, contract: Contract, scope: Scope) -> dict[str, pa.Array]:
@@ -91,7 +84,7 @@ def outside_collisions(table: Table, contract: Contract, scope: Scope) -> dict[s
     from lakehouse.tables.replace import key_text
 
     out = {}
-    for rule, columns in unique_rules(contract).items():
+    for rule, columns in contract.uniqueness.items():
         if scope.column in columns:
             continue  # a row sharing this key has the scope's value: it is in scope
         fields = tuple(dict.fromkeys((*columns, scope.column)))
@@ -113,18 +106,23 @@ def outside_collisions(table: Table, contract: Contract, scope: Scope) -> dict[s
 
 
 def _parts(
-    table: Table, scan: DataScan, scope: Scope, spill: KeyBuckets | None, rows_per_chunk: int
+    table: Table,
+    scan: DataScan,
+    tasks: list,
+    scope: Scope,
+    spill: KeyBuckets | None,
+    rows_per_chunk: int,
 ) -> Iterator[pa.Table]:
-    """The rows of ``scan`` in ``scope``: whole without ``spill``, else spilled to its
-    buckets (data files read about ``rows_per_chunk`` rows at a time) and handed back a
-    bucket at a time."""
-    from lakehouse.tables.increments import scan_chunks
+    """The rows of ``scan``'s ``tasks`` in ``scope``: whole without ``spill``, else
+    spilled to its buckets (data files read about ``rows_per_chunk`` rows at a time) and
+    handed back a bucket at a time."""
+    from lakehouse.tables.increments import read_tasks, scan_chunks
 
     if spill is None:
-        yield _in_scope(scan.to_arrow(), scope)
+        yield _in_scope(read_tasks(table, scan, tasks), scope)
         return
     with spill:
-        for chunk in scan_chunks(table, scan, rows_per_chunk):
+        for chunk in scan_chunks(table, scan, rows_per_chunk, tasks):
             spill.add(_in_scope(chunk, scope))
         yield from spill
 
@@ -174,7 +172,7 @@ class _Verdict:
 
         out = {}
         for rule, keys in collisions.items():
-            columns = unique_rules(self.contract)[rule]
+            columns = self.contract.uniqueness[rule]
             held = pc.is_in(key_text(part.select(columns), columns), value_set=keys)
             positions = pc.indices_nonzero(held).to_numpy()
             out[rule] = set(frame.index[positions])

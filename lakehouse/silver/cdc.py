@@ -28,14 +28,9 @@ import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import (
     And,
-    BooleanExpression,
     EqualTo,
     GreaterThan,
-    GreaterThanOrEqual,
     In,
-    IsNull,
-    LessThanOrEqual,
-    Or,
 )
 from pyiceberg.table import Table
 from pyiceberg.types import IcebergType, StringType
@@ -57,7 +52,7 @@ from lakehouse.tables.increments import (
     rows_to_read,
     summary_count,
 )
-from lakehouse.tables.replace import key_mask, replace_keys
+from lakehouse.tables.replace import key_mask, replace_keys, values_filter
 from lakehouse.transforms.cdc import (
     OrderedChange,
     apply_changes,
@@ -341,8 +336,10 @@ class CdcBuild(SilverBuild):
         def read(is_current: bool, wanted: set[tuple]) -> None:
             if not wanted:
                 return
+            # pruned by the keys' first column; the rows it holds are matched exactly below
+            pruned = values_filter(keys[0], {k[0] for k in wanted})
             rows = history.scan(
-                row_filter=And(EqualTo("is_current", is_current), _key_range(keys, wanted))
+                row_filter=And(EqualTo("is_current", is_current), pruned)
             ).to_arrow()
             if rows.num_rows:  # the range holds more than the keys: match them in Arrow first
                 rows = rows.filter(key_mask(rows, keys, wanted))
@@ -481,23 +478,6 @@ def _as_key(value: Any) -> str:
 def _loose(keys: set[tuple]) -> set[tuple]:
     """Keys compared as text: quarantine keeps rows as JSON (numbers, decimals as text)."""
     return {tuple(_as_key(v) for v in key) for key in keys}
-
-
-def _key_range(columns: tuple[str, ...], keys: set[tuple]) -> BooleanExpression:
-    """A filter the files' key bounds can prune by: the keys themselves while few, else
-    their range (pyiceberg stops pruning on ``In`` beyond 200 values), and the nulls
-    when a key's first part is null (neither ``In`` nor a range holds them); callers
-    match the keys exactly on what it returns."""
-    values = sorted({k[0] for k in keys if k[0] is not None})
-    if not values:
-        return IsNull(columns[0])
-    if len(values) <= 200:
-        present: BooleanExpression = In(columns[0], set(values))
-    else:
-        present = And(
-            GreaterThanOrEqual(columns[0], values[0]), LessThanOrEqual(columns[0], values[-1])
-        )
-    return Or(present, IsNull(columns[0])) if any(k[0] is None for k in keys) else present
 
 
 def _partitioned_like(table: Table, layout) -> bool:

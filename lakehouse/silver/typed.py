@@ -15,7 +15,7 @@ holds the increment's latest rows and the one stored file it rewrites at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
+from datetime import tzinfo
 
 import pyarrow as pa
 from pyiceberg.table import Table
@@ -80,9 +80,7 @@ class TypedBuild(SilverBuild):
 
     @property
     def zone(self) -> tzinfo:
-        """Where naive timestamps are wall time: a landing source declares it; a database
-        row's text carries its offset (timestamptz) or is UTC."""
-        return self.source.dialect.zone if isinstance(self.source, LandingSource) else UTC
+        return self.source.zone
 
     def _run(self, full: bool) -> TypedBuilt:
         source = self.source

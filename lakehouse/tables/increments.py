@@ -190,20 +190,28 @@ def increment_batches(
     yield from scan_chunks(bronze, scan, rows_per_chunk)
 
 
-def scan_chunks(table: Table, scan: BaseScan, rows_per_chunk: int) -> Iterator[pa.Table]:
-    """``scan``'s rows, a chunk of data files at a time. pyiceberg's own batch reader
-    submits every file to its thread pool at once and keeps each file's batches until
-    they are read: a slow reader holds the table."""
+def scan_chunks(
+    table: Table, scan: BaseScan, rows_per_chunk: int, tasks: list | None = None
+) -> Iterator[pa.Table]:
+    """``scan``'s rows (of ``tasks``, when the caller planned them), a chunk of data files
+    at a time. pyiceberg's own batch reader submits every file to its thread pool at once
+    and keeps each file's batches until they are read: a slow reader holds the table."""
+    planned = list(scan.plan_files()) if tasks is None else tasks
+    for chunk_tasks in _chunks(planned, rows_per_chunk):
+        chunk = read_tasks(table, scan, chunk_tasks)
+        if chunk.num_rows:
+            yield chunk
+
+
+def read_tasks(table: Table, scan: BaseScan, tasks: list) -> pa.Table:
+    """The rows of planned ``tasks`` of ``scan``, as one table (its schema when empty)."""
     # pyiceberg's Arrow I/O imports pandas (~1 s): paid by a build, not by the code location
     from pyiceberg.io.pyarrow import ArrowScan
 
     reader = ArrowScan(
         table.metadata, table.io, scan.projection(), scan.row_filter, scan.case_sensitive
     )
-    for tasks in _chunks(list(scan.plan_files()), rows_per_chunk):
-        chunk = reader.to_table(tasks)
-        if chunk.num_rows:
-            yield chunk
+    return reader.to_table(tasks)
 
 
 def _chunks(tasks: list, rows_per_chunk: int) -> Iterator[list]:

@@ -24,8 +24,10 @@ from pyiceberg.expressions import (
     And,
     BooleanExpression,
     EqualTo,
+    GreaterThanOrEqual,
     In,
     IsNull,
+    LessThanOrEqual,
     Or,
 )
 from pyiceberg.manifest import DataFile
@@ -57,6 +59,22 @@ def keys_filter(columns: tuple[str, ...], keys: Iterable[tuple]) -> BooleanExpre
         )
         expression = one if isinstance(expression, AlwaysFalse) else Or(expression, one)
     return expression
+
+
+def values_filter(column: str, values: Iterable) -> BooleanExpression:
+    """A filter the files' bounds prune by, cheap to bind, holding every row whose
+    ``column`` is one of ``values`` (None: null): the values themselves while few, else
+    their range (pyiceberg binds an ``In`` value by value and prunes nothing by it past
+    ``FEW_KEYS``). It holds other rows too: callers tell the rows exactly on what it reads."""
+    values = set(values)
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        inside: BooleanExpression = AlwaysFalse()
+    elif len(present) <= FEW_KEYS:
+        inside = In(column, set(present))
+    else:
+        inside = And(GreaterThanOrEqual(column, present[0]), LessThanOrEqual(column, present[-1]))
+    return Or(inside, IsNull(column)) if None in values else inside
 
 
 def key_mask(rows: pa.Table, columns: tuple[str, ...], keys: Iterable[tuple]) -> pa.Array:
